@@ -1,0 +1,178 @@
+"""What every block shares: argument checks, the activation rule and the `Block` base class.
+
+A block describes its computation exactly once, in `Block.forward(inputs, apply)`, as a composition of
+built-in Keras sub-layers. `apply(layer, x)` decides what "applying a sub-layer" means:
+
+- `call()` applies the Keras 3 sub-layer to a tensor;
+- `build()` and `compute_output_shape()` propagate shapes (building each sub-layer on the way);
+- the profiler records each sub-layer's shapes to count multiply-adds;
+- the QAT bridge re-creates each sub-layer as its tf_keras twin, giving a flat graph that tfmot folds.
+
+So the wiring of a block lives in one place, and every consumer sees the same graph.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import keras
+
+Apply = Callable[[keras.layers.Layer, Any], Any]
+
+# keras.applications' MobileNetV2 batch-norm settings (epsilon=1e-3, momentum=0.999); matching them is
+# what lets our models carry the official weights. On small data sets momentum 0.999 barely moves the
+# moving statistics (see shared/DESIGN.md section 2), so every block lets the caller choose.
+BN_MOMENTUM = 0.999
+BN_EPSILON = 1e-3
+
+_ACTIVATIONS = ("relu6", "relu", "linear", None)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return `value` if it is a positive int (not bool), else raise ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+    return value
+
+
+def check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
+    """A float in the open-closed interval (low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high):
+        raise ValueError(f"`{name}` must be a number in ({low}, {high}]. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_bn(momentum: Any, epsilon: Any) -> None:
+    check_fraction("bn_momentum", momentum, 0.0, 1.0)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
+        raise ValueError(f"`bn_epsilon` must be a positive number. Received: bn_epsilon={epsilon!r}")
+
+
+def check_activation(value: Any) -> Any:
+    """Activations a block may end with: the paper's ReLU6, plain ReLU, or none (linear)."""
+    return check_choice("activation", value, _ACTIVATIONS)
+
+
+def make_activation(name: str | None, layer_name: str) -> keras.layers.Layer | None:
+    """The one rule mapping an activation name to a built-in layer tfmot can fold.
+
+    ReLU6 is `ReLU(max_value=6)`, as in keras.applications, so the QAT graph keeps the
+    `Conv -> BatchNormalization -> ReLU(6)` pattern that tfmot folds. `None`/"linear" means no layer:
+    the paper's linear bottleneck (Section 3.2).
+    """
+    if name in (None, "linear"):
+        return None
+    if name == "relu6":
+        return keras.layers.ReLU(6.0, name=layer_name)
+    if name == "relu":
+        return keras.layers.ReLU(name=layer_name)
+    raise ValueError(f"`activation` must be one of {_ACTIVATIONS}. Received: activation={name!r}")
+
+
+def make_bn(name: str, momentum: float, epsilon: float) -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round `value` to the nearest multiple of `divisor`, never going more than 10% below it.
+
+    The channel-rounding rule of the MobileNet reference code (and keras.applications), used wherever a
+    width multiplier scales channels.
+    """
+    min_value = divisor if min_value is None else min_value
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+def conv_output_size(size: int | None, strides: int) -> int | None:
+    """Spatial size after a 'same'-padded stride-`strides` op (TensorFlow convention)."""
+    return None if size is None else math.ceil(size / strides)
+
+
+def apply_seq(apply: Apply, x: Any, *layers: keras.layers.Layer | None) -> Any:
+    """Apply sub-layers in order, skipping the ones a configuration leaves out (None)."""
+    for layer in layers:
+        if layer is not None:
+            x = apply(layer, x)
+    return x
+
+
+def call_apply(layer: keras.layers.Layer, x: Any) -> Any:
+    return layer(x)
+
+
+def shape_apply(layer: keras.layers.Layer, shape: Any) -> Any:
+    """Build `layer` for `shape` (if needed) and return its output shape."""
+    if not layer.built:
+        layer.build(shape)
+    return layer.compute_output_shape(shape)
+
+
+def channels_of(shape: Sequence[Any], name: str = "inputs") -> int:
+    channels = shape[-1]
+    if channels is None:
+        raise ValueError(f"The channel dimension of `{name}` must be known. Received shape: {tuple(shape)}")
+    return int(channels)
+
+
+class Block(keras.layers.Layer):
+    """Base class of the paper's blocks (channels-last).
+
+    Subclasses implement `_create(input_shape)` (make sub-layers; decide `has_skip`) and
+    `forward(inputs, apply)` (wire them). Everything else is derived here once.
+    """
+
+    #: True when the block adds an identity shortcut (stride 1, equal channels, residual enabled).
+    has_skip: bool = False
+    #: Constructor arguments, stored as attributes of the same names; `get_config` returns exactly these.
+    _config_keys: tuple[str, ...] = ()
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self._config_keys})
+        return config
+
+    def build(self, input_shape: Any) -> None:
+        if keras.config.image_data_format() != "channels_last":
+            raise ValueError(
+                "keras_mbv2 blocks support image_data_format='channels_last' only. "
+                f"Received: image_data_format={keras.config.image_data_format()!r}"
+            )
+        self._create(input_shape)
+        self.forward(input_shape, shape_apply)
+
+    def call(self, inputs: Any) -> Any:
+        return self.forward(inputs, call_apply)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        if not self.built:
+            self.build(input_shape)
+        return self.forward(input_shape, shape_apply)
+
+    def sublayers(self) -> list[keras.layers.Layer]:
+        """The built sub-layers in the order `forward` applies them (duplicates removed)."""
+        seen: list[keras.layers.Layer] = []
+
+        def record(layer: keras.layers.Layer, shape: Any) -> Any:
+            if all(layer is not s for s in seen):
+                seen.append(layer)
+            return layer.compute_output_shape(shape)
+
+        self.forward(self._build_shapes_dict_input(), record)
+        return seen
+
+    def _build_shapes_dict_input(self) -> Any:
+        shapes = getattr(self, "_build_shapes_dict", None) or {}
+        if len(shapes) != 1:
+            raise ValueError(f"Layer {self.name!r} has not been built yet.")
+        return next(iter(shapes.values()))

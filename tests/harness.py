@@ -1,0 +1,82 @@
+"""A block test harness in the manner of Keras' `run_layer_test`, for the keras_mbv2 blocks."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _shape(t):
+    return tuple(t.shape)
+
+
+def run_block_test(
+    block_cls,
+    init_kwargs: dict,
+    input_shapes: list[tuple],
+    expected_output_shapes: list[tuple],
+    expected_trainable_weights: int,
+    expected_has_skip: bool | None = None,
+):
+    """Config round trip, symbolic/eager/computed shapes, weights, one train step, .keras round trip."""
+    # 1. get_config returns exactly the constructor arguments (plus Keras' base keys), and round-trips.
+    block = block_cls(**init_kwargs)
+    config = block.get_config()
+    params = set(inspect.signature(block_cls.__init__).parameters) - {"self", "kwargs"}
+    assert set(config) - BASE_CONFIG_KEYS == params, (set(config), params)
+    for key, value in init_kwargs.items():
+        assert config[key] == value, (key, config[key], value)
+    assert block_cls.from_config(config).get_config() == config
+
+    # 2. symbolic call in a functional model
+    inputs = [keras.Input(shape[1:], batch_size=None) for shape in input_shapes]
+    call_arg = inputs if len(inputs) > 1 else inputs[0]
+    outputs = _as_list(block(call_arg))
+    assert [_shape(o)[1:] for o in outputs] == [s[1:] for s in expected_output_shapes]
+    computed = block.compute_output_shape(
+        [tuple(i.shape) for i in inputs] if len(inputs) > 1 else tuple(inputs[0].shape)
+    )
+    computed = computed if isinstance(computed, list) else [computed]
+    assert [tuple(c)[1:] for c in computed] == [s[1:] for s in expected_output_shapes]
+    if expected_has_skip is not None:
+        assert block.has_skip is expected_has_skip
+    assert len(block.trainable_weights) == expected_trainable_weights
+    model = keras.Model(inputs, outputs)
+
+    # 3. eager call, batch of 2
+    data = [np.random.uniform(-1, 1, (2,) + s[1:]).astype("float32") for s in input_shapes]
+    eager = _as_list(block(data if len(data) > 1 else data[0]))
+    assert [_shape(e) for e in eager] == [(2,) + s[1:] for s in expected_output_shapes]
+
+    # 4. one training step changes every trainable weight that receives gradient
+    before = [w.numpy().copy() for w in block.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    targets = [np.random.uniform(-1, 1, (2,) + s[1:]).astype("float32") for s in expected_output_shapes]
+    model.train_on_batch(data, targets)
+    changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, block.trainable_weights)]
+    # Every kernel moves. A batch norm that feeds a linear (depthwise) conv and then another batch norm
+    # has exactly-zero gradients in training mode (the second BN removes its shift and scale), so its
+    # gamma and beta may stay; kernels never may.
+    for w, moved in zip(block.trainable_weights, changed):
+        assert moved or w.path.endswith(("gamma", "beta")), f"{w.path} did not change after a training step"
+
+    # 5. .keras round trip without custom_objects, equal outputs in inference mode
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "block.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+    expected = _as_list(model.predict(data, verbose=0))
+    got = _as_list(loaded.predict(data, verbose=0))
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
+    return block, model
