@@ -5,6 +5,18 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import layers  # noqa: E402
+from .models import (  # noqa: E402
+    MobileNetV1,
+    MobileNetV2,
+    NASNet,
+    NASNetMobile,
+    ShuffleNetV1,
+    from_keras_application,
+)
+from .profiler import Profile, profile  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["layers"]
+__all__ = [
+    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "from_keras_application", "layers",
+    "profile",
+]

@@ -1,0 +1,185 @@
+"""Parameters, multiply-adds and activation memory of a model, as the paper counts them.
+
+- MACs: multiply-adds of convolutions and dense layers (the paper's "MAdds", Table 4); batch norm,
+  activations, pooling and adds are not counted.
+- Peak activation memory (paper Section 5.1 and Table 3): executing each top-level layer (each block)
+  as one operation, the tensors that must exist at once are that operation's inputs and outputs plus every
+  earlier tensor still needed later. Its maximum over the graph is the memory a runtime needs at least
+  for activations when blocks never materialise their inner (expanded) tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from .layers import Block
+from .layers._base import check_positive_int
+
+
+@dataclass
+class LayerProfile:
+    name: str
+    kind: str
+    output_shape: tuple
+    params: int
+    macs: int
+    activation_bytes: int  # this operation's inputs + outputs
+    live_bytes: int = 0  # everything that must exist while it runs
+    children: list["LayerProfile"] = field(default_factory=list)
+
+
+@dataclass
+class Profile:
+    name: str
+    params: int
+    macs: int
+    peak_activation_bytes: int
+    peak_layer: str
+    bytes_per_activation: int
+    layers: list[LayerProfile]
+
+    def memory_by_resolution(self) -> dict[int, tuple[int, int]]:
+        """Paper Table 3's view: for each spatial size, the widest top-level tensor (channels, bytes)."""
+        table: dict[int, tuple[int, int]] = {}
+        for layer in self.layers:
+            shape = layer.output_shape
+            if len(shape) == 4 and shape[1] is not None:
+                size, channels = shape[1], shape[3]
+                nbytes = int(np.prod(shape[1:])) * self.bytes_per_activation
+                if size not in table or channels > table[size][0]:
+                    table[size] = (channels, nbytes)
+        return dict(sorted(table.items(), reverse=True))
+
+    def table(self) -> str:
+        """A per-layer text table (blocks indented with their sub-layers' MACs)."""
+        head = f"{'layer':<28}{'kind':<22}{'output':<20}{'params':>11}{'MACs':>14}{'live bytes':>13}"
+        rows = [head, "-" * len(head)]
+        for layer in self.layers:
+            mark = " <- peak" if layer.name == self.peak_layer else ""
+            rows.append(
+                f"{layer.name[:27]:<28}{layer.kind[:21]:<22}{str(layer.output_shape[1:])[:19]:<20}"
+                f"{layer.params:>11,}{layer.macs:>14,}{layer.live_bytes:>13,}{mark}"
+            )
+        rows.append("-" * len(head))
+        rows.append(
+            f"{'total':<70}{self.params:>11,}{self.macs:>14,}{self.peak_activation_bytes:>13,} (peak, "
+            f"{self.bytes_per_activation} B/activation)"
+        )
+        return "\n".join(rows)
+
+
+def _size(shape: Any) -> int:
+    return int(np.prod([1 if d is None else d for d in shape[1:]]))
+
+
+def layer_macs(layer: keras.layers.Layer, input_shape: Any, output_shape: Any) -> int:
+    """Multiply-adds of one built-in layer for one image (batch dimension ignored)."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        kh, kw = layer.kernel_size
+        in_c = input_shape[-1]
+        out_pixels = _size(output_shape) // output_shape[-1]
+        return out_pixels * in_c * layer.depth_multiplier * (kh * kw + output_shape[-1])
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw = layer.kernel_size
+        return _size(output_shape) * kh * kw
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        return _size(output_shape) * kh * kw * (input_shape[-1] // layer.groups)
+    if isinstance(layer, keras.layers.Dense):
+        return _size(output_shape) * input_shape[-1]
+    return 0
+
+
+def _block_children(block: Block, input_shape: Any) -> list[LayerProfile]:
+    children: list[LayerProfile] = []
+
+    def record(layer: keras.layers.Layer, shape: Any) -> Any:
+        out = layer.compute_output_shape(shape)
+        shapes_in = shape if isinstance(shape, list) else [shape]
+        children.append(LayerProfile(
+            name=layer.name, kind=type(layer).__name__, output_shape=tuple(out),
+            params=layer.count_params() if layer.weights else 0,
+            macs=layer_macs(layer, shape, out) if not isinstance(shape, list) else 0,
+            activation_bytes=sum(_size(s) for s in shapes_in) + _size(out),
+        ))
+        return out
+
+    block.forward(input_shape, record)
+    return children
+
+
+def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
+    """Profile a functional Keras model (any of ours, or a user's): params, MACs, peak activation memory.
+
+    Args:
+        bytes_per_activation: 1 for int8 (microcontrollers), 2 for the paper's 16-bit Table 3, 4 for float.
+    """
+    check_positive_int("bytes_per_activation", bytes_per_activation)
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(f"`model` must be a functional Keras model. Received: model={model!r}")
+    nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[depth]]
+    # Liveness of every tensor: it exists from its producer until its last consumer (model outputs: the end).
+    # A NASNet cell's second output *is* its input x, so it aliases it rather than adding memory.
+    canonical: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    remaining: dict[int, int] = {}
+
+    def key(t: Any) -> int:
+        return canonical.get(id(t), id(t))
+
+    for node in nodes:
+        outs = list(node.output_tensors)
+        ins = list(node.input_tensors)
+        if _is_nasnet_cell(node.operation) and len(outs) == 2:
+            canonical[id(outs[1])] = key(ins[0])
+        for t in ins:
+            remaining[key(t)] = remaining.get(key(t), 0) + 1
+        for t in outs:
+            sizes.setdefault(key(t), _size(t.shape) * bytes_per_activation)
+    for t in keras.tree.flatten(model.outputs):
+        remaining[key(t)] = remaining.get(key(t), 0) + 1  # model outputs stay alive
+
+    live: dict[int, int] = {}
+    layers: list[LayerProfile] = []
+    for node in nodes:
+        op = node.operation
+        ins = list(node.input_tensors)
+        outs = list(node.output_tensors)
+        new = {key(t): sizes[key(t)] for t in outs if key(t) not in live}
+        if isinstance(op, keras.layers.InputLayer):
+            live.update(new)
+            continue
+        live_now = sum(live.values()) + sum(new.values())
+        in_shape = tuple(ins[0].shape) if len(ins) == 1 else [tuple(t.shape) for t in ins]
+        out_shape = tuple(outs[0].shape)
+        children = _block_children(op, in_shape) if isinstance(op, Block) else []
+        macs = sum(c.macs for c in children) if isinstance(op, Block) else (
+            layer_macs(op, in_shape, out_shape) if len(ins) == 1 else 0
+        )
+        io_bytes = sum(sizes[key(t)] for t in ins) + sum(new.values())
+        layers.append(LayerProfile(
+            name=op.name, kind=type(op).__name__, output_shape=out_shape,
+            params=op.count_params() if op.weights else 0, macs=macs, activation_bytes=io_bytes,
+            live_bytes=live_now, children=children,
+        ))
+        live.update(new)
+        for t in ins:
+            remaining[key(t)] -= 1
+            if remaining[key(t)] == 0:
+                live.pop(key(t), None)
+    peak = max(layers, key=lambda lp: lp.live_bytes)
+    return Profile(
+        name=model.name, params=model.count_params(), macs=sum(lp.macs for lp in layers),
+        peak_activation_bytes=peak.live_bytes, peak_layer=peak.name, bytes_per_activation=bytes_per_activation,
+        layers=layers,
+    )
+
+
+def _is_nasnet_cell(op: Any) -> bool:
+    from .layers.nasnet_cells import _NASNetCell
+
+    return isinstance(op, _NASNetCell)
