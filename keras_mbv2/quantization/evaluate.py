@@ -1,0 +1,109 @@
+"""Running .tflite models on the host: LiteRT (reference kernels) and the TFLite Micro runtime."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .export import io_details, read_tflite
+
+RUNTIMES = ("litert", "tflm")
+
+
+@dataclass
+class TFLiteResult:
+    accuracy: float
+    outputs: np.ndarray  # raw outputs (int8 for an int8 model)
+    predictions: np.ndarray
+    runtime: str
+    arena_bytes: int | None = None  # TFLM only: the arena the recording allocator reported
+
+
+def quantize_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """Float images -> the model's input dtype (int8: round(x / scale) + zero point, clipped)."""
+    x = np.asarray(x, dtype="float32")
+    if details["input_dtype"] != "int8":
+        return x
+    q = np.round(x / details["input_scale"]) + details["input_zero_point"]
+    return np.clip(q, -128, 127).astype("int8")
+
+
+def run_litert(tflite: bytes, x: np.ndarray, reference_kernels: bool = True) -> np.ndarray:
+    """Outputs for each image (batch 1 each). Reference kernels make int8 results bit-exact with TFLM."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+    interp = Interpreter(model_content=tflite, experimental_op_resolver_type=resolver)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
+    for sample in x:
+        interp.set_tensor(inp["index"], sample[None, ...])
+        interp.invoke()
+        outputs.append(interp.get_tensor(out["index"])[0].copy())
+    return np.stack(outputs)
+
+
+def parse_arena_bytes(allocations: str) -> int | None:
+    """Total arena from TFLM's RecordingMicroAllocator report ("[RecordingMicroAllocator] Arena
+    allocation total N bytes")."""
+    match = re.search(r"Arena allocation total (\d+) bytes", allocations)
+    return int(match.group(1)) if match else None
+
+
+def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeout: float = 600) -> tuple[np.ndarray, str]:
+    """Run the TFLM host runtime in a child process; a crash there becomes a RuntimeError here.
+
+    Returns (outputs, allocation report).
+    """
+    arena = arena_size or max(len(tflite) * 10, 1 << 20)
+    with tempfile.TemporaryDirectory(prefix="keras_mbv2_tflm_") as tmp:
+        model_path, in_path, out_path = (os.path.join(tmp, n) for n in ("model.tflite", "in.npy", "out.npz"))
+        with open(model_path, "wb") as f:
+            f.write(tflite)
+        np.save(in_path, x)
+        proc = subprocess.run(
+            [sys.executable, "-m", "keras_mbv2.quantization._tflm_worker", model_path, in_path, out_path, str(arena)],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if proc.returncode != 0:
+            how = (
+                f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+                else f"exited with code {proc.returncode}"
+            )
+            tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"TFLite Micro {how} while running the model ({tail}). The calling process is unaffected.")
+        result = np.load(out_path)
+        return result["outputs"], str(result["allocations"])
+
+
+def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "litert") -> TFLiteResult:
+    """Accuracy of a .tflite classifier on images `x` (float, in the range the model was trained on) and
+    integer labels `y`, on LiteRT (reference kernels) or the TFLite Micro host runtime."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
+    data = read_tflite(tflite)
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} images, {len(y)} labels")
+    details = io_details(data)
+    if tuple(x.shape[1:]) != details["input_shape"][1:]:
+        raise ValueError(f"`x` images must have shape {details['input_shape'][1:]}. Received: x.shape={x.shape}")
+    xq = quantize_input(x, details)
+    arena = None
+    if runtime == "litert":
+        outputs = run_litert(data, xq)
+    else:
+        outputs, report = run_tflm(data, xq)
+        arena = parse_arena_bytes(report)
+    predictions = np.argmax(outputs.reshape(len(outputs), -1), axis=-1)
+    return TFLiteResult(float(np.mean(predictions == y)), outputs, predictions, runtime, arena)

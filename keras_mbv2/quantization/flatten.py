@@ -1,0 +1,170 @@
+"""Keras 3 model -> the same computation as a flat tf_keras functional graph of built-in layers.
+
+tensorflow-model-optimization quantizes only tf_keras (Keras 2) functional graphs of built-in layers and
+folds batch norm only in the patterns `Conv(no bias) -> BN [-> ReLU(6)]`. Every keras_mbv2 block describes
+its wiring once in `forward(inputs, apply)`; here `apply` re-creates each Keras 3 sub-layer as its
+tf_keras twin with the same weights, so the flat graph is the block's graph, not a re-implementation.
+
+Two rewrites keep the graph in patterns tfmot can quantize, both exact in float:
+- `ChannelShuffle` becomes Reshape -> Permute -> Reshape;
+- a BatchNormalization that follows a Concatenate of convolutions (NASNet's factorized reduction, which
+  tfmot rejects) is split per input, so each half folds into the conv that feeds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from ..layers import Block, ChannelShuffle
+
+TOLERANCE = 1e-5
+_DROP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+_DROP_KEYS = {"dtype", "lora_rank", "lora_alpha", "quantization_config", "gamma_initializer"}
+
+
+def tf_keras():
+    import tf_keras as tfk  # tfmot picks tf_keras itself when it is installed
+
+    return tfk
+
+
+def _twin_config(layer: keras.layers.Layer, name: str) -> dict[str, Any]:
+    config = {k: v for k, v in layer.get_config().items() if k not in _DROP_KEYS and not k.endswith(_DROP_SUFFIXES)}
+    config["name"] = name
+    return config
+
+
+def make_twin(layer: keras.layers.Layer, name: str) -> Any:
+    """A tf_keras layer of the same class and configuration (weights are copied once it is built)."""
+    tfk = tf_keras()
+    cls = getattr(tfk.layers, type(layer).__name__, None)
+    if cls is None or not type(layer).__module__.startswith("keras.src.layers"):
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no tf_keras built-in equivalent, so it cannot be "
+            "quantized by tfmot. Build the model from keras_mbv2 blocks and built-in Keras layers "
+            "(Conv2D, DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, Add, Concatenate, pooling, Dense, ...)."
+        )
+    config = _twin_config(layer, name)
+    while True:
+        try:
+            return cls(**config)
+        except TypeError as exc:  # a Keras 3-only argument: drop it (weights carry the state)
+            bad = str(exc).split("'")[1] if "'" in str(exc) else None
+            if bad not in config:
+                raise
+            config.pop(bad)
+
+
+class Flattener:
+    """Walks a Keras 3 functional model and emits the tf_keras graph."""
+
+    def __init__(self, model: keras.Model, batch_size: int | None = None) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.produced_by: dict[int, tuple[Any, list[Any]]] = {}  # id(tf tensor) -> (keras layer, tf inputs)
+        self.names: set[str] = set()
+
+    def _unique(self, name: str) -> str:
+        base, i = name, 1
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def apply(self, layer: keras.layers.Layer, x: Any, prefix: str = "") -> Any:
+        tfk = tf_keras()
+        name = self._unique(f"{prefix}{layer.name}")
+        if isinstance(layer, ChannelShuffle):
+            _, h, w, c = x.shape
+            g = layer.groups
+            x = tfk.layers.Reshape((h, w, g, c // g), name=f"{name}_split")(x)
+            x = tfk.layers.Permute((1, 2, 4, 3), name=f"{name}_transpose")(x)
+            return tfk.layers.Reshape((h, w, c), name=f"{name}_merge")(x)
+        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(x, list):
+            source = self.produced_by.get(id(x))
+            if source is not None and isinstance(source[0], keras.layers.Concatenate):
+                return self._split_batch_norm(layer, source[1], name)
+        twin = make_twin(layer, name)
+        y = twin(x)
+        if layer.weights:
+            twin.set_weights(layer.get_weights())
+        self.produced_by[id(y)] = (layer, x if isinstance(x, list) else [x])
+        return y
+
+    def _split_batch_norm(self, bn: keras.layers.BatchNormalization, inputs: list[Any], name: str) -> Any:
+        """BN(concat(a, b)) == concat(BN_a(a), BN_b(b)) with each BN taking its channels' statistics."""
+        tfk = tf_keras()
+        weights = bn.get_weights()
+        outs, start = [], 0
+        for i, t in enumerate(inputs):
+            width = t.shape[-1]
+            part = make_twin(bn, f"{name}_part{i + 1}")
+            y = part(t)
+            part.set_weights([w[start:start + width] for w in weights])
+            outs.append(y)
+            start += width
+        return tfk.layers.Concatenate(name=f"{name}_concat")(outs)
+
+    def build(self) -> Any:
+        tfk = tf_keras()
+        model = self.model
+        if not hasattr(model, "_nodes_by_depth"):
+            raise ValueError(f"`model` must be a functional Keras model. Received: model={model!r}")
+        tensors: dict[int, Any] = {}
+        inputs = []
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                op = node.operation
+                if isinstance(op, keras.layers.InputLayer):
+                    t = node.output_tensors[0]
+                    tf_in = tfk.Input(shape=tuple(t.shape[1:]), batch_size=self.batch_size, name=op.name)
+                    self.names.add(op.name)
+                    tensors[id(t)] = tf_in
+                    inputs.append(tf_in)
+                    continue
+                args = [tensors[id(t)] for t in node.input_tensors]
+                x = args[0] if len(args) == 1 else args
+                if isinstance(op, Block):
+                    out = op.forward(x, lambda layer, v, _p=f"{op.name}_": self.apply(layer, v, _p))
+                elif isinstance(op, keras.Model):
+                    raise ValueError(
+                        f"Layer {op.name!r} is a nested model; call keras_mbv2's flattening on a model whose layers "
+                        "are blocks and built-in layers (pass input_tensor= instead of nesting models)."
+                    )
+                else:
+                    out = self.apply(op, x)
+                outs = out if isinstance(out, (list, tuple)) else [out]
+                for kt, tt in zip(node.output_tensors, outs):
+                    tensors[id(kt)] = tt
+        outputs = [tensors[id(t)] for t in keras.tree.flatten(model.outputs)]
+        by_name = {t.name: t for t in inputs}
+        ordered_inputs = [by_name[t._keras_history.operation.name] for t in keras.tree.flatten(model.inputs)]
+        return tfk.Model(
+            ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0],
+            outputs if len(outputs) > 1 else outputs[0],
+            name=model.name,
+        )
+
+
+def to_tf_keras(model: keras.Model, batch_size: int | None = None, check: bool = True) -> Any:
+    """The flat tf_keras twin of `model`, checked equal in float (inference mode) within 1e-5."""
+    flat = Flattener(model, batch_size).build()
+    if check:
+        check_equal(model, flat)
+    return flat
+
+
+def check_equal(model: keras.Model, flat: Any, x: np.ndarray | None = None, tolerance: float = TOLERANCE) -> float:
+    if x is None:
+        shape = tuple(model.input_shape[1:])
+        x = np.random.default_rng(0).uniform(0, 1, (2,) + shape).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    got = np.asarray(flat(x, training=False))
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= tolerance:
+        raise ValueError(f"The flat tf_keras graph differs from the Keras 3 model by {diff:.3g} (> {tolerance}).")
+    return diff
