@@ -29,7 +29,7 @@ NETWORKS = {
     "MobileNetV1 0.25": lambda: K.MobileNetV1(input_shape=(SIZE, SIZE, 1), alpha=0.25, classes=10, bn_momentum=0.9),
     "ShuffleNetV1 g=3 0.5x": lambda: K.ShuffleNetV1(input_shape=(SIZE, SIZE, 1), groups=3, scale=0.5, classes=10,
                                                     bn_momentum=0.9),
-    "NASNet-A 1 @ 264": lambda: K.NASNet(input_shape=(SIZE, SIZE, 1), penultimate_filters=264, num_blocks=1,
+    "NASNet-A 1 @ 192": lambda: K.NASNet(input_shape=(SIZE, SIZE, 1), penultimate_filters=192, num_blocks=1,
                                          stem_block_filters=16, skip_reduction=False, classes=10, bn_momentum=0.9),
 }
 
