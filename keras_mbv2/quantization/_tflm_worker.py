@@ -1,8 +1,8 @@
 """Child process that runs a .tflite model in the TFLite Micro host runtime.
 
 TFLM can abort the whole process (SIGABRT) on degenerate models, so the parent runs this in a child and
-turns a crash into an error. Usage: python -m keras_mbv2.quantization._tflm_worker MODEL INPUTS OUT ARENA
-where INPUTS is a .npy of already-quantized inputs (N, ...) and OUT a .npz to write (outputs, allocations).
+turns a crash into an error. Usage: python _tflm_worker.py MODEL INPUTS OUT ARENA
+(run by file path so that only numpy and tflite_micro are imported), where INPUTS is a .npy of already-quantized inputs (N, ...) and OUT a .npz to write (outputs, allocations).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import numpy as np
 from .export import io_details, read_tflite
 
 RUNTIMES = ("litert", "tflm")
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_worker.py")
 
 
 @dataclass
@@ -71,7 +72,8 @@ def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeou
             f.write(tflite)
         np.save(in_path, x)
         proc = subprocess.run(
-            [sys.executable, "-m", "keras_mbv2.quantization._tflm_worker", model_path, in_path, out_path, str(arena)],
+            # by path, not -m: the child then imports only numpy and tflite_micro, not TensorFlow
+            [sys.executable, _WORKER, model_path, in_path, out_path, str(arena)],
             capture_output=True, text=True, timeout=timeout,
         )
         if proc.returncode != 0:

@@ -1,0 +1,57 @@
+"""Memory of common Cortex-M boards, to check that a model fits before flashing it.
+
+Flash and RAM are the chip's totals from the vendors' datasheets. `CODE_RESERVE` (flash) and
+`RAM_RESERVE` are stated allowances for the TFLM runtime and the application (TFLM with CMSIS-NN and the
+kernels of a MobileNet is roughly 100-150 KB of code; stack, globals and buffers take tens of KB): the
+check is `model + CODE_RESERVE <= flash` and `arena + RAM_RESERVE <= RAM`. Use your own linker map for the
+exact figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+CODE_RESERVE = 160 * KIB
+RAM_RESERVE = 32 * KIB
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    core: str  # arm-none-eabi-gcc -mcpu value
+    flash: int
+    ram: int
+    note: str
+
+
+BOARDS: dict[str, Board] = {
+    b.name: b
+    for b in (
+        Board("nucleo-l4r5zi", "cortex-m4", 2 * MIB, 640 * KIB, "STM32L4R5ZI, Cortex-M4F 120 MHz"),
+        Board("nucleo-f746zg", "cortex-m7", 1 * MIB, 320 * KIB, "STM32F746ZG, Cortex-M7 216 MHz"),
+        Board("nucleo-h743zi", "cortex-m7", 2 * MIB, 1 * MIB, "STM32H743ZI, Cortex-M7 480 MHz (RAM in several banks)"),
+        Board("arduino-nano-33-ble", "cortex-m4", 1 * MIB, 256 * KIB, "nRF52840, Cortex-M4F 64 MHz"),
+        Board("corstone-300", "cortex-m55", 4 * MIB, 2 * MIB, "Arm Corstone-300 (MPS3 AN547 / FVP), Cortex-M55"),
+        Board("mps2-an386", "cortex-m4", 4 * MIB, 4 * MIB, "Arm MPS2 AN386, Cortex-M4 (QEMU's mps2-an386)"),
+    )
+}
+
+
+def fit_problems(board: Board, model_bytes: int, arena_bytes: int) -> list[str]:
+    """What does not fit, with by how much; empty when the model fits."""
+    problems = []
+    flash_need = model_bytes + CODE_RESERVE
+    ram_need = arena_bytes + RAM_RESERVE
+    if flash_need > board.flash:
+        problems.append(
+            f"flash: model {model_bytes:,} B + {CODE_RESERVE:,} B code reserve = {flash_need:,} B exceeds "
+            f"{board.flash:,} B by {flash_need - board.flash:,} B"
+        )
+    if ram_need > board.ram:
+        problems.append(
+            f"RAM: arena {arena_bytes:,} B + {RAM_RESERVE:,} B reserve = {ram_need:,} B exceeds "
+            f"{board.ram:,} B by {ram_need - board.ram:,} B"
+        )
+    return problems

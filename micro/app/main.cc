@@ -1,0 +1,11 @@
+// Bare-metal entry point: the board's startup code calls main().
+#include "main_functions.h"
+
+int main(int argc, char* argv[]) {
+  (void)argc;
+  (void)argv;
+  setup();
+  while (true) {
+    loop();
+  }
+}

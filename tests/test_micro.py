@@ -1,0 +1,182 @@
+"""micro/: C arrays, settings, resolver, arena, boards; host and Cortex-M compiles; QEMU self-test."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import zlib
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mbv2 as K
+from keras_mbv2.datasets import load_digits
+from keras_mbv2.micro import BOARDS, TFLM_OPS, emit, parse_c_array
+from keras_mbv2.quantization import run_tflm, to_tflite
+from keras_mbv2.quantization.export import operator_names
+
+MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    """A briefly trained MobileNetV2 0.35 at 32x32 on the digits, full-int8."""
+    data = load_digits(image_size=32)
+    keras.utils.set_random_seed(0)
+    model = K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10, bn_momentum=0.9)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(data.x_train[:512], data.y_train[:512], epochs=1, batch_size=64, verbose=0)
+    return to_tflite(model, data.x_train[:16], num_calibration=16)
+
+
+@pytest.fixture(scope="module")
+def emitted(int8_model, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("micro") / "out")
+    report = emit(int8_model, out, name="digits", labels=[str(i) for i in range(10)])
+    return out, report
+
+
+def test_array_is_byte_identical_and_emission_deterministic(int8_model, emitted, tmp_path):
+    out, report = emitted
+    with open(os.path.join(out, "digits_model_data.cc")) as f:
+        source = f.read()
+    assert parse_c_array(source, "digits") == int8_model
+    assert "alignas(16) const unsigned char g_digits_model_data[]" in source
+    assert f"g_digits_model_data_size = {len(int8_model)};" in source
+    again = str(tmp_path / "again")
+    emit(int8_model, again, name="digits", labels=[str(i) for i in range(10)])
+    for name in sorted(os.listdir(out)):
+        if name.endswith((".h", ".cc")):
+            with open(os.path.join(out, name), "rb") as a, open(os.path.join(again, name), "rb") as b:
+                assert a.read() == b.read(), name
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(f) for f in report.files)
+
+
+def test_resolver_registers_exactly_the_models_operators(int8_model, emitted):
+    out, report = emitted
+    ops = sorted(set(operator_names(int8_model)))
+    assert report.operators == ops
+    with open(os.path.join(out, "digits_op_resolver.h")) as f:
+        text = f.read()
+    assert f"MicroMutableOpResolver<{len(ops)}>" in text
+    registered = re.findall(r"resolver\.(\w+)\(", text)
+    assert registered == [TFLM_OPS[op][0] for op in ops]
+    assert "AddConv2D(tflite::Register_CONV_2D_INT8())" in text
+
+
+def test_arena_is_measured_and_settings_are_right(int8_model, emitted):
+    out, report = emitted
+    _, allocations = run_tflm(int8_model, np.zeros((1, 32, 32, 1), "int8"))
+    measured = int(re.search(r"Arena allocation total (\d+) bytes", allocations).group(1))
+    assert report.measured_arena_bytes == measured
+    assert report.arena_bytes % 16 == 0 and measured < report.arena_bytes <= measured + 1024 + 16
+    with open(os.path.join(out, "digits_model_settings.h")) as f:
+        settings = f.read()
+    assert f"kTensorArenaSize = {report.arena_bytes};" in settings
+    assert "kNumRows = 32;" in settings and "kCategoryCount = 10;" in settings and '"9"' in settings
+    assert report.macs > 0 and report.model_bytes == len(int8_model)
+    # the report is a file beside the sources and says the same
+    with open(os.path.join(out, "digits_report.txt")) as f:
+        assert f"{report.arena_bytes:,} B RAM" in f.read()
+
+
+HOST_MAIN = r"""
+#include <cstdio>
+#include "digits_model_data.h"
+#include "digits_model_settings.h"
+int main() {
+  std::printf("%u %d %d %d\n", g_digits_model_data_size, kTensorArenaSize, kInputSize, kCategoryCount);
+  return g_digits_model_data[4] == 'T' && g_digits_model_data[7] == '3' ? 0 : 1;
+}
+"""
+
+
+def test_generated_files_compile_and_run_on_the_host(emitted, tmp_path):
+    out, report = emitted
+    main = tmp_path / "main.cc"
+    main.write_text(HOST_MAIN)
+    exe = str(tmp_path / "host")
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", out, str(main),
+                    os.path.join(out, "digits_model_data.cc"), "-o", exe], check=True)
+    result = subprocess.run([exe], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.split() == [str(report.model_bytes), str(report.arena_bytes), "1024", "10"]
+
+
+@needs_arm
+@pytest.mark.parametrize("arch", ["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"])
+def test_model_data_cross_compiles_into_aligned_flash(emitted, tmp_path, arch):
+    out, report = emitted
+    build = str(tmp_path / "build")
+    subprocess.run(["make", "-s", "-C", MICRO, "model-objects", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                    f"TARGET_ARCH={arch}", f"BUILD={build}"], check=True)
+    obj = os.path.join(build, "digits_model_data.o")
+    symbols = subprocess.run(["arm-none-eabi-nm", "-S", obj], capture_output=True, text=True, check=True).stdout
+    size, kind = re.search(r"^[0-9a-f]+ ([0-9a-f]+) (\w) g_digits_model_data$", symbols, re.M).groups()
+    assert int(size, 16) == report.model_bytes
+    assert kind == "R"  # read-only data: stays in flash
+    sections = subprocess.run(["arm-none-eabi-objdump", "-h", obj], capture_output=True, text=True, check=True).stdout
+    row = next(line for line in sections.splitlines() if f"{int(size, 16):08x}" in line and ".rodata" in line)
+    assert row.split()[-1] == "2**4"  # 16-byte alignment
+
+
+@needs_arm
+@needs_qemu
+def test_cortex_m4_firmware_on_qemu_prints_the_models_crc32(int8_model, emitted, tmp_path):
+    out, _ = emitted
+    build = subprocess.run(["make", "-s", "-C", MICRO, "selftest", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                            f"SELFTEST_BUILD={tmp_path}"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(
+        ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
+         "-kernel", str(tmp_path / "selftest.elf")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    crc = re.search(r"crc32=([0-9a-f]{8}) identifier=TFL3 aligned16=yes", run.stdout).group(1)
+    assert int(crc, 16) == zlib.crc32(int8_model)
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    return to_tflite(K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10), quantize="float")
+
+
+def test_bad_inputs_write_nothing(int8_model, float_model, tmp_path):
+    out = str(tmp_path / "out")
+    cases = [
+        (float_model, {}, "full-int8"),
+        (b"not a model", {}, "not a TFLite flatbuffer"),
+        (int8_model[: len(int8_model) // 2], {}, "truncated or corrupt"),
+        (str(tmp_path / "missing.tflite"), {}, "does not exist"),
+        (int8_model, {"board": "esp32"}, "board='esp32'"),
+        (int8_model, {"name": "my-model"}, "name='my-model'"),
+        (int8_model, {"labels": ["a", "b"]}, "2 labels"),
+        (int8_model, {"board": "nucleo-f746zg", "arena_bytes": 400_000}, r"exceeds 327,680 B by"),
+    ]
+    for model, kwargs, fragment in cases:
+        with pytest.raises(ValueError, match=fragment):
+            emit(model, out, **kwargs)
+        assert not os.path.exists(out), fragment
+
+
+def test_operator_tflm_lacks_is_named(tmp_path, monkeypatch):
+    from keras_mbv2.micro import emitter
+
+    # a float model stands in for the bytes; the operator list is what TFLM would be asked for
+    monkeypatch.setattr(emitter, "require_int8", lambda data: {})
+    monkeypatch.setattr(emitter, "operator_names", lambda data: ["CONV_2D", "RFFT2D"])
+    with pytest.raises(ValueError, match=r"does not provide: \['RFFT2D'\]"):
+        emitter.emit(to_tflite(K.MobileNetV1(input_shape=(32, 32, 1), alpha=0.25, classes=3), quantize="float"),
+                         str(tmp_path / "o"))
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_boards_table():
+    assert {"nucleo-l4r5zi", "nucleo-f746zg", "nucleo-h743zi", "arduino-nano-33-ble", "corstone-300"} <= set(BOARDS)
+    assert BOARDS["corstone-300"].core == "cortex-m55"
