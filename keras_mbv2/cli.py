@@ -13,11 +13,19 @@ import tempfile
 import traceback
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 NETWORKS = ("mobilenet_v2", "mobilenet_v1", "shufflenet_v1", "nasnet")
 
 
 class UsageError(ValueError):
     """Bad arguments: exit code 2."""
+
+
+def _boards() -> list[str]:
+    from .micro.boards import BOARDS
+
+    return list(BOARDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,20 +47,23 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def build_network(network: str, input_shape: tuple[int, int, int], width: float | None, groups: int | None,
-                  classes: int) -> Any:
-    """The one mapping from CLI knobs to a builder call."""
+                  classes: int, **kwargs: Any) -> Any:
+    """The one mapping from CLI knobs to a builder call (kwargs: e.g. bn_momentum)."""
     import keras_mbv2 as K
 
+    if groups is not None and network != "shufflenet_v1":
+        raise UsageError(f"--groups applies to shufflenet_v1 only. Received: --groups {groups} with --network {network}")
     if network == "mobilenet_v2":
-        return K.MobileNetV2(input_shape=input_shape, alpha=width or 1.0, classes=classes)
+        return K.MobileNetV2(input_shape=input_shape, alpha=width or 1.0, classes=classes, **kwargs)
     if network == "mobilenet_v1":
-        return K.MobileNetV1(input_shape=input_shape, alpha=width or 1.0, classes=classes)
+        return K.MobileNetV1(input_shape=input_shape, alpha=width or 1.0, classes=classes, **kwargs)
     if network == "shufflenet_v1":
-        return K.ShuffleNetV1(input_shape=input_shape, groups=groups or 3, scale=width or 1.0, classes=classes)
+        return K.ShuffleNetV1(input_shape=input_shape, groups=groups or 3, scale=width or 1.0, classes=classes,
+                              **kwargs)
     if network == "nasnet":
         if width not in (None, 1.0):
             raise UsageError(f"--width applies to mobilenet_v1/v2 and shufflenet_v1, not nasnet. Received: --width {width}")
-        return K.NASNetMobile(input_shape=input_shape, classes=classes)
+        return K.NASNetMobile(input_shape=input_shape, classes=classes, **kwargs)
     raise UsageError(f"--network must be one of {NETWORKS}. Received: --network {network!r}")
 
 
@@ -110,6 +121,100 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_data(spec: str, image_size: int, channels: int):
+    """--data: "digits" (bundled) or an image folder with one sub-folder per class -> numpy arrays."""
+    from .datasets import load_digits, load_image_folder
+
+    if spec == "digits":
+        d = load_digits(image_size=image_size, channels=channels)
+        return d.x_train, d.y_train, d.x_test, d.y_test
+    if not os.path.isdir(spec):
+        raise UsageError(f"--data must be 'digits' or an image folder. Received: --data {spec!r}")
+    train, val = load_image_folder(spec, image_size=image_size, channels=channels)
+    arrays = []
+    for ds in (train, val):
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+        arrays += [np.concatenate(xs), np.concatenate(ys)]
+    return tuple(arrays)
+
+
+def _load_keras(path: str, flag: str = "--model") -> Any:
+    import keras
+
+    if not os.path.isfile(path) or not path.endswith(".keras"):
+        raise UsageError(f"{flag} must be an existing .keras file. Received: {flag} {path!r}")
+    return keras.models.load_model(path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import keras
+
+    if not args.out.endswith(".keras"):
+        raise UsageError(f"--out must end with .keras. Received: --out {args.out!r}")
+    h, w, c = args.input_shape
+    x, y, xt, yt = _load_data(args.data, h, c)
+    classes = int(max(y.max(), yt.max())) + 1
+    model = build_network(args.network, args.input_shape, args.width, args.groups, classes,
+                          bn_momentum=args.bn_momentum)
+    model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt), verbose=2)
+    print(f"test accuracy {model.evaluate(xt, yt, verbose=0)[1]:.4f}")
+    atomic_write(args.out, model.save, ".keras")
+    print(f"saved {args.out}")
+    return 0
+
+
+def cmd_qat(args: argparse.Namespace) -> int:
+    from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
+
+    if not args.tflite.endswith(".tflite"):
+        raise UsageError(f"--tflite must end with .tflite. Received: --tflite {args.tflite!r}")
+    model = _load_keras(args.model)
+    _, h, w, c = model.input_shape
+    x, y, xt, yt = _load_data(args.data, h, c)
+    qat = quantize_aware(model)
+    fit_qat(qat, x, y, args.run_dir, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            validation_data=(xt, yt), verbose=2)
+    data = to_tflite(qat, x[:200])
+    atomic_write(args.tflite, lambda p: open(p, "wb").write(data))
+    print(f"QAT int8 accuracy {evaluate_tflite(data, xt, yt).accuracy:.4f}; saved {args.tflite} ({len(data):,} bytes)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .quantization import to_tflite
+
+    if not args.out.endswith(".tflite"):
+        raise UsageError(f"--out must end with .tflite. Received: --out {args.out!r}")
+    model = _load_keras(args.model)
+    _, h, w, c = model.input_shape
+    calibration = _load_data(args.data, h, c)[0][:200] if args.quantize == "int8" else None
+    data = to_tflite(model, calibration, quantize=args.quantize)
+    atomic_write(args.out, lambda p: open(p, "wb").write(data))
+    print(f"saved {args.out} ({len(data):,} bytes, {args.quantize})")
+    return 0
+
+
+def cmd_micro(args: argparse.Namespace) -> int:
+    from .micro import emit
+
+    labels = args.labels.split(",") if args.labels else None
+    print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .pipeline import run_demo
+
+    result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
+                      image_size=args.image_size, epochs=args.epochs, qat_epochs=args.qat_epochs, force=args.force,
+                      log=lambda m: print(m, flush=True))
+    print()
+    print(result.table())
+    print(f"report  {os.path.join(result.out_dir, 'report.md')}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="keras-mbv2",
@@ -117,6 +222,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole job on the bundled digits: train, QAT, int8, TFLM, micro files",
+                       description="Train a small network on the bundled digits, quantize it (PTQ and QAT), check "
+                       "it on TFLite Micro, emit the C files, and write report.md with plots.",
+                       epilog="example: keras-mbv2 demo --out my-demo --network mobilenet_v2 --width 0.35")
+    p.add_argument("--out", default="keras-mbv2-demo", help="output folder (default ./keras-mbv2-demo)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
+    p.add_argument("--network", default="mobilenet_v2", choices=NETWORKS)
+    p.add_argument("--width", type=float, default=None, help="alpha / scale (default 0.35, 0.25, 0.5)")
+    p.add_argument("--groups", type=int, default=None, help="ShuffleNet groups")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=15, help="float training epochs")
+    p.add_argument("--qat-epochs", type=int, default=3)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("build", help="build a network and save it as .keras", description="Build a network and save it as .keras.",
                        epilog="example: keras-mbv2 build --network mobilenet_v2 --width 0.35 --input-shape 96x96x3 --out m.keras")
@@ -130,6 +249,48 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="profile a saved .keras model instead of building one")
     p.add_argument("--bytes-per-activation", type=int, default=1, help="1 int8 (default), 2 the paper's 16-bit")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("train", help="train a network in float", description="Train a network in float.",
+                       epilog="example: keras-mbv2 train --data digits --input-shape 32x32x1 --width 0.35 --out m.keras")
+    _add_network_args(p)
+    p.add_argument("--data", default="digits", help="'digits' or an image folder (one sub-folder per class)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--bn-momentum", type=float, default=0.9, help="0.9 trains small data sets well")
+    p.add_argument("--out", required=True, help="output .keras file")
+    p.set_defaults(func=cmd_train, input_shape=(32, 32, 1))
+
+    p = sub.add_parser("qat", help="quantization-aware fine-tuning to a full-int8 .tflite",
+                       description="Quantization-aware fine-tuning (tfmot) to a full-int8 .tflite; resumable.",
+                       epilog="example: keras-mbv2 qat --model m.keras --data digits --run-dir qat_run --tflite m_int8.tflite")
+    p.add_argument("--model", required=True, help="float .keras model")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--run-dir", required=True, help="checkpoints and history; rerun to resume")
+    p.add_argument("--tflite", required=True, help="output int8 .tflite")
+    p.set_defaults(func=cmd_qat)
+
+    p = sub.add_parser("export", help="convert a .keras model to TFLite (int8 PTQ or float)",
+                       description="Convert a .keras model to TFLite: full-int8 post-training quantization or float.",
+                       epilog="example: keras-mbv2 export --model m.keras --quantize int8 --data digits --out m.tflite")
+    p.add_argument("--model", required=True)
+    p.add_argument("--quantize", choices=("int8", "float"), default="int8")
+    p.add_argument("--data", default="digits", help="calibration data for int8")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("micro", help="TFLite Micro C files, measured arena and board check",
+                       description="Emit TFLite Micro C arrays, settings and op resolver for an int8 .tflite.",
+                       epilog="example: keras-mbv2 micro --tflite m_int8.tflite --out micro_out --board nucleo-f746zg")
+    p.add_argument("--tflite", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", default="model", help="C identifier used in file and symbol names")
+    p.add_argument("--board", default=None, help="check flash/RAM: " + ", ".join(sorted(_boards())))
+    p.add_argument("--labels", default=None, help="comma-separated class names")
+    p.set_defaults(func=cmd_micro)
 
     p = sub.add_parser("compare", help="the paper's Tables 3 and 4 beside measured values", description="The paper's Tables 3 and 4 beside measured values.",
                        epilog="example: keras-mbv2 compare")

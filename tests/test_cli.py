@@ -10,7 +10,7 @@ import pytest
 
 from keras_mbv2 import cli
 
-SUBCOMMANDS = ["build", "profile", "compare"]
+SUBCOMMANDS = ["demo", "build", "profile", "compare", "train", "qat", "export", "micro"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -31,6 +31,13 @@ def test_help_has_an_example(command, capsys):
         (["build", "--input-shape", "96x96", "--out", "m.keras"], "--input-shape"),
         (["build", "--input-shape", "16x16x3", "--out", "m.keras"], "input_shape=(16, 16, 3)"),
         (["profile", "--model", "missing.keras"], "--model 'missing.keras'"),
+        (["build", "--network", "mobilenet_v2", "--groups", "3", "--out", "m.keras"], "--groups 3"),
+        (["demo", "--epochs", "0", "--out", "d"], "--epochs 0"),
+        (["demo", "--out", "missing_parent/d"], "--out 'missing_parent/d'"),
+        (["export", "--model", "nope.keras", "--out", "m.tflite"], "--model 'nope.keras'"),
+        (["export", "--model", "m.keras", "--out", "m.bin"], "--out must end with .tflite"),
+        (["micro", "--tflite", "missing.tflite", "--out", "o"], "missing.tflite"),
+        (["train", "--data", "no_such_folder", "--out", "m.keras"], "--data 'no_such_folder'"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line_and_no_file(argv, fragment, tmp_path, capsys, monkeypatch):
@@ -75,3 +82,53 @@ def test_compare_reproduces_table4(capsys):
     for name in ("MobileNetV1", "NASNet-A", "MobileNetV2", "ShuffleNet (x2)"):
         diff = float(rows[name].split("%")[0].split()[-1])
         assert abs(diff) <= 1.5, rows[name]
+
+
+def test_demo_fast_mode_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run_cli(["demo", "--out", str(out), "--epochs", "1", "--qat-epochs", "1"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("float (Keras)", "PTQ int8 (TFLite)", "QAT int8 (TFLite)", "QAT int8 (TFLite Micro)"):
+        line = next(line for line in text.splitlines() if line.startswith(stage))
+        assert line.split()[len(stage.split())].endswith("%")
+        float(line.split()[len(stage.split())].rstrip("%"))
+    assert "outputs identical" in text
+    assert {"report.md", "accuracy.png", "memory.png", "model_int8.tflite", "model_float.keras", "micro"} <= set(
+        os.listdir(out))
+    assert sorted(os.listdir(out / "micro")) == ["model_model_data.cc", "model_model_data.h",
+                                                  "model_model_settings.h", "model_op_resolver.h", "model_report.txt"]
+    for png in ("accuracy.png", "memory.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![accuracy per stage](accuracy.png)" in (out / "report.md").read_text()
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no temporary folder left
+
+    # an existing non-empty folder is not overwritten without --force
+    before = sorted(os.listdir(out))
+    assert run_cli(["demo", "--out", str(out), "--epochs", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == before
+
+
+def test_failed_step_exits_1_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from keras_mbv2 import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration exploded")
+
+    monkeypatch.setattr("keras_mbv2.quantization.to_tflite", broken)
+    out = tmp_path / "demo"
+    assert run_cli(["demo", "--out", str(out), "--epochs", "1", "--qat-epochs", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("RuntimeError: calibration exploded") and len(err.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+    assert pipeline  # the module under test
+
+
+def test_train_export_micro_chain(tmp_path, capsys):
+    model, tflite, micro = str(tmp_path / "m.keras"), str(tmp_path / "m.tflite"), str(tmp_path / "micro")
+    assert run_cli(["train", "--width", "0.35", "--epochs", "1", "--out", model]) == 0
+    assert run_cli(["export", "--model", model, "--out", tflite]) == 0
+    assert run_cli(["micro", "--tflite", tflite, "--out", micro, "--board", "nucleo-f746zg"]) == 0
+    text = capsys.readouterr().out
+    assert "board   nucleo-f746zg: fits" in text and "arena" in text
+    assert run_cli(["micro", "--tflite", tflite, "--out", str(tmp_path / "m2"), "--board", "nowhere"]) == 2
