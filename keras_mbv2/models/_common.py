@@ -54,6 +54,14 @@ def check_common_args(
         )
 
 
+def check_alpha(alpha: Any, weights: Any, imagenet_alphas: tuple[float, ...]) -> None:
+    """A positive width multiplier, and one keras.applications has weights for when weights='imagenet'."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
+    if weights == "imagenet" and alpha not in imagenet_alphas:
+        raise ValueError(f"With weights='imagenet', `alpha` must be one of {imagenet_alphas}. Received: alpha={alpha!r}")
+
+
 def make_input(
     input_shape: Any, input_tensor: Any, min_size: int = MIN_INPUT_SIZE
 ) -> tuple[keras.KerasTensor, Any, tuple[int, int, int]]:

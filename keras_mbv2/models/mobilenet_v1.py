@@ -8,7 +8,7 @@ import keras
 
 from ..layers import ConvBNAct, DepthwiseSeparable
 from ..layers._base import BN_EPSILON, check_positive_int
-from ._common import check_common_args, expand_rows, load_weights, make_input
+from ._common import check_alpha, check_common_args, expand_rows, load_weights, make_input
 
 # MobileNetV1 Table 1: depthwise-separable blocks as (output channels c, repeats n, stride s).
 MOBILENET_V1_TABLE: tuple[tuple[int, int, int], ...] = (
@@ -52,10 +52,7 @@ def MobileNetV1(
     every input whose stride-2 layers see even sizes (e.g. 32, 64, 96, 128, 160, 192, 224).
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
-    if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
-        raise ValueError(f"With weights='imagenet', `alpha` must be one of {IMAGENET_ALPHAS}. Received: alpha={alpha!r}")
+    check_alpha(alpha, weights, IMAGENET_ALPHAS)
     check_positive_int("depth_multiplier", depth_multiplier)
     if weights == "imagenet" and depth_multiplier != 1:
         raise ValueError(

@@ -8,7 +8,7 @@ import keras
 
 from ..layers import ConvBNAct, InvertedResidual, make_divisible
 from ..layers._base import BN_EPSILON, BN_MOMENTUM, check_positive_int
-from ._common import check_common_args, classifier_head, expand_rows, load_weights, make_input
+from ._common import check_alpha, check_common_args, classifier_head, expand_rows, load_weights, make_input
 
 # Paper Table 2. Each row: expansion t, output channels c, repeats n, stride s of the first repeat.
 MOBILENET_V2_TABLE: tuple[tuple[int, int, int, int], ...] = (
@@ -63,10 +63,7 @@ def MobileNetV2(
         weights: None, "imagenet" (alpha in 0.35/0.5/0.75/1.0/1.3/1.4), or a weights file.
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
-    if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
-        raise ValueError(f"With weights='imagenet', `alpha` must be one of {IMAGENET_ALPHAS}. Received: alpha={alpha!r}")
+    check_alpha(alpha, weights, IMAGENET_ALPHAS)
     check_positive_int("expansion", expansion)
     image, inputs, (rows, _, _) = make_input(input_shape, input_tensor)
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
