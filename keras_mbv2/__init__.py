@@ -4,7 +4,7 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import layers  # noqa: E402
+from . import datasets, layers  # noqa: E402
 from .models import (  # noqa: E402
     MobileNetV1,
     MobileNetV2,

@@ -54,11 +54,12 @@ def build_network(network: str, input_shape: tuple[int, int, int], width: float 
     if groups is not None and network != "shufflenet_v1":
         raise UsageError(f"--groups applies to shufflenet_v1 only. Received: --groups {groups} with --network {network}")
     if network == "mobilenet_v2":
-        return K.MobileNetV2(input_shape=input_shape, alpha=width or 1.0, classes=classes, **kwargs)
+        return K.MobileNetV2(input_shape=input_shape, alpha=1.0 if width is None else width, classes=classes, **kwargs)
     if network == "mobilenet_v1":
-        return K.MobileNetV1(input_shape=input_shape, alpha=width or 1.0, classes=classes, **kwargs)
+        return K.MobileNetV1(input_shape=input_shape, alpha=1.0 if width is None else width, classes=classes, **kwargs)
     if network == "shufflenet_v1":
-        return K.ShuffleNetV1(input_shape=input_shape, groups=groups or 3, scale=width or 1.0, classes=classes,
+        return K.ShuffleNetV1(input_shape=input_shape, groups=3 if groups is None else groups,
+                              scale=1.0 if width is None else width, classes=classes,
                               **kwargs)
     if network == "nasnet":
         if width not in (None, 1.0):

@@ -6,12 +6,12 @@ in float) before quantizing. `to_tflite` converts (int8 or float), `evaluate_tfl
 TFLite Micro host runtime (in a child process, since TFLM can abort the process).
 """
 
-from .evaluate import TFLiteResult, evaluate_tflite, run_litert, run_tflm
+from .evaluate import TFLiteResult, evaluate_tflite, run_isolated, run_litert, run_tflm
 from .export import io_details, read_tflite, require_int8, to_tflite
 from .flatten import to_tf_keras
 from .qat import fit_qat, quantize_aware, quantize_scope
 
 __all__ = [
     "TFLiteResult", "evaluate_tflite", "fit_qat", "io_details", "quantize_aware", "quantize_scope", "read_tflite",
-    "require_int8", "run_litert", "run_tflm", "to_tf_keras", "to_tflite",
+    "require_int8", "run_isolated", "run_litert", "run_tflm", "to_tf_keras", "to_tflite",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 from .export import io_details, read_tflite
 
 RUNTIMES = ("litert", "tflm")
-_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_worker.py")
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runtime_worker.py")
 
 
 @dataclass
@@ -38,19 +38,11 @@ def quantize_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
 
 
 def run_litert(tflite: bytes, x: np.ndarray, reference_kernels: bool = True) -> np.ndarray:
-    """Outputs for each image (batch 1 each). Reference kernels make int8 results bit-exact with TFLM."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    """Outputs for each image (batch 1 each), in this process. Reference kernels make int8 results
+    bit-exact with TFLM. A degenerate model can abort the process: `run_isolated` is the safe way."""
+    from ._runtime_worker import run_litert as run
 
-    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
-    interp = Interpreter(model_content=tflite, experimental_op_resolver_type=resolver)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    outputs = []
-    for sample in x:
-        interp.set_tensor(inp["index"], sample[None, ...])
-        interp.invoke()
-        outputs.append(interp.get_tensor(out["index"])[0].copy())
-    return np.stack(outputs)
+    return run(tflite, x, reference_kernels)
 
 
 def parse_arena_bytes(allocations: str) -> int | None:
@@ -60,20 +52,25 @@ def parse_arena_bytes(allocations: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeout: float = 600) -> tuple[np.ndarray, str]:
-    """Run the TFLM host runtime in a child process; a crash there becomes a RuntimeError here.
+def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_size: int | None = None,
+                 timeout: float = 600) -> tuple[np.ndarray, str]:
+    """Run `x` (already in the model's input dtype) through `runtime` ("litert" or "tflm") in a child
+    process, where a crash of the runtime (both can abort on degenerate models) becomes a RuntimeError here.
 
-    Returns (outputs, allocation report).
+    Returns (outputs, TFLM allocation report or "").
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
     arena = arena_size or max(len(tflite) * 10, 1 << 20)
-    with tempfile.TemporaryDirectory(prefix="keras_mbv2_tflm_") as tmp:
+    label = "TFLite Micro" if runtime == "tflm" else "LiteRT"
+    with tempfile.TemporaryDirectory(prefix="keras_mbv2_run_") as tmp:
         model_path, in_path, out_path = (os.path.join(tmp, n) for n in ("model.tflite", "in.npy", "out.npz"))
         with open(model_path, "wb") as f:
             f.write(tflite)
         np.save(in_path, x)
         proc = subprocess.run(
-            # by path, not -m: the child then imports only numpy and tflite_micro, not TensorFlow
-            [sys.executable, _WORKER, model_path, in_path, out_path, str(arena)],
+            # by path, not -m: the child then imports only numpy and the runtime, not TensorFlow
+            [sys.executable, _WORKER, runtime, model_path, in_path, out_path, str(arena)],
             capture_output=True, text=True, timeout=timeout,
         )
         if proc.returncode != 0:
@@ -82,14 +79,20 @@ def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeou
                 else f"exited with code {proc.returncode}"
             )
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise RuntimeError(f"TFLite Micro {how} while running the model ({tail}). The calling process is unaffected.")
+            raise RuntimeError(f"{label} {how} while running the model ({tail}). The calling process is unaffected.")
         result = np.load(out_path)
         return result["outputs"], str(result["allocations"])
 
 
+def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeout: float = 600) -> tuple[np.ndarray, str]:
+    """The TFLite Micro host runtime, in a child process. Returns (outputs, allocation report)."""
+    return run_isolated(tflite, x, "tflm", arena_size, timeout)
+
+
 def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "litert") -> TFLiteResult:
     """Accuracy of a .tflite classifier on images `x` (float, in the range the model was trained on) and
-    integer labels `y`, on LiteRT (reference kernels) or the TFLite Micro host runtime."""
+    integer labels `y`, on LiteRT (reference kernels) or the TFLite Micro host runtime, each in a child
+    process so that a runtime crash is an error here."""
     if runtime not in RUNTIMES:
         raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
     data = read_tflite(tflite)
@@ -100,12 +103,7 @@ def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "l
     details = io_details(data)
     if tuple(x.shape[1:]) != details["input_shape"][1:]:
         raise ValueError(f"`x` images must have shape {details['input_shape'][1:]}. Received: x.shape={x.shape}")
-    xq = quantize_input(x, details)
-    arena = None
-    if runtime == "litert":
-        outputs = run_litert(data, xq)
-    else:
-        outputs, report = run_tflm(data, xq)
-        arena = parse_arena_bytes(report)
+    outputs, report = run_isolated(data, quantize_input(x, details), runtime)
+    arena = parse_arena_bytes(report) if runtime == "tflm" else None
     predictions = np.argmax(outputs.reshape(len(outputs), -1), axis=-1)
     return TFLiteResult(float(np.mean(predictions == y)), outputs, predictions, runtime, arena)

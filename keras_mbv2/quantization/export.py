@@ -20,6 +20,12 @@ def _input_shape(model: Any) -> tuple[int, ...]:
 def _representative(data: Any, shape: tuple[int, ...], limit: int) -> list[np.ndarray]:
     if data is None:
         raise ValueError("Full-integer conversion needs calibration images. Received: representative_data=None")
+    if isinstance(data, np.ndarray):
+        if data.shape[1:] != shape:
+            raise ValueError(
+                f"representative_data must have shape (N, *{shape}). Received: shape {data.shape}"
+            )
+        data = [data]
     samples = []
     for item in data:
         x = np.asarray(item[0] if isinstance(item, (tuple, list)) else item, dtype="float32")

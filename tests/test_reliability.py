@@ -1,0 +1,155 @@
+"""Reliability: one table of bad inputs across the package, determinism, and TFLM crash isolation.
+
+Also covered elsewhere: resume after a killed QAT run (test_quantization.py), `.keras` round trips of every
+block and network (test_layers.py, test_models.py), QAT save/load under quantize_scope (test_quantization.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mbv2 as K
+from keras_mbv2 import cli
+from keras_mbv2.datasets import load_digits
+from keras_mbv2.micro import emit
+from keras_mbv2.quantization import evaluate_tflite, quantize_aware, read_tflite, require_int8, to_tflite
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    keras.utils.set_random_seed(0)
+    model = K.MobileNetV1(input_shape=(32, 32, 1), alpha=0.25, classes=10)
+    return model, to_tflite(model, quantize="float")
+
+
+def _cli(*argv):
+    try:
+        return cli.main(list(argv))
+    except SystemExit as exc:
+        return exc.code
+
+
+# (where, call(tmp, tiny), fragment naming the argument and the value)
+BAD = [
+    ("layer", lambda t, m: K.layers.InvertedResidual(16, expansion=0), "expansion=0"),
+    ("layer", lambda t, m: K.layers.InvertedResidual(16, strides=4), "strides=4"),
+    ("layer", lambda t, m: K.layers.ConvBNAct(-3), "filters=-3"),
+    ("layer", lambda t, m: K.layers.DepthwiseSeparable(8, linear_bottleneck=None), "linear_bottleneck=None"),
+    ("layer", lambda t, m: K.layers.ShuffleUnit(24, groups=7), "groups=7"),
+    ("layer", lambda t, m: K.layers.ChannelShuffle(3).build((None, 4, 4, 10)), "groups=3"),
+    ("layer", lambda t, m: K.layers.Bottleneck(8, bottleneck_ratio=2.0), "bottleneck_ratio=2.0"),
+    ("builder", lambda t, m: K.MobileNetV2(alpha=0.6, weights="imagenet"), "alpha=0.6"),
+    ("builder", lambda t, m: K.MobileNetV2(input_shape=(24, 24, 3)), "input_shape=(24, 24, 3)"),
+    ("builder", lambda t, m: K.MobileNetV1(weights="imagenet", classes=5), "classes=5"),
+    ("builder", lambda t, m: K.ShuffleNetV1(groups=6), "groups=6"),
+    ("builder", lambda t, m: K.NASNet(penultimate_filters=1000), "penultimate_filters=1000"),
+    ("builder", lambda t, m: K.MobileNetV2(weights=os.path.join(t, "none.h5")), "none.h5"),
+    ("builder", lambda t, m: K.MobileNetV2(pooling="sum", include_top=False), "pooling='sum'"),
+    ("profile", lambda t, m: K.profile(m[0], bytes_per_activation=0), "bytes_per_activation=0"),
+    ("qat", lambda t, m: quantize_aware("model.keras"), "model=str"),
+    ("export", lambda t, m: to_tflite(m[0], np.zeros((0, 32, 32, 1))), "representative_data"),
+    ("export", lambda t, m: to_tflite(m[0], np.zeros((4, 16, 16, 1))), "shape (4, 16, 16, 1)"),
+    ("export", lambda t, m: to_tflite(m[0], quantize="fp16"), "quantize='fp16'"),
+    ("evaluate", lambda t, m: evaluate_tflite(m[1], np.zeros((0, 32, 32, 1)), np.zeros(0)), "0 images"),
+    ("evaluate", lambda t, m: evaluate_tflite(m[1], np.zeros((2, 32, 32, 1)), np.zeros(2), runtime="npu"), "runtime='npu'"),
+    ("evaluate", lambda t, m: require_int8(m[1]), "float32 input"),
+    ("tflite", lambda t, m: read_tflite(b"\x00" * 64), "not a TFLite flatbuffer"),
+    ("tflite", lambda t, m: read_tflite(m[1][:100]), "truncated or corrupt"),
+    ("tflite", lambda t, m: read_tflite(12345), "tflite=int"),
+    ("micro", lambda t, m: emit(m[1], os.path.join(t, "out")), "full-int8"),
+    ("micro", lambda t, m: emit(b"junk", os.path.join(t, "out")), "not a TFLite flatbuffer"),
+    ("micro", lambda t, m: emit(m[1], os.path.join(t, "out"), name="3d"), "name='3d'"),
+    ("micro", lambda t, m: emit(m[1], os.path.join(t, "out"), board="pico"), "board='pico'"),
+    ("data", lambda t, m: load_digits(image_size=0), "image_size=0"),
+    ("data", lambda t, m: load_digits(test_fraction=1.5), "test_fraction=1.5"),
+    ("data", lambda t, m: K.datasets.load_image_folder(os.path.join(t, "nope")), "nope"),
+]
+
+
+@pytest.mark.parametrize("where,call,fragment", BAD, ids=[f"{w}-{f}" for w, _, f in BAD])
+def test_bad_input_raises_one_clear_error_and_writes_nothing(where, call, fragment, tiny, tmp_path):
+    with pytest.raises(ValueError) as exc:
+        call(str(tmp_path), tiny)
+    assert fragment in str(exc.value), str(exc.value)
+    assert os.listdir(tmp_path) == []
+
+
+CLI_BAD = [
+    (["build", "--width", "0", "--out", "m.keras"], "alpha=0"),
+    (["build", "--network", "resnet", "--out", "m.keras"], "--network"),
+    (["micro", "--tflite", "x.tflite", "--out", "o", "--board", "pico"], "board='pico'"),
+    (["demo", "--qat-epochs", "-1"], "--qat-epochs -1"),
+    (["export", "--model", "m.keras", "--quantize", "int4", "--out", "m.tflite"], "--quantize"),
+    (["compare", "--size", "big"], "--size"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", CLI_BAD, ids=[" ".join(a[:2]) + "-" + f for a, f in CLI_BAD])
+def test_cli_bad_usage_exits_2(argv, fragment, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_table_is_at_least_thirty_cases():
+    assert len(BAD) + len(CLI_BAD) >= 30
+
+
+DETERMINISM = textwrap.dedent("""
+    import hashlib, os, sys
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    import keras, numpy as np
+    import keras_mbv2 as K
+    from keras_mbv2.datasets import load_digits
+    from keras_mbv2.micro import emit
+    from keras_mbv2.quantization import to_tflite
+    keras.utils.set_random_seed(7)
+    d = load_digits(image_size=32)
+    m = K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10, bn_momentum=0.9)
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(d.x_train[:128], d.y_train[:128], epochs=1, batch_size=32, verbose=0, shuffle=False)
+    b = to_tflite(m, d.x_train[:8], num_calibration=8)
+    emit(b, sys.argv[1], name="m", arena_bytes=100000)
+    digest = hashlib.sha256(b)
+    for f in sorted(os.listdir(sys.argv[1])):  # the C sources (the report names its own folder)
+        if f.endswith((".h", ".cc")):
+            digest.update(open(os.path.join(sys.argv[1], f), "rb").read())
+    print("DIGEST", digest.hexdigest())
+""")
+
+
+def test_same_seed_and_data_give_identical_tflite_and_c_files(tmp_path):
+    script = tmp_path / "det.py"
+    script.write_text(DETERMINISM)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"out{i}")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    digests = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        digests.append(next(line for line in out.splitlines() if line.startswith("DIGEST")))
+    assert digests[0] == digests[1]
+
+
+def test_model_that_makes_tflm_abort_is_an_error_and_we_live():
+    """An untrained network calibrated on noise gives a near-zero softmax input scale, on which the TFLM
+    runtime aborts (SIGABRT, as DESIGN.md records); the child process takes the crash."""
+    keras.utils.set_random_seed(0)
+    model = K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10)
+    int8 = to_tflite(model, np.random.default_rng(0).random((8, 32, 32, 1)).astype("float32"), num_calibration=8)
+    x = np.zeros((2, 32, 32, 1), "float32")
+    for runtime in ("litert", "tflm"):  # both runtimes' reference kernels abort on it
+        with pytest.raises(RuntimeError, match="SIGABRT.*calling process is unaffected"):
+            evaluate_tflite(int8, x, np.zeros(2), runtime=runtime)
+    assert K.profile(model).params == model.count_params()  # and this process carries on
