@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-NETWORKS = ("mobilenet_v2", "mobilenet_v1", "shufflenet_v1", "nasnet")
+from .models.registry import NETWORKS, build_network
 
 
 class UsageError(ValueError):
@@ -44,28 +44,6 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected HxWxC such as 96x96x3, got {text!r}")
     return values  # type: ignore[return-value]
-
-
-def build_network(network: str, input_shape: tuple[int, int, int], width: float | None, groups: int | None,
-                  classes: int, **kwargs: Any) -> Any:
-    """The one mapping from CLI knobs to a builder call (kwargs: e.g. bn_momentum)."""
-    import keras_mbv2 as K
-
-    if groups is not None and network != "shufflenet_v1":
-        raise UsageError(f"--groups applies to shufflenet_v1 only. Received: --groups {groups} with --network {network}")
-    if network == "mobilenet_v2":
-        return K.MobileNetV2(input_shape=input_shape, alpha=1.0 if width is None else width, classes=classes, **kwargs)
-    if network == "mobilenet_v1":
-        return K.MobileNetV1(input_shape=input_shape, alpha=1.0 if width is None else width, classes=classes, **kwargs)
-    if network == "shufflenet_v1":
-        return K.ShuffleNetV1(input_shape=input_shape, groups=3 if groups is None else groups,
-                              scale=1.0 if width is None else width, classes=classes,
-                              **kwargs)
-    if network == "nasnet":
-        if width not in (None, 1.0):
-            raise UsageError(f"--width applies to mobilenet_v1/v2 and shufflenet_v1, not nasnet. Received: --width {width}")
-        return K.NASNetMobile(input_shape=input_shape, classes=classes, **kwargs)
-    raise UsageError(f"--network must be one of {NETWORKS}. Received: --network {network!r}")
 
 
 def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:

@@ -138,7 +138,7 @@ def run_demo(
 ) -> DemoResult:
     import keras
 
-    from .cli import build_network
+    from .models.registry import build_network
     from .datasets import load_digits
     from .micro import emit
     from .profiler import profile as profile_model
