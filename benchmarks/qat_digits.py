@@ -34,7 +34,7 @@ NETWORKS = {
 }
 
 
-def run(name, build, data, epochs, qat_epochs):
+def run(name, build, data, epochs, qat_epochs, qat_lr):
     keras.utils.set_random_seed(0)
     model = build()
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -48,7 +48,7 @@ def run(name, build, data, epochs, qat_epochs):
     qat = quantize_aware(model)
     out = tempfile.mkdtemp(prefix="qat_")
     try:
-        fit_qat(qat, data.x_train, data.y_train, out, epochs=qat_epochs, learning_rate=1e-4, verbose=0)
+        fit_qat(qat, data.x_train, data.y_train, out, epochs=qat_epochs, learning_rate=qat_lr, verbose=0)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     int8 = to_tflite(qat, data.x_train[:200])
@@ -65,18 +65,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "QAT_RESULTS.md"))
     args = parser.parse_args(argv)
     data = load_digits(image_size=SIZE)
     rows = []
     for name in args.networks:
-        row = run(name, NETWORKS[name], data, args.epochs, args.qat_epochs)
+        row = run(name, NETWORKS[name], data, args.epochs, args.qat_epochs, args.qat_lr)
         print(row, flush=True)
         rows.append(row)
     lines = [
         f"Digits test split ({len(data.y_test)} images, {SIZE}x{SIZE}x1), float {args.epochs} epochs, QAT "
-        f"{args.qat_epochs} epochs; Python {platform.python_version()}, keras {keras.__version__}.",
+        f"{args.qat_epochs} epochs (Adam {args.qat_lr:g}); Python {platform.python_version()}, keras {keras.__version__}.",
         "",
         "| network | params | float | PTQ int8 | QAT int8 | TFLM int8 | TFLM == LiteRT | float TFLite max diff "
         "| .tflite bytes | TFLM arena bytes |",
