@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 import keras_mbv2 as K
+from keras_mbv2.cli import atomic_write
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, run_litert, to_tflite
 
@@ -89,10 +90,7 @@ def main(argv=None):
             f"| {'identical' if r['identical'] else 'DIFFERENT'} | {r['f32_diff']:.1e} | {r['bytes']:,} | {r['arena']:,} |"
         )
     text = "\n".join(lines) + "\n"
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda path: open(path, "w").write(text))
     print(text)
     return 0
 

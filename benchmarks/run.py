@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_mbv2 as K
+from keras_mbv2.cli import atomic_write
 from keras_mbv2.micro import measure_arena
 from keras_mbv2.quantization import to_tflite
 from keras_mbv2.quantization.export import io_details
@@ -172,10 +173,7 @@ def main(argv=None) -> int:
         "",
     ]
     text = "\n".join(lines)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda path: open(path, "w").write(text))
     print(text)
     return 0
 
