@@ -219,9 +219,9 @@ def emit(
             raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
     report = MicroReport(name, len(data), arena, measured, ops, tflite_macs(data), board)
     files = _files(name, data, details, ops, arena, measured, labels)
-    files[f"{name}_report.txt"] = ""
-    report.files = [os.path.join(out_dir, f) for f in files]
-    files[f"{name}_report.txt"] = str(report) + "\n"
+    report_name = f"{name}_report.txt"
+    report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
+    files[report_name] = str(report) + "\n"
     _write_all(out_dir, files)
     return report
 
