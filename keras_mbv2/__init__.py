@@ -12,11 +12,12 @@ from .models import (  # noqa: E402
     NASNetMobile,
     ShuffleNetV1,
     from_keras_application,
+    split_model,
 )
 from .profiler import Profile, profile  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "from_keras_application", "layers",
-    "profile",
+    "profile", "split_model",
 ]

@@ -175,10 +175,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_micro(args: argparse.Namespace) -> int:
-    from .micro import emit
+    from .micro import emit, fit_ram
 
     labels = args.labels.split(",") if args.labels else None
-    print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels))
+    if (args.tflite is None) == (args.model is None):
+        raise UsageError("give exactly one of --tflite (an int8 model) and --model (a .keras model, with --fit-ram). "
+                         f"Received: --tflite {args.tflite!r} --model {args.model!r}")
+    if args.tflite is not None:
+        if args.fit_ram is not None:
+            raise UsageError("--fit-ram splits the blocks of a Keras model before quantization: pass --model "
+                             f"m.keras instead of --tflite. Received: --tflite {args.tflite!r} --fit-ram {args.fit_ram}")
+        print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels))
+        return 0
+    if args.fit_ram is None:
+        raise UsageError(f"--model needs --fit-ram BYTES (or convert with `keras-mbv2 export` and pass --tflite). "
+                         f"Received: --model {args.model!r}")
+    if args.fit_ram < 1:
+        raise UsageError(f"--fit-ram must be a positive number of bytes. Received: --fit-ram {args.fit_ram}")
+    if args.save_model is not None and not args.save_model.endswith(".keras"):
+        raise UsageError(f"--save-model must end with .keras. Received: --save-model {args.save_model!r}")
+    model = _load_keras(args.model)
+    _, h, w, c = model.input_shape
+    calibration = _load_data(args.data, h, c)[0][:200]
+    result = fit_ram(model, args.fit_ram, calibration, log=lambda m: print(m, flush=True))
+    print(result)
+    print(emit(result.tflite, args.out, name=args.name, board=args.board, labels=labels))
+    if args.save_model:
+        atomic_write(args.save_model, result.model.save, ".keras")
+        print(f"split model saved to {args.save_model} (quantization-aware training: keras-mbv2 qat --model ...)")
     return 0
 
 
@@ -262,9 +286,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("micro", help="TFLite Micro C files, measured arena and board check",
-                       description="Emit TFLite Micro C arrays, settings and op resolver for an int8 .tflite.",
-                       epilog="example: keras-mbv2 micro --tflite m_int8.tflite --out micro_out --board nucleo-f746zg")
-    p.add_argument("--tflite", required=True)
+                       description="Emit TFLite Micro C arrays, settings and op resolver for an int8 .tflite. With "
+                       "--model and --fit-ram, first split the inverted residual blocks (paper Section 5.1) just "
+                       "enough for the arena to fit the RAM budget, and report the arena before and after.",
+                       epilog="example: keras-mbv2 micro --tflite m_int8.tflite --out micro_out --board nucleo-f746zg "
+                       "(or, to fit a RAM budget: --model m.keras --fit-ram 160000 --data digits instead of --tflite)")
+    p.add_argument("--tflite", default=None, help="an int8 .tflite model")
+    p.add_argument("--model", default=None, help="a .keras model to split for --fit-ram and convert (int8 PTQ)")
+    p.add_argument("--fit-ram", type=int, default=None, metavar="BYTES",
+                   help="RAM for the tensor arena: split blocks until kTensorArenaSize fits")
+    p.add_argument("--data", default="digits", help="calibration data for --model: 'digits' or an image folder")
+    p.add_argument("--save-model", default=None, help="also save the split .keras model (for QAT)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", default="model", help="C identifier used in file and symbol names")
     p.add_argument("--board", default=None, help="check flash/RAM: " + ", ".join(sorted(_boards())))

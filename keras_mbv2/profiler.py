@@ -6,6 +6,10 @@
   as one operation, the tensors that must exist at once are that operation's inputs and outputs plus every
   earlier tensor still needed later. Its maximum over the graph is the memory a runtime needs at least
   for activations when blocks never materialise their inner (expanded) tensors.
+- Operator-level peak: the same liveness, but executing every built-in sub-layer as its own operator, as
+  TensorFlow Lite (Micro) does, with batch norm and activations fused into the operator before them (as
+  the TFLite converter fuses them). This is what TFLM's memory planner must at least place, and what a
+  block's `memory_splits` (Section 5.1) reduces.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class LayerProfile:
     macs: int
     activation_bytes: int  # this operation's inputs + outputs
     live_bytes: int = 0  # everything that must exist while it runs
+    operator_bytes: int = 0  # everything that must exist during its largest built-in operator
+    inner_operator_bytes: int = 0  # of which its own inputs, inner tensors and outputs
     children: list["LayerProfile"] = field(default_factory=list)
 
 
@@ -41,6 +47,8 @@ class Profile:
     peak_layer: str
     bytes_per_activation: int
     layers: list[LayerProfile]
+    peak_operator_bytes: int = 0
+    peak_operator_layer: str = ""
 
     def memory_by_resolution(self) -> dict[int, tuple[int, int]]:
         """Paper Table 3's view: for each spatial size, the widest top-level tensor (channels, bytes)."""
@@ -160,11 +168,18 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
         macs = sum(c.macs for c in children) if isinstance(op, Block) else (
             layer_macs(op, in_shape, out_shape) if len(ins) == 1 else 0
         )
-        io_bytes = sum(sizes[key(t)] for t in ins) + sum(new.values())
+        in_keys = list(dict.fromkeys(key(t) for t in ins))
+        io_bytes = sum(sizes[k] for k in in_keys) + sum(new.values())
+        if isinstance(op, Block):
+            kept = [remaining[k] > sum(key(t) == k for t in ins) for k in in_keys]
+            inner = _operator_peak(op, in_shape, kept, bytes_per_activation)
+        else:
+            inner = io_bytes
         layers.append(LayerProfile(
             name=op.name, kind=type(op).__name__, output_shape=out_shape,
             params=op.count_params() if op.weights else 0, macs=macs, activation_bytes=io_bytes,
             live_bytes=live_now, children=children,
+            operator_bytes=live_now - io_bytes + inner, inner_operator_bytes=inner,
         ))
         live.update(new)
         for t in ins:
@@ -172,11 +187,55 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
             if remaining[key(t)] == 0:
                 live.pop(key(t), None)
     peak = max(layers, key=lambda lp: lp.live_bytes)
+    operator_peak = max(layers, key=lambda lp: lp.operator_bytes)
     return Profile(
         name=model.name, params=model.count_params(), macs=sum(lp.macs for lp in layers),
         peak_activation_bytes=peak.live_bytes, peak_layer=peak.name, bytes_per_activation=bytes_per_activation,
-        layers=layers,
+        layers=layers, peak_operator_bytes=operator_peak.operator_bytes, peak_operator_layer=operator_peak.name,
     )
+
+
+# Layers the TFLite converter fuses into the operator that produces their input (or that only rename it).
+_FUSED = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+
+
+class _Buffer:
+    """A tensor inside a block, for operator-level liveness: its shape and the buffer it occupies."""
+
+    def __init__(self, shape: Any, owner: "_Buffer | None" = None) -> None:
+        self.shape = tuple(shape)
+        self.owner = owner or self
+
+
+def _operator_peak(block: Block, input_shape: Any, kept: list[bool], bytes_per_activation: int) -> int:
+    """Peak bytes of `block`'s inputs, inner tensors and outputs, running its sub-layers as operators in
+    `forward` order. Inputs flagged in `kept` are needed after the block and stay alive throughout."""
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+    inputs = [_Buffer(s) for s in shapes]
+    operators: list[tuple[list[_Buffer], _Buffer]] = []
+
+    def record(layer: keras.layers.Layer, x: Any) -> Any:
+        ins = x if isinstance(x, (list, tuple)) else [x]
+        out_shape = layer.compute_output_shape([b.shape for b in ins] if isinstance(x, (list, tuple)) else x.shape)
+        if isinstance(layer, _FUSED) and len(ins) == 1:
+            return _Buffer(out_shape, ins[0].owner)
+        out = _Buffer(out_shape)
+        operators.append(([b.owner for b in ins], out))
+        return out
+
+    result = block.forward(inputs if isinstance(input_shape, list) else inputs[0], record)
+    outputs = {b.owner for b in (result if isinstance(result, (list, tuple)) else [result])}
+    end = len(operators)
+    last_use = {b: end for b, keep in zip(inputs, kept) if keep} | {b: end for b in outputs}
+    for i, (ins, _) in enumerate(operators):
+        for b in ins:
+            last_use[b] = max(last_use.get(b, i), i)
+    born = {b: -1 for b in inputs} | {out: i for i, (_, out) in enumerate(operators)}
+    size = {b: _size((None, *b.shape[1:])) * bytes_per_activation for b in born}
+    peak = 0
+    for i in range(len(operators)):
+        peak = max(peak, sum(size[b] for b in born if born[b] <= i <= last_use.get(b, born[b])))
+    return peak
 
 
 def _is_nasnet_cell(op: Any) -> bool:

@@ -1,9 +1,13 @@
 """TensorFlow Lite Micro output: C arrays, model settings, op resolver, arena and board checks."""
 
 from .boards import BOARDS, Board, fit_problems
-from .emitter import ARENA_MARGIN, TFLM_OPS, MicroReport, emit, measure_arena, parse_c_array, tflite_macs
+from .emitter import (
+    ARENA_MARGIN, TFLM_OPS, ArenaUse, MicroReport, arena_use, emit, measure_arena, parse_c_array, tflite_macs,
+)
+from .fit import FitResult, fit_ram
 
 __all__ = [
-    "ARENA_MARGIN", "BOARDS", "Board", "MicroReport", "TFLM_OPS", "emit", "fit_problems", "measure_arena",
+    "ARENA_MARGIN", "ArenaUse", "BOARDS", "Board", "FitResult", "MicroReport", "TFLM_OPS", "arena_use", "emit",
+    "fit_problems", "fit_ram", "measure_arena",
     "parse_c_array", "tflite_macs",
 ]

@@ -66,6 +66,7 @@ class MicroReport:
     macs: int
     board: str | None = None
     files: list[str] = field(default_factory=list)
+    activation_bytes: int | None = None  # the arena's planned activation buffers (TFLM's "head")
 
     def __str__(self) -> str:
         lines = [
@@ -108,14 +109,38 @@ def tflite_macs(data: bytes) -> int:
     return macs
 
 
-def measure_arena(data: bytes, input_shape: Sequence[int]) -> int:
-    """Arena bytes TFLM's recording allocator reports after one inference (in a child process)."""
+@dataclass(frozen=True)
+class ArenaUse:
+    """TFLM's arena after one inference: `total` = `head` (activation buffers, as planned) + `tail`."""
+
+    total: int
+    head: int
+
+    @property
+    def tail(self) -> int:
+        return self.total - self.head
+
+
+def arena_use(data: bytes, input_shape: Sequence[int] | None = None) -> ArenaUse:
+    """The arena TFLM's recording allocator reports after one inference (in a child process)."""
+    if input_shape is None:
+        input_shape = require_int8(data)["input_shape"]
     x = np.zeros((1,) + tuple(input_shape[1:]), dtype="int8")
     _, report = run_tflm(data, x)
-    arena = parse_arena_bytes(report)
-    if arena is None:
+    total, head = parse_arena_bytes(report), parse_arena_bytes(report, "head")
+    if total is None or head is None:
         raise RuntimeError(f"TFLite Micro did not report its arena use:\n{report[-500:]}")
-    return arena
+    return ArenaUse(total, head)
+
+
+def measure_arena(data: bytes, input_shape: Sequence[int]) -> int:
+    """Total arena bytes TFLM's recording allocator reports after one inference (in a child process)."""
+    return arena_use(data, input_shape).total
+
+
+def tensor_arena_size(measured: int) -> int:
+    """kTensorArenaSize for a measured arena: plus `ARENA_MARGIN`, rounded up to 16 bytes."""
+    return int(math.ceil((measured + ARENA_MARGIN) / 16) * 16)
 
 
 def _c_array(data: bytes) -> str:
@@ -211,13 +236,15 @@ def emit(
     if labels is not None and len(labels) != int(np.prod(details["output_shape"][1:])):
         raise ValueError(f"`labels` must have one entry per class ({int(np.prod(details['output_shape'][1:]))}). "
                          f"Received: {len(labels)} labels")
-    measured = measure_arena(data, details["input_shape"]) if arena_bytes is None else int(arena_bytes)
-    arena = int(math.ceil((measured + ARENA_MARGIN) / 16) * 16)
+    use = arena_use(data, details["input_shape"]) if arena_bytes is None else None
+    measured = use.total if use is not None else int(arena_bytes)
+    arena = tensor_arena_size(measured)
     if board is not None:
         problems = fit_problems(BOARDS[board], len(data), arena)
         if problems:
             raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
-    report = MicroReport(name, len(data), arena, measured, ops, tflite_macs(data), board)
+    report = MicroReport(name, len(data), arena, measured, ops, tflite_macs(data), board,
+                         activation_bytes=use.head if use is not None else None)
     files = _files(name, data, details, ops, arena, measured, labels)
     report_name = f"{name}_report.txt"
     report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]

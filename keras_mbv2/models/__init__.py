@@ -1,6 +1,7 @@
 """The four networks of the MobileNetV2 paper's Table 4, each one table decoded by one builder."""
 
 from .mobilenet_v1 import MobileNetV1
+from .memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
 from .mobilenet_v2 import MobileNetV2
 from .nasnet import NASNet, NASNetMobile
 from .shufflenet_v1 import ShuffleNetV1
@@ -8,5 +9,5 @@ from .transfer import from_keras_application, transfer_weights
 
 __all__ = [
     "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1", "from_keras_application",
-    "transfer_weights",
+    "memory_splits_of", "plan_memory_splits", "split_floor", "split_model", "transfer_weights",
 ]

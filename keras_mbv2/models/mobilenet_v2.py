@@ -8,6 +8,7 @@ import keras
 
 from ..layers import ConvBNAct, InvertedResidual, make_divisible
 from ..layers._base import BN_EPSILON, BN_MOMENTUM, check_positive_int
+from .memory_split import MemorySplits, resolve_memory_splits
 from ._common import check_alpha, check_common_args, classifier_head, expand_rows, load_weights, make_input
 
 # Paper Table 2. Each row: expansion t, output channels c, repeats n, stride s of the first repeat.
@@ -47,6 +48,7 @@ def MobileNetV2(
     expansion: int = 6,
     bn_momentum: float = BN_MOMENTUM,
     bn_epsilon: float = BN_EPSILON,
+    memory_splits: MemorySplits = None,
 ) -> keras.Model:
     """MobileNetV2 (Sandler et al. 2018, Table 2) built from `InvertedResidual` blocks.
 
@@ -61,6 +63,11 @@ def MobileNetV2(
         expansion: t of every block except the first (Table 2 uses 6; Figure 6 and Section 6.1 vary it).
         bn_momentum: keras.applications uses 0.999; small data sets train better with ~0.9.
         weights: None, "imagenet" (alpha in 0.35/0.5/0.75/1.0/1.3/1.4), or a weights file.
+        memory_splits: compute blocks in channel slices of their expansion (Section 5.1, see
+            `InvertedResidual`): an int for every block with t > 1, a sequence with one entry per block (17),
+            or a mapping of block names (`block_1`, ...) to slices. Same function and multiply-adds, less
+            peak memory on TFLite Micro. `keras_mbv2.models.split_model` converts a trained model, and
+            `plan_memory_splits` picks splits for a memory budget.
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
     check_alpha(alpha, weights, IMAGENET_ALPHAS)
@@ -70,13 +77,16 @@ def MobileNetV2(
 
     x = ConvBNAct(make_divisible(STEM_FILTERS * alpha, 8), 3, strides=2, name="Conv1", **bn)(image)
     table = [(t if t == 1 else expansion, c, n, s) for t, c, n, s in MOBILENET_V2_TABLE]
-    for i, (t, c, s) in enumerate(expand_rows(table)):
+    blocks = list(expand_rows(table))
+    splits = resolve_memory_splits(memory_splits, [(block_name(i), t) for i, (t, _, _) in enumerate(blocks)])
+    for i, (t, c, s) in enumerate(blocks):
         x = InvertedResidual(
             make_divisible(int(c * alpha), 8),
             expansion=t,
             strides=s,
             linear_bottleneck=linear_bottleneck,
             residual=residual,
+            memory_splits=splits[block_name(i)],
             name=block_name(i),
             **bn,
         )(x)

@@ -45,10 +45,11 @@ def run_litert(tflite: bytes, x: np.ndarray, reference_kernels: bool = True) -> 
     return run(tflite, x, reference_kernels)
 
 
-def parse_arena_bytes(allocations: str) -> int | None:
-    """Total arena from TFLM's RecordingMicroAllocator report ("[RecordingMicroAllocator] Arena
-    allocation total N bytes")."""
-    match = re.search(r"Arena allocation total (\d+) bytes", allocations)
+def parse_arena_bytes(allocations: str, part: str = "total") -> int | None:
+    """Arena bytes from TFLM's RecordingMicroAllocator report ("[RecordingMicroAllocator] Arena
+    allocation total N bytes"). `part`: "total", "head" (the planned activation buffers) or "tail"
+    (persistent data: tensor structs, operator data, quantization parameters)."""
+    match = re.search(rf"Arena allocation {part} (\d+) bytes", allocations)
     return int(match.group(1)) if match else None
 
 

@@ -57,6 +57,9 @@ def to_tflite(
             tensors QAT did not observe.
         quantize: "int8" (full integer: int8 input and output, TFLITE_BUILTINS_INT8 only; for a float model
             this is post-training quantization) or "float".
+
+    The operators keep the converter's order unless a depth-first order needs less activation memory
+    (see `keras_mbv2.quantization.schedule`), so a split block's slices run one after another on TFLM.
     """
     import keras
     import tensorflow as tf
@@ -85,7 +88,9 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    from .schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
+
+    return schedule_operators(bytes(converter.convert()))
 
 
 def read_tflite(tflite: bytes | str | os.PathLike, name: str = "tflite") -> bytes:

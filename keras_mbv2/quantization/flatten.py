@@ -5,10 +5,13 @@ folds batch norm only in the patterns `Conv(no bias) -> BN [-> ReLU(6)]`. Every 
 its wiring once in `forward(inputs, apply)`; here `apply` re-creates each Keras 3 sub-layer as its
 tf_keras twin with the same weights, so the flat graph is the block's graph, not a re-implementation.
 
-Two rewrites keep the graph in patterns tfmot can quantize, both exact in float:
+Three rewrites keep the graph in patterns tfmot can quantize, all exact in float:
 - `ChannelShuffle` becomes Reshape -> Permute -> Reshape;
 - a BatchNormalization that follows a Concatenate of convolutions (NASNet's factorized reduction, which
-  tfmot rejects) is split per input, so each half folds into the conv that feeds it.
+  tfmot rejects) is split per input, so each half folds into the conv that feeds it;
+- a BatchNormalization that follows a sum of bias-free convolutions (the partial projections of an
+  `InvertedResidual` with `memory_splits`, paper Section 5.1) folds into those convolutions: each kernel
+  takes the BN scale, the first also takes the BN shift as its bias, and the sum is rebuilt on them.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class Flattener:
             source = self.produced_by.get(id(x))
             if source is not None and isinstance(source[0], keras.layers.Concatenate):
                 return self._split_batch_norm(layer, source[1], name)
+            terms = self._conv_terms(x)
+            if terms is not None:
+                return self._fold_batch_norm_into_sum(layer, terms, prefix)
         twin = make_twin(layer, name)
         y = twin(x)
         if layer.weights:
@@ -108,6 +114,46 @@ class Flattener:
             outs.append(y)
             start += width
         return tfk.layers.Concatenate(name=f"{name}_concat")(outs)
+
+    def _conv_terms(self, x: Any) -> list[tuple[Any, Any, Any]] | None:
+        """If `x` is a sum (tree of Add layers) of bias-free Conv2D outputs: [(keras conv, its tf input,
+        its tf output)] in summation order; else None."""
+        source = self.produced_by.get(id(x))
+        if source is None or not isinstance(source[0], keras.layers.Add):
+            return None
+        terms = []
+        for t in source[1]:
+            inner = self.produced_by.get(id(t))
+            if inner is not None and isinstance(inner[0], keras.layers.Add):
+                sub = self._conv_terms(t)
+                if sub is None:
+                    return None
+                terms += sub
+            elif (inner is not None and type(inner[0]) is keras.layers.Conv2D and not inner[0].use_bias
+                  and len(inner[1]) == 1):
+                terms.append((inner[0], inner[1][0], t))
+            else:
+                return None
+        return terms
+
+    def _fold_batch_norm_into_sum(self, bn: keras.layers.BatchNormalization, terms: list[tuple[Any, Any, Any]],
+                                  prefix: str) -> Any:
+        """BN(sum_i conv_i(x_i)) == sum_i conv'_i(x_i): conv'_i = scale * conv_i, plus the shift in conv'_0."""
+        tfk = tf_keras()
+        gamma = np.asarray(bn.gamma) if bn.scale else 1.0
+        beta = np.asarray(bn.beta) if bn.center else 0.0
+        scale = gamma / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)
+        shift = beta - np.asarray(bn.moving_mean) * scale
+        total = None
+        for i, (conv, x, _) in enumerate(terms):
+            config = _twin_config(conv, self._unique(f"{prefix}{conv.name}_folded"))
+            config["use_bias"] = i == 0
+            twin = tfk.layers.Conv2D(**config)
+            y = twin(x)
+            kernel = np.asarray(conv.kernel) * scale
+            twin.set_weights([kernel, shift.astype(kernel.dtype)] if i == 0 else [kernel])
+            total = y if total is None else tfk.layers.Add(name=self._unique(f"{prefix}{bn.name}_sum_{i}"))([total, y])
+        return total
 
     def build(self) -> Any:
         tfk = tf_keras()

@@ -1,0 +1,134 @@
+"""Operator order of a .tflite model, as TensorFlow Lite Micro's memory planner sees it.
+
+TFLM runs a subgraph's operators in their flatbuffer order, and its planner (GreedyMemoryPlanner) gives each
+activation tensor a buffer for the span from the operator that writes it to the last operator that reads it.
+So the order decides which tensors must exist at once. The paper's memory-efficient inverted residual
+(Section 5.1, `InvertedResidual(memory_splits=...)`) only saves memory when each slice's operators run
+together, before the next slice's expand conv.
+
+- `activation_peak`: the largest sum of activation tensors alive during one operator, in a given order: the
+  least any planner can place for that order (TFLM's "head");
+- `depth_first_order`: the order that finishes each branch before starting the next (inputs in order),
+  which is slice by slice for a split block;
+- `reorder_operators`: rewrites the flatbuffer with its operators in another topological order (any
+  topological order computes the same outputs);
+- `schedule_operators`: keeps the converter's order unless the depth-first one has a smaller peak.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .export import parse_model
+
+# TFLite TensorType -> bytes per element (schema.fbs).
+_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 8, 15: 2, 16: 2}
+
+
+def _graph(data: bytes) -> Any:
+    model = parse_model(data)
+    if not model.subgraphs or len(model.subgraphs) != 1:
+        raise ValueError(f"Only single-subgraph models can be scheduled. Received: {len(model.subgraphs or [])} subgraphs")
+    return model, model.subgraphs[0]
+
+
+def _activation_sizes(model: Any, graph: Any) -> dict[int, int]:
+    """Bytes of every tensor the planner must place: not constant (no buffer data) and not a variable."""
+    sizes = {}
+    for index, tensor in enumerate(graph.tensors):
+        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+        constant = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+        if not constant and not tensor.isVariable:
+            shape = tensor.shape if tensor.shape is not None else []
+            sizes[index] = int(np.prod(shape)) * _TYPE_BYTES.get(tensor.type, 4)
+    return sizes
+
+
+def _peak(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[int, int]:
+    ops = graph.operators
+    end = len(order)
+    born = {t: -1 for t in graph.inputs if t in sizes}
+    last = {t: end for t in graph.outputs if t in sizes}
+    for position, index in enumerate(order):
+        for t in ops[index].outputs:
+            if t in sizes:
+                born.setdefault(t, position)
+        for t in ops[index].inputs:
+            if t in sizes:
+                last[t] = max(last.get(t, position), position)
+    peak, where = 0, 0
+    for position, index in enumerate(order):
+        live = sum(sizes[t] for t in born if born[t] <= position <= last.get(t, born[t]))
+        if live > peak:
+            peak, where = live, index
+    return peak, where
+
+
+def activation_peak(data: bytes, order: Sequence[int] | None = None) -> tuple[int, int]:
+    """(bytes, operator index): the largest sum of activation tensors alive during one operator, running the
+    operators in `order` (default: the flatbuffer's)."""
+    model, graph = _graph(data)
+    order = range(len(graph.operators)) if order is None else order
+    return _peak(graph, _activation_sizes(model, graph), list(order))
+
+
+def depth_first_order(data: bytes) -> list[int]:
+    """Operators in depth-first post-order from the outputs, each operator's inputs visited in order."""
+    model, graph = _graph(data)
+    producer = {t: i for i, op in enumerate(graph.operators) for t in op.outputs}
+    order: list[int] = []
+    done: set[int] = set()
+
+    def visit(index: int) -> None:
+        stack = [(index, iter(graph.operators[index].inputs))]
+        while stack:
+            op, pending = stack[-1]
+            for t in pending:
+                p = producer.get(t)
+                if p is not None and p not in done:
+                    done.add(p)
+                    stack.append((p, iter(graph.operators[p].inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(op)
+
+    for t in graph.outputs:
+        p = producer.get(t)
+        if p is not None and p not in done:
+            done.add(p)
+            visit(p)
+    order += [i for i in range(len(graph.operators)) if i not in done]  # operators no output depends on
+    return order
+
+
+def reorder_operators(data: bytes, order: Sequence[int]) -> bytes:
+    """The flatbuffer with its operators in `order`, which must be a topological order of all of them."""
+    import flatbuffers
+
+    model, graph = _graph(data)
+    n = len(graph.operators)
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"`order` must be a permutation of the {n} operators. Received: order={list(order)!r}")
+    ready = set(graph.inputs) | {i for i, _ in enumerate(graph.tensors) if i not in
+                                  {t for op in graph.operators for t in op.outputs}}
+    for index in order:
+        op = graph.operators[index]
+        missing = [t for t in op.inputs if t >= 0 and t not in ready]
+        if missing:
+            raise ValueError(f"`order` runs operator {index} before the operators producing its inputs {missing}.")
+        ready.update(op.outputs)
+    graph.operators = [graph.operators[i] for i in order]
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def schedule_operators(data: bytes) -> bytes:
+    """`data` as it is, unless the depth-first order has a smaller activation peak: then reordered."""
+    order = depth_first_order(data)
+    if activation_peak(data, order)[0] < activation_peak(data)[0]:
+        return reorder_operators(data, order)
+    return data
