@@ -27,6 +27,7 @@ from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import arena_use, tflite_macs
 from keras_mbv2.models import plan_memory_splits, split_floor, split_model
 from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
+from keras_mbv2.quantization.export import operator_names, parse_model
 from keras_mbv2.quantization.schedule import activation_peak
 
 ARENA_MODELS = {"MobileNetV2 0.35 @ 96": (0.35, 96), "MobileNetV2 1.0 @ 224": (1.0, 224)}
@@ -56,9 +57,10 @@ def arena_rows() -> list[dict]:
                    floor=K.profile(split).peak_operator_bytes)
         for key, m in (("base", model), ("split", split)):
             data = to_tflite(m, calib, num_calibration=8)
+            raw = to_tflite(m, calib, num_calibration=8, schedule=False)  # the converter's own operator order
             use = arena_use(data)
             row[key] = dict(total=use.total, head=use.head, macs=tflite_macs(data), ops=_operator_count(data),
-                            order_peak=activation_peak(data)[0], bytes=len(data))
+                            adds=_add_elements(data), converter_peak=activation_peak(raw)[0], bytes=len(data))
         rows.append(row)
         print(row, flush=True)
         keras.backend.clear_session()
@@ -66,9 +68,14 @@ def arena_rows() -> list[dict]:
 
 
 def _operator_count(data: bytes) -> int:
-    from keras_mbv2.quantization.export import parse_model
-
     return len(parse_model(data).subgraphs[0].operators)
+
+
+def _add_elements(data: bytes) -> int:
+    """Element-wise additions of the ADD operators (the partial sums a split adds beside the MACs)."""
+    graph, names = parse_model(data).subgraphs[0], operator_names(data)
+    return sum(int(np.prod(graph.tensors[op.outputs[0]].shape)) for op in graph.operators
+               if names[op.opcodeIndex] == "ADD")
 
 
 def qat_rows(epochs: int = 15, qat_epochs: int = 3, qat_lr: float = 3e-5, size: int = 96) -> dict:
@@ -107,8 +114,8 @@ def markdown(arena: list[dict], qat: dict | None, qat_args: dict) -> list[str]:
         "depthwise input + output).",
         "",
         "| model | splits | arena before | arena after | activations before | activations after | floor "
-        "| after / floor | MACs overhead | operators |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| after / floor | MACs overhead | ADD elements | operators | converter's order peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in arena:
         b, s = r["base"], r["split"]
@@ -116,15 +123,18 @@ def markdown(arena: list[dict], qat: dict | None, qat_args: dict) -> list[str]:
         lines.append(
             f"| {r['network']} | {splits} | {b['total']:,} | {s['total']:,} | {b['head']:,} | {s['head']:,} "
             f"| {r['floor']:,} | {s['head'] / r['floor']:.3f} | {s['macs'] / b['macs'] - 1:+.2%} "
-            f"| {b['ops']} -> {s['ops']} |"
+            f"| {b['adds']:,} -> {s['adds']:,} | {b['ops']} -> {s['ops']} | {s['converter_peak']:,} |"
         )
     lines += [
         "",
         "Anchors (shared/DESIGN.md section 4), both with custom kernels: MCUNet TinyEngine mbv2-w0.35 (r144) 295 kB "
         "peak SRAM; STM32 X-CUBE-AI model zoo MobileNetV2 0.35@128 int8 237 KiB activation RAM. The issue's "
         "reference for tfmot-quantized keras.applications MobileNetV2 0.35@96: arena 210,192 B, head 138,240 B.",
-        "The converter kept every split block's operators slice by slice (flatbuffer order = depth-first order); "
-        "`to_tflite` would reorder them otherwise (`keras_mbv2.quantization.schedule`).",
+        "Converter's order peak: the activation peak of the split model in the order the TFLite converter emits "
+        "(`to_tflite(schedule=False)`); equal to the floor means the converter already runs each block slice by "
+        "slice. `to_tflite` reorders the operators depth-first when that needs less "
+        "(`keras_mbv2.quantization.schedule`). ADD elements: element-wise additions, the partial sums a split adds "
+        "beside the unchanged multiply-adds.",
         "",
     ]
     if qat is not None:

@@ -7,6 +7,8 @@ Run: python benchmarks/run.py [--repeats 7] [--out benchmarks/RESULTS.md]
 2. TFLite at 96x96x3: int8 vs float latency (LiteRT, default kernels) and size, per network.
 3. Microcontroller memory at 96x96x3: TFLM arena (host runtime) vs the profiler's int8 peak activation
    lower bound, and vs the keras.applications twin exported the same way; flash bytes beside it.
+4. Memory-efficient inference (paper Section 5.1, `benchmarks/memory_split.py`): MobileNetV2's TFLM arena
+   unsplit and split (0.35 at 96, 1.0 at 224), and QAT accuracy on the digits at 96x96, split vs unsplit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_mbv2 as K
+import memory_split  # benchmarks/memory_split.py, beside this file
 from keras_mbv2.cli import atomic_write
 from keras_mbv2.micro import measure_arena
 from keras_mbv2.quantization import to_tflite
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--skip-keras", action="store_true", help="skip the 224x224 Keras inference section")
+    parser.add_argument("--skip-memory-qat", action="store_true", help="skip the QAT accuracy of section 4")
     args = parser.parse_args(argv)
     lines = [
         "# keras_mbv2 benchmark results",
@@ -172,6 +176,10 @@ def main(argv=None) -> int:
         "what an executor that never materialises a block's expanded tensor would need (paper Section 5.1).",
         "",
     ]
+    qat_args = dict(epochs=15, qat_epochs=3, qat_lr=3e-5)
+    arena = memory_split.arena_rows()
+    qat = None if args.skip_memory_qat else memory_split.qat_rows(**qat_args)
+    lines += memory_split.markdown(arena, qat, qat_args)
     text = "\n".join(lines)
     atomic_write(args.out, lambda path: open(path, "w").write(text))
     print(text)

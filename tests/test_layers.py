@@ -33,6 +33,8 @@ CASES = [
     (L.InvertedResidual, dict(filters=16, expansion=1), [(N, 16, 16, 16)], [(N, 16, 16, 16)], 6, True),
     (L.InvertedResidual, dict(filters=16, residual=False, linear_bottleneck=False), [(N, 8, 8, 16)], [(N, 8, 8, 16)], 9, False),
     (L.InvertedResidual, dict(filters=24, strides=2, expansion=4), [(N, 15, 15, 8)], [(N, 8, 8, 24)], 9, False),
+    (L.InvertedResidual, dict(filters=16, memory_splits=3), [(N, 16, 16, 16)], [(N, 16, 16, 16)], 23, True),
+    (L.InvertedResidual, dict(filters=24, strides=2, memory_splits=5), [(N, 15, 15, 8)], [(N, 8, 8, 24)], 37, False),
     (L.ChannelShuffle, dict(groups=3), [(N, 4, 4, 12)], [(N, 4, 4, 12)], 0, None),
     (L.ShuffleUnit, dict(filters=24, groups=3), [(N, 8, 8, 24)], [(N, 8, 8, 24)], 9, True),
     (L.ShuffleUnit, dict(filters=48, groups=3, strides=2, group_first_conv=False), [(N, 16, 16, 24)], [(N, 8, 8, 48)], 9, False),

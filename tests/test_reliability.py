@@ -53,6 +53,11 @@ BAD = [
     ("builder", lambda t, m: K.NASNet(penultimate_filters=1000), "penultimate_filters=1000"),
     ("builder", lambda t, m: K.MobileNetV2(weights=os.path.join(t, "none.h5")), "none.h5"),
     ("builder", lambda t, m: K.MobileNetV2(pooling="sum", include_top=False), "pooling='sum'"),
+    ("builder", lambda t, m: K.MobileNetV2(memory_splits=[2, 2]), "memory_splits=[2, 2]"),
+    ("builder", lambda t, m: K.MobileNetV2(memory_splits={"block_99": 2}), "block_99"),
+    ("layer", lambda t, m: K.layers.InvertedResidual(16, expansion=1, memory_splits=2), "memory_splits=2"),
+    ("split", lambda t, m: K.split_model(m[0], 2), "no InvertedResidual blocks"),
+    ("split", lambda t, m: K.models.plan_memory_splits(K.MobileNetV2((96, 96, 3), 0.35), 60_000), "'expanded_conv' needs 73,728 B"),
     ("profile", lambda t, m: K.profile(m[0], bytes_per_activation=0), "bytes_per_activation=0"),
     ("qat", lambda t, m: quantize_aware("model.keras"), "model=str"),
     ("export", lambda t, m: to_tflite(m[0], np.zeros((0, 32, 32, 1))), "representative_data"),
@@ -89,6 +94,11 @@ CLI_BAD = [
     (["demo", "--qat-epochs", "-1"], "--qat-epochs -1"),
     (["export", "--model", "m.keras", "--quantize", "int4", "--out", "m.tflite"], "--quantize"),
     (["compare", "--size", "big"], "--size"),
+    (["micro", "--tflite", "x.tflite", "--fit-ram", "90000", "--out", "o"], "--fit-ram 90000"),
+    (["micro", "--model", "m.keras", "--out", "o"], "--model 'm.keras'"),
+    (["micro", "--out", "o"], "--tflite None --model None"),
+    (["micro", "--model", "m.keras", "--fit-ram", "0", "--out", "o"], "--fit-ram 0"),
+    (["micro", "--model", "m.keras", "--fit-ram", "1000", "--save-model", "s.h5", "--out", "o"], "--save-model 's.h5'"),
 ]
 
 

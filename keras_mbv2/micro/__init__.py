@@ -2,12 +2,13 @@
 
 from .boards import BOARDS, Board, fit_problems
 from .emitter import (
-    ARENA_MARGIN, TFLM_OPS, ArenaUse, MicroReport, arena_use, emit, measure_arena, parse_c_array, tflite_macs,
+    ARENA_MARGIN, TFLM_OPS, ArenaUse, MicroReport, arena_use, emit, measure_arena, parse_c_array, tensor_arena_size,
+    tflite_macs,
 )
 from .fit import FitResult, fit_ram
 
 __all__ = [
     "ARENA_MARGIN", "ArenaUse", "BOARDS", "Board", "FitResult", "MicroReport", "TFLM_OPS", "arena_use", "emit",
     "fit_problems", "fit_ram", "measure_arena",
-    "parse_c_array", "tflite_macs",
+    "parse_c_array", "tensor_arena_size", "tflite_macs",
 ]

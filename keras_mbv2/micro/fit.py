@@ -19,7 +19,7 @@ from typing import Any, Callable
 import keras
 
 from ..layers._base import check_positive_int
-from ..models.memory_split import memory_splits_of, plan_memory_splits, split_model
+from ..models.memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
 from ..quantization.export import to_tflite
 from .emitter import ArenaUse, arena_use, tensor_arena_size, tflite_macs
 
@@ -77,9 +77,11 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         try:
             plan = plan_memory_splits(model, budget)
         except ValueError as exc:
+            floor = split_floor(model)[0]
             raise ValueError(
-                f"`ram_bytes` is below what the model needs on TFLM: {exc} TFLM's persistent data adds "
-                f"{after.tail:,} B and the margin {tensor_arena_size(0):,} B. Received: ram_bytes={ram_bytes!r}"
+                f"`ram_bytes` is below what the model needs on TFLM: {exc} With TFLM's persistent data "
+                f"({before.tail:,} B unsplit, more with more operators) and the margin, the arena needs at least "
+                f"{tensor_arena_size(floor + before.tail):,} B. Received: ram_bytes={ram_bytes!r}"
             ) from None
         if plan == splits and current is not model:
             break  # the estimate cannot improve: the planner's placement needs more than the estimate

@@ -91,7 +91,7 @@ def split_model(model: keras.Model, memory_splits: MemorySplits) -> keras.Model:
     for layer_config in config["layers"]:
         if layer_config["config"].get("name") in resolved:
             layer_config["config"]["memory_splits"] = resolved[layer_config["config"]["name"]]
-    new = keras.Model.from_config(config)
+    new = type(model).from_config(config)
     for layer in model.layers:
         target = new.get_layer(layer.name)
         if isinstance(layer, InvertedResidual):
@@ -106,8 +106,14 @@ def split_floor(model: keras.Model, bytes_per_activation: int = 1) -> tuple[int,
     splittable (expanding) blocks, e.g. MobileNetV2's first block, whose depthwise runs on the stem output."""
     from ..profiler import profile
 
+    return _floor(model, profile(model, bytes_per_activation).layers)
+
+
+def _floor(model: keras.Model, layers: list[Any]) -> tuple[int, str]:
     splittable = {b.name for b in inverted_residual_blocks(model) if b.expansion > 1}
-    fixed = [layer for layer in profile(model, bytes_per_activation).layers if layer.name not in splittable]
+    fixed = [layer for layer in layers if layer.name not in splittable]
+    if not fixed:
+        return 0, ""
     worst = max(fixed, key=lambda layer: layer.operator_bytes)
     return worst.operator_bytes, worst.name
 
@@ -127,16 +133,18 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
     blocks = inverted_residual_blocks(model)
     if not blocks:
         raise ValueError(f"`model` has no InvertedResidual blocks to split. Received: model={model.name!r}")
+    layers = profile(model, bytes_per_activation).layers
+    floor, where = _floor(model, layers)
+    if floor > activation_budget:
+        raise ValueError(
+            f"Layer {where!r} needs {floor:,} B of activations and cannot be split, so no split fits an "
+            f"activation budget of {activation_budget:,} B."
+        )
     by_name = {block.name: block for block in blocks}
     plan = {}
-    for layer in profile(model, bytes_per_activation).layers:
+    for layer in layers:
         block = by_name.get(layer.name)
         if block is None or block.expansion == 1:
-            if layer.operator_bytes > activation_budget:
-                raise ValueError(
-                    f"Layer {layer.name!r} needs {layer.operator_bytes:,} B of activations and cannot be split, so "
-                    f"no split fits an activation budget of {activation_budget:,} B."
-                )
             if block is not None:
                 plan[block.name] = 1
             continue

@@ -47,6 +47,7 @@ def to_tflite(
     representative_data: Iterable[Any] | np.ndarray | None = None,
     quantize: str = "int8",
     num_calibration: int = 200,
+    schedule: bool = True,
 ) -> bytes:
     """Convert a Keras 3 or tf_keras (QAT) model to TFLite with a static batch of 1.
 
@@ -58,8 +59,9 @@ def to_tflite(
         quantize: "int8" (full integer: int8 input and output, TFLITE_BUILTINS_INT8 only; for a float model
             this is post-training quantization) or "float".
 
-    The operators keep the converter's order unless a depth-first order needs less activation memory
-    (see `keras_mbv2.quantization.schedule`), so a split block's slices run one after another on TFLM.
+        schedule: True (default) keeps the converter's operator order unless a depth-first order needs
+            less activation memory (see `keras_mbv2.quantization.schedule`), so a split block's slices run
+            one after another on TFLM; False returns the converter's order as it is.
     """
     import keras
     import tensorflow as tf
@@ -90,7 +92,8 @@ def to_tflite(
         converter.inference_output_type = tf.int8
     from .schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
 
-    return schedule_operators(bytes(converter.convert()))
+    data = bytes(converter.convert())
+    return schedule_operators(data) if schedule else data
 
 
 def read_tflite(tflite: bytes | str | os.PathLike, name: str = "tflite") -> bytes:
