@@ -67,12 +67,23 @@ def _add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=int, default=None, help="ShuffleNet groups (1, 2, 3, 4, 8)")
     p.add_argument("--input-shape", type=_parse_shape, default=(224, 224, 3), help="HxWxC, e.g. 96x96x3")
     p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--memory-splits", type=int, default=None, metavar="S",
+                   help="mobilenet_v2: compute each expanding block in S channel slices (paper Section 5.1)")
+
+
+def _network(args: argparse.Namespace, classes: int, **kwargs: Any) -> Any:
+    if args.memory_splits is not None:
+        if args.network != "mobilenet_v2":
+            raise UsageError(f"--memory-splits applies to mobilenet_v2 only. Received: --memory-splits "
+                             f"{args.memory_splits} with --network {args.network}")
+        kwargs["memory_splits"] = args.memory_splits
+    return build_network(args.network, args.input_shape, args.width, args.groups, classes, **kwargs)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     if not args.out.endswith(".keras"):
         raise UsageError(f"--out must end with .keras. Received: --out {args.out!r}")
-    model = build_network(args.network, args.input_shape, args.width, args.groups, args.classes)
+    model = _network(args, args.classes)
     atomic_write(args.out, model.save, ".keras")
     print(f"saved {model.name} ({model.count_params():,} params) to {args.out}")
     return 0
@@ -88,7 +99,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise UsageError(f"model file not found. Received: --model {args.model!r}")
         model = keras.models.load_model(args.model)
     else:
-        model = build_network(args.network, args.input_shape, args.width, args.groups, args.classes)
+        model = _network(args, args.classes)
     print(profile(model, args.bytes_per_activation).table())
     return 0
 
@@ -133,8 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     h, w, c = args.input_shape
     x, y, xt, yt = _load_data(args.data, h, c)
     classes = int(max(y.max(), yt.max())) + 1
-    model = build_network(args.network, args.input_shape, args.width, args.groups, classes,
-                          bn_momentum=args.bn_momentum)
+    model = _network(args, classes, bn_momentum=args.bn_momentum)
     model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_data=(xt, yt), verbose=2)
     print(f"test accuracy {model.evaluate(xt, yt, verbose=0)[1]:.4f}")

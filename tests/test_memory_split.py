@@ -250,3 +250,13 @@ def test_cli_micro_fit_ram_writes_the_split_model_and_its_c_files(mbv2, tmp_path
     code = cli.main(["micro", "--model", model_path, "--fit-ram", "100000", "--out", str(tmp_path / "none")])
     assert code == 2 and "ram_bytes=100000" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "none"))
+
+
+def test_cli_profile_shows_the_split_operator_peak(capsys):
+    args = ["profile", "--width", "0.35", "--input-shape", "96x96x3", "--classes", "10"]
+    assert cli.main(args) == 0
+    unsplit = capsys.readouterr().out.strip().splitlines()[-1]
+    assert cli.main(args + ["--memory-splits", "3"]) == 0
+    split = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"{UNSPLIT_HEAD:,}" in unsplit and f"{FLOOR:,}" in split
+    assert unsplit.split()[2] == split.split()[2]  # the same MACs

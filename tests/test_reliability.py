@@ -95,6 +95,8 @@ CLI_BAD = [
     (["export", "--model", "m.keras", "--quantize", "int4", "--out", "m.tflite"], "--quantize"),
     (["compare", "--size", "big"], "--size"),
     (["micro", "--tflite", "x.tflite", "--fit-ram", "90000", "--out", "o"], "--fit-ram 90000"),
+    (["build", "--network", "nasnet", "--memory-splits", "2", "--out", "m.keras"], "--memory-splits 2"),
+    (["profile", "--memory-splits", "0"], "memory_splits=0"),
     (["micro", "--model", "m.keras", "--out", "o"], "--model 'm.keras'"),
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "m.keras", "--fit-ram", "0", "--out", "o"], "--fit-ram 0"),

@@ -127,7 +127,10 @@ def reorder_operators(data: bytes, order: Sequence[int]) -> bytes:
 
 
 def schedule_operators(data: bytes) -> bytes:
-    """`data` as it is, unless the depth-first order has a smaller activation peak: then reordered."""
+    """`data` as it is, unless the depth-first order has a smaller activation peak: then reordered.
+    Models with several subgraphs (control flow) are left as they are."""
+    if len(parse_model(data).subgraphs or []) != 1:
+        return data
     order = depth_first_order(data)
     if activation_peak(data, order)[0] < activation_peak(data)[0]:
         return reorder_operators(data, order)
