@@ -235,10 +235,18 @@ def _operator_peak(block: Block, input_shape: Any, kept: list[bool], bytes_per_a
             last_use[b] = max(last_use.get(b, i), i)
     born = {b: -1 for b in inputs} | {out: i for i, (_, out) in enumerate(operators)}
     size = {b: _size((None, *b.shape[1:])) * bytes_per_activation for b in born}
-    peak = 0
-    for i in range(len(operators)):
-        peak = max(peak, sum(size[b] for b in born if born[b] <= i <= last_use.get(b, born[b])))
-    return peak
+    return liveness_peak(born, last_use, size, len(operators))[0]
+
+
+def liveness_peak(born: dict[Any, int], last_use: dict[Any, int], size: dict[Any, int], steps: int) -> tuple[int, int]:
+    """(bytes, step): the largest sum of `size` over tensors alive at one of `steps` operator steps. A tensor
+    is alive from `born` (-1: before the first step) to `last_use` (its birth when never used)."""
+    peak, where = 0, 0
+    for step in range(steps):
+        live = sum(size[t] for t in born if born[t] <= step <= last_use.get(t, born[t]))
+        if live > peak:
+            peak, where = live, step
+    return peak, where
 
 
 def _is_nasnet_cell(op: Any) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..profiler import liveness_peak
 from .export import parse_model
 
 # TFLite TensorType -> bytes per element (schema.fbs).
@@ -58,12 +59,8 @@ def _peak(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[int,
         for t in ops[index].inputs:
             if t in sizes:
                 last[t] = max(last.get(t, position), position)
-    peak, where = 0, 0
-    for position, index in enumerate(order):
-        live = sum(sizes[t] for t in born if born[t] <= position <= last.get(t, born[t]))
-        if live > peak:
-            peak, where = live, index
-    return peak, where
+    peak, step = liveness_peak(born, last, sizes, len(order))
+    return peak, order[step] if order else 0
 
 
 def activation_peak(data: bytes, order: Sequence[int] | None = None) -> tuple[int, int]:
