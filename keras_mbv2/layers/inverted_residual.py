@@ -59,7 +59,7 @@ class InvertedResidual(Block):
     `expand_BN`, `expand_relu`, `depthwise`, `depthwise_BN`, `depthwise_relu`, `project`, `project_BN`,
     `project_relu` (only when not linear), `add` (only when `has_skip`). With `memory_splits=s > 1` the
     sliced layers carry the slice index (`expand_0`, ..., `project_2`) and `project_sum_i` adds slice i's
-    partial projection to the running sum; `split_weights`/`merge_weights` convert weights between the two.
+    partial projection to the running sum; `full_weights`/`set_full_weights` carry weights between splits.
     """
 
     _config_keys = (

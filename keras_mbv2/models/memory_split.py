@@ -125,8 +125,8 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
     A block's peak with s slices is estimated with the profiler's operator-level liveness (BN and
     activations fused into the operator before them, as the TFLite converter does; this equals the head
     TFLM's planner reports for MobileNetV2). Blocks that fit unsplit get 1, whatever `model` has now.
-    Raises ValueError when some layer cannot fit even fully split (the floor), naming
-    the layer and the bytes it needs.
+    Raises ValueError naming the layer and the bytes it needs when the budget is below the floor
+    (`split_floor`) or a block cannot fit even with one channel per slice (or `max_splits`).
     """
     from ..profiler import profile
 
