@@ -195,7 +195,8 @@ def cmd_micro(args: argparse.Namespace) -> int:
         if args.fit_ram is not None:
             raise UsageError("--fit-ram splits the blocks of a Keras model before quantization: pass --model "
                              f"m.keras instead of --tflite. Received: --tflite {args.tflite!r} --fit-ram {args.fit_ram}")
-        print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels))
+        print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels,
+                   memory_plan=not args.no_offline_plan))
         return 0
     if args.fit_ram is None:
         raise UsageError(f"--model needs --fit-ram BYTES (or convert with `keras-mbv2 export` and pass --tflite). "
@@ -209,7 +210,8 @@ def cmd_micro(args: argparse.Namespace) -> int:
     calibration = _load_data(args.data, h, c)[0][:200]
     result = fit_ram(model, args.fit_ram, calibration, log=lambda m: print(m, flush=True))
     print(result)
-    print(emit(result.tflite, args.out, name=args.name, board=args.board, labels=labels))
+    print(emit(result.tflite, args.out, name=args.name, board=args.board, labels=labels,
+               memory_plan=not args.no_offline_plan))
     if args.save_model:
         atomic_write(args.save_model, result.model.save, ".keras")
         print(f"split model saved to {args.save_model} (quantization-aware training: keras-mbv2 qat --model ...)")
@@ -311,6 +313,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="model", help="C identifier used in file and symbol names")
     p.add_argument("--board", default=None, help="check flash/RAM: " + ", ".join(sorted(_boards())))
     p.add_argument("--labels", default=None, help="comma-separated class names")
+    p.add_argument("--no-offline-plan", action="store_true",
+                   help="keep TFLM's own activation placement even where an offline plan needs less")
     p.set_defaults(func=cmd_micro)
 
     p = sub.add_parser("compare", help="the paper's Tables 3 and 4 beside measured values", description="The paper's Tables 3 and 4 beside measured values.",

@@ -6,9 +6,10 @@ from .emitter import (
     tflite_macs,
 )
 from .fit import FitResult, fit_ram
+from .memory_plan import offline_plan, plan_offsets
 
 __all__ = [
     "ARENA_MARGIN", "ArenaUse", "BOARDS", "Board", "FitResult", "MicroReport", "TFLM_OPS", "arena_use", "emit",
-    "fit_problems", "fit_ram", "measure_arena",
+    "fit_problems", "fit_ram", "measure_arena", "offline_plan", "plan_offsets",
     "parse_c_array", "tensor_arena_size", "tflite_macs",
 ]

@@ -21,6 +21,7 @@ import numpy as np
 from ..quantization.evaluate import parse_arena_bytes, run_tflm
 from ..quantization.export import operator_names, parse_model, read_tflite, require_int8
 from .boards import BOARDS, Board, fit_problems
+from .memory_plan import offline_plan
 
 # Host-measured arena plus this margin. The 64-bit host runtime already over-counts a 32-bit target
 # (MobileNetV2 0.35 digits: 87,312 B host vs 81,732 B on a Cortex-M4), the margin covers alignment and
@@ -67,6 +68,7 @@ class MicroReport:
     board: str | None = None
     files: list[str] = field(default_factory=list)
     activation_bytes: int | None = None  # the arena's planned activation buffers (TFLM's "head")
+    online_arena_bytes: int | None = None  # the arena TFLM planned itself, when an offline plan beat it
 
     def __str__(self) -> str:
         lines = [
@@ -76,6 +78,12 @@ class MicroReport:
             f"ops     {', '.join(self.operators)}",
             f"MACs    {self.macs:,}",
         ]
+        if self.activation_bytes is not None:
+            lines.insert(2, f"        {self.activation_bytes:,} B activations + "
+                            f"{self.measured_arena_bytes - self.activation_bytes:,} B TFLM persistent data")
+        if self.online_arena_bytes is not None:
+            lines.append(f"plan    offline memory plan in the model (OfflineMemoryAllocation): arena "
+                         f"{self.online_arena_bytes:,} B -> {self.measured_arena_bytes:,} B")
         if self.board:
             lines.append(f"board   {self.board}: fits")
         lines += [f"file    {f}" for f in self.files]
@@ -219,6 +227,7 @@ def emit(
     board: str | None = None,
     labels: Sequence[str] | None = None,
     arena_bytes: int | None = None,
+    memory_plan: bool = True,
 ) -> MicroReport:
     """Write `<name>_model_data.h/.cc`, `<name>_model_settings.h`, `<name>_op_resolver.h` and
     `<name>_report.txt` into `out_dir`, and return the report.
@@ -227,6 +236,10 @@ def emit(
     (in a child process) unless `arena_bytes` is given. With `board` (see `keras_mbv2.micro.BOARDS`) the
     model and arena must fit its flash and RAM. Nothing is written unless every check passes; files are
     written under temporary names and renamed into place.
+
+    With `memory_plan` (default), the activation offsets are also planned here (`memory_plan.offline_plan`)
+    and stored in the model's metadata when TFLM then reports a smaller arena than its own greedy plan;
+    the C array holds that model (same operators and weights, so the same outputs).
     """
     name = _identifier(name)
     if board is not None and board not in BOARDS:
@@ -243,6 +256,13 @@ def emit(
         raise ValueError(f"`labels` must have one entry per class ({int(np.prod(details['output_shape'][1:]))}). "
                          f"Received: {len(labels)} labels")
     use = arena_use(data, details["input_shape"]) if arena_bytes is None else None
+    online = None
+    if use is not None and memory_plan:
+        planned, planned_head = offline_plan(data)
+        if planned_head < use.head:
+            planned_use = arena_use(planned, details["input_shape"])
+            if planned_use.total < use.total:
+                data, online, use = planned, use.total, planned_use
     measured = use.total if use is not None else int(arena_bytes)
     arena = tensor_arena_size(measured)
     if board is not None:
@@ -250,7 +270,7 @@ def emit(
         if problems:
             raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
     report = MicroReport(name, len(data), arena, measured, ops, tflite_macs(data), board,
-                         activation_bytes=use.head if use is not None else None)
+                         activation_bytes=use.head if use is not None else None, online_arena_bytes=online)
     files = _files(name, data, details, ops, arena, measured, labels)
     report_name = f"{name}_report.txt"
     report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]

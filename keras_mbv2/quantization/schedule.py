@@ -35,7 +35,7 @@ def _graph(data: bytes) -> Any:
     return model, model.subgraphs[0]
 
 
-def _activation_sizes(model: Any, graph: Any) -> dict[int, int]:
+def activation_sizes(model: Any, graph: Any) -> dict[int, int]:
     """Bytes of every tensor the planner must place: not constant (no buffer data) and not a variable."""
     sizes = {}
     for index, tensor in enumerate(graph.tensors):
@@ -47,11 +47,12 @@ def _activation_sizes(model: Any, graph: Any) -> dict[int, int]:
     return sizes
 
 
-def _peak(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[int, int]:
+def lifetimes(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """(born, last_use) step of every activation tensor, running the operators in `order`; subgraph inputs
+    are born at -1, outputs stay alive to the end."""
     ops = graph.operators
-    end = len(order)
     born = {t: -1 for t in graph.inputs if t in sizes}
-    last = {t: end for t in graph.outputs if t in sizes}
+    last = {t: len(order) for t in graph.outputs if t in sizes}
     for position, index in enumerate(order):
         for t in ops[index].outputs:
             if t in sizes:
@@ -59,6 +60,11 @@ def _peak(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[int,
         for t in ops[index].inputs:
             if t in sizes:
                 last[t] = max(last.get(t, position), position)
+    return born, last
+
+
+def _peak(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[int, int]:
+    born, last = lifetimes(graph, sizes, order)
     peak, step = liveness_peak(born, last, sizes, len(order))
     return peak, order[step] if order else 0
 
@@ -68,7 +74,7 @@ def activation_peak(data: bytes, order: Sequence[int] | None = None) -> tuple[in
     operators in `order` (default: the flatbuffer's)."""
     model, graph = _graph(data)
     order = range(len(graph.operators)) if order is None else order
-    return _peak(graph, _activation_sizes(model, graph), list(order))
+    return _peak(graph, activation_sizes(model, graph), list(order))
 
 
 def depth_first_order(data: bytes) -> list[int]:
