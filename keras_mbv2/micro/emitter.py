@@ -232,7 +232,7 @@ def emit(
     """Write `<name>_model_data.h/.cc`, `<name>_model_settings.h`, `<name>_op_resolver.h` and
     `<name>_report.txt` into `out_dir`, and return the report.
 
-    The model must be full-int8. The arena is measured by running the model once in the TFLM host runtime
+    The model must be full-int8. The arena is measured by allocating the model in the TFLM host runtime
     (in a child process) unless `arena_bytes` is given. With `board` (see `keras_mbv2.micro.BOARDS`) the
     model and arena must fit its flash and RAM. Nothing is written unless every check passes; files are
     written under temporary names and renamed into place.
@@ -257,7 +257,7 @@ def emit(
                          f"Received: {len(labels)} labels")
     use = arena_use(data, details["input_shape"]) if arena_bytes is None else None
     online = None
-    if use is not None and memory_plan:
+    if use is not None and memory_plan and len(parse_model(data).subgraphs) == 1:
         planned, planned_head = offline_plan(data)
         if planned_head < use.head:
             planned_use = arena_use(planned, details["input_shape"])
