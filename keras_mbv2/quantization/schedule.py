@@ -79,7 +79,10 @@ def activation_peak(data: bytes, order: Sequence[int] | None = None) -> tuple[in
 
 def depth_first_order(data: bytes) -> list[int]:
     """Operators in depth-first post-order from the outputs, each operator's inputs visited in order."""
-    model, graph = _graph(data)
+    return _depth_first(_graph(data)[1])
+
+
+def _depth_first(graph: Any) -> list[int]:
     producer = {t: i for i, op in enumerate(graph.operators) for t in op.outputs}
     order: list[int] = []
     done: set[int] = set()
@@ -132,9 +135,12 @@ def reorder_operators(data: bytes, order: Sequence[int]) -> bytes:
 def schedule_operators(data: bytes) -> bytes:
     """`data` as it is, unless the depth-first order has a smaller activation peak: then reordered.
     Models with several subgraphs (control flow) are left as they are."""
-    if len(parse_model(data).subgraphs or []) != 1:
+    model = parse_model(data)
+    if len(model.subgraphs or []) != 1:
         return data
-    order = depth_first_order(data)
-    if activation_peak(data, order)[0] < activation_peak(data)[0]:
+    graph = model.subgraphs[0]
+    sizes = activation_sizes(model, graph)
+    order = _depth_first(graph)
+    if _peak(graph, sizes, order)[0] < _peak(graph, sizes, range(len(graph.operators)))[0]:
         return reorder_operators(data, order)
     return data
