@@ -73,7 +73,7 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
     budget = ram_bytes - tensor_arena_size(before.tail)  # what the activations may take
     for _ in range(MAX_ROUNDS):
         if tensor_arena_size(after.total) <= ram_bytes:
-            return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes)
+            break
         try:
             plan = plan_memory_splits(model, budget)
         except ValueError as exc:
@@ -90,12 +90,12 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         after = arena_use(data)
         log(f"splits {_describe(plan)}: arena {after.total:,} B ({after.head:,} B activations)")
         budget -= max(0, tensor_arena_size(after.total) - ram_bytes)
-    if tensor_arena_size(after.total) <= ram_bytes:
-        return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes)
-    raise ValueError(
-        f"`ram_bytes` could not be met: the closest split ({_describe(splits)}) needs a "
-        f"{tensor_arena_size(after.total):,} B arena. Received: ram_bytes={ram_bytes!r}"
-    )
+    if tensor_arena_size(after.total) > ram_bytes:
+        raise ValueError(
+            f"`ram_bytes` could not be met: the closest split ({_describe(splits)}) needs a "
+            f"{tensor_arena_size(after.total):,} B arena. Received: ram_bytes={ram_bytes!r}"
+        )
+    return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes)
 
 
 def _describe(plan: dict[str, int]) -> str:
