@@ -90,7 +90,7 @@ def main(argv=None):
             f"| {'identical' if r['identical'] else 'DIFFERENT'} | {r['f32_diff']:.1e} | {r['bytes']:,} | {r['arena']:,} |"
         )
     text = "\n".join(lines) + "\n"
-    atomic_write(args.out, lambda path: open(path, "w").write(text))
+    write_file(args.out, text)
     print(text)
     return 0
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import keras_mbv2 as K
 import memory_split  # benchmarks/memory_split.py, beside this file
-from keras_mbv2.cli import atomic_write
+from keras_mbv2.cli import write_file
 from keras_mbv2.micro import measure_arena, offline_plan
 from keras_mbv2.quantization import to_tflite
 from keras_mbv2.quantization.export import io_details
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     qat = None if args.skip_memory_qat else memory_split.qat_rows(**qat_args)
     lines += memory_split.markdown(arena, qat, qat_args)
     text = "\n".join(lines)
-    atomic_write(args.out, lambda path: open(path, "w").write(text))
+    write_file(args.out, text)
     print(text)
     return 0
 

@@ -61,6 +61,17 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
             os.remove(tmp)
 
 
+def write_file(path: str, content: bytes | str) -> None:
+    """Write `content` (bytes, or text as UTF-8) through `atomic_write`, closing the file before the rename."""
+    raw = content if isinstance(content, bytes) else content.encode()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+
+    atomic_write(path, write)
+
+
 def _add_network_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", default="mobilenet_v2", choices=NETWORKS, help="which of the four networks")
     p.add_argument("--width", type=float, default=None, help="alpha (MobileNets) or scale (ShuffleNet)")
@@ -165,7 +176,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     fit_qat(qat, x, y, args.run_dir, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             validation_data=(xt, yt), verbose=2)
     data = to_tflite(qat, x[:200])
-    atomic_write(args.tflite, lambda p: open(p, "wb").write(data))
+    write_file(args.tflite, data)
     print(f"QAT int8 accuracy {evaluate_tflite(data, xt, yt).accuracy:.4f}; saved {args.tflite} ({len(data):,} bytes)")
     return 0
 
@@ -179,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _, h, w, c = model.input_shape
     calibration = _load_data(args.data, h, c)[0][:200] if args.quantize == "int8" else None
     data = to_tflite(model, calibration, quantize=args.quantize)
-    atomic_write(args.out, lambda p: open(p, "wb").write(data))
+    write_file(args.out, data)
     print(f"saved {args.out} ({len(data):,} bytes, {args.quantize})")
     return 0
 
