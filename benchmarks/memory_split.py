@@ -15,9 +15,7 @@ RESULTS.md)
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 
 import keras
 import numpy as np
@@ -26,9 +24,10 @@ import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import arena_use, tflite_macs
 from keras_mbv2.models import plan_memory_splits, split_floor, split_model
-from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
+from keras_mbv2.quantization import evaluate_tflite, to_tflite
 from keras_mbv2.quantization.export import operator_names, parse_model
 from keras_mbv2.quantization.schedule import activation_peak
+from qat_digits import qat_int8, train_float  # benchmarks/qat_digits.py, beside this file
 
 ARENA_MODELS = {"MobileNetV2 0.35 @ 96": (0.35, 96), "MobileNetV2 1.0 @ 224": (1.0, 224)}
 
@@ -82,20 +81,12 @@ def qat_rows(epochs: int = 15, qat_epochs: int = 3, qat_lr: float = 3e-5, size: 
     data = load_digits(image_size=size, channels=3)
     keras.utils.set_random_seed(0)
     model = K.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, classes=10, bn_momentum=0.9)
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
-    result = dict(float=model.evaluate(data.x_test, data.y_test, verbose=0)[1], test_images=len(data.y_test))
+    result = dict(float=train_float(model, data, epochs), test_images=len(data.y_test))
     plan = _floor_plan(model)
     result["splits"] = {k: v for k, v in plan.items() if v > 1}
     for key, m in (("base", model), ("split", split_model(model, plan))):
         keras.utils.set_random_seed(1)
-        qat = quantize_aware(m)
-        run_dir = tempfile.mkdtemp(prefix="qat_")
-        try:
-            fit_qat(qat, data.x_train, data.y_train, run_dir, epochs=qat_epochs, learning_rate=qat_lr, verbose=0)
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        int8 = to_tflite(qat, data.x_train[:200])
+        int8 = qat_int8(m, data, qat_epochs, qat_lr)
         micro = evaluate_tflite(int8, data.x_test, data.y_test, runtime="tflm")
         use = arena_use(int8)
         result[key] = dict(tflm=micro.accuracy, total=use.total, head=use.head, macs=tflite_macs(int8))
