@@ -6,7 +6,6 @@ block and network (test_layers.py, test_models.py), QAT save/load under quantize
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys

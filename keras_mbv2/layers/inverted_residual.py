@@ -100,7 +100,6 @@ class InvertedResidual(Block):
     def _create(self, input_shape: Any) -> None:
         in_channels = channels_of(input_shape)
         self.has_skip = skip_rule(self.strides, in_channels, self.filters, self.residual)
-        bn = lambda name: make_bn(name, self.bn_momentum, self.bn_epsilon)  # noqa: E731
         self.slice_channels = slice_sizes(in_channels * self.expansion, self.memory_splits)
         # Unsplit: keras.applications' layer names, so the official weights load as they are. Each sub-layer
         # is an attribute of its own name, so .keras files store it under that name.
@@ -111,7 +110,7 @@ class InvertedResidual(Block):
                     setattr(self, layer.name, layer)
         for i in range(1, self.memory_splits):
             setattr(self, f"project_sum_{i}", keras.layers.Add(name=f"project_sum_{i}"))
-        self.project_BN = bn("project_BN")
+        self.project_BN = make_bn("project_BN", self.bn_momentum, self.bn_epsilon)
         self.project_relu = make_activation(None if self.linear_bottleneck else "relu6", "project_relu")
         self.add = keras.layers.Add(name="add") if self.has_skip else None
 

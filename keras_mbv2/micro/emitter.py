@@ -20,7 +20,7 @@ import numpy as np
 
 from ..quantization.evaluate import parse_arena_bytes, run_tflm
 from ..quantization.export import operator_names, parse_model, read_tflite, require_int8
-from .boards import BOARDS, Board, fit_problems
+from .boards import BOARDS, fit_problems
 from .memory_plan import offline_plan
 
 # Host-measured arena plus this margin. The 64-bit host runtime already over-counts a 32-bit target
