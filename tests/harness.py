@@ -1,4 +1,5 @@
-"""A block test harness in the manner of Keras' `run_layer_test`, for the keras_mbv2 blocks."""
+"""A block test harness in the manner of Keras' `run_layer_test`, for the keras_mbv2 blocks, and helpers
+shared by the test modules."""
 
 from __future__ import annotations
 
@@ -80,3 +81,16 @@ def run_block_test(
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
     return block, model
+
+
+def randomize_batch_norms(model, seed=0):
+    """Inference statistics as after training (an untrained network degenerates under int8 calibration)."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+        elif "moving_mean" in w.path or "beta" in w.path:
+            w.assign(rng.normal(0, 0.1, w.shape))
+        elif "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+    return model

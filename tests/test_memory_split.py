@@ -27,21 +27,10 @@ from keras_mbv2.quantization.schedule import (
     schedule_operators,
 )
 
+from harness import randomize_batch_norms
+
 UNSPLIT_HEAD = 48 * 48 * 48 + 24 * 24 * 48  # 138,240
 FLOOR = 2 * 48 * 48 * 16  # 73,728
-
-
-def _randomize_batch_norms(model, seed=0):
-    """Inference statistics as after training (an untrained network degenerates under int8 calibration)."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, w.shape))
-        elif "moving_mean" in w.path or "beta" in w.path:
-            w.assign(rng.normal(0, 0.1, w.shape))
-        elif "gamma" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, w.shape))
-    return model
 
 
 def _single(block, shape):
@@ -61,7 +50,7 @@ BLOCKS = [  # kwargs, input shape, memory_splits
 @pytest.mark.parametrize("kwargs,shape,splits", BLOCKS, ids=[f"{k}-{s}" for k, _, s in BLOCKS])
 def test_split_block_computes_the_same_function(kwargs, shape, splits):
     whole = InvertedResidual(**kwargs)
-    base = _randomize_batch_norms(_single(whole, shape))
+    base = randomize_batch_norms(_single(whole, shape))
     for w in base.weights:
         if "kernel" in w.path:
             w.assign(np.random.default_rng(3).normal(0, 0.3, w.shape))
@@ -86,7 +75,7 @@ def test_split_block_computes_the_same_function(kwargs, shape, splits):
 @pytest.fixture(scope="module")
 def mbv2():
     keras.utils.set_random_seed(0)
-    return _randomize_batch_norms(K.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, classes=10))
+    return randomize_batch_norms(K.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, classes=10))
 
 
 PLANS = [  # activation budget -> splits the planner picks (others 1), operator-level peak after

@@ -18,6 +18,8 @@ from keras_mbv2.micro import BOARDS, TFLM_OPS, emit, parse_c_array
 from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.quantization.export import operator_names
 
+from harness import randomize_batch_norms
+
 MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
@@ -187,14 +189,9 @@ def mobilenet_v1_96():
     """MobileNetV1 0.25 at 96x96x3, where TFLM's greedy planner needs 73,728 B of activations although the
     operator order needs 55,296 B at once (pointwise 1: 48x48x8 in + 48x48x16 out)."""
     keras.utils.set_random_seed(0)
-    model = K.MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10)
-    rng = np.random.default_rng(0)
-    for w in model.weights:  # inference statistics as after training
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, w.shape))
-        elif "moving_mean" in w.path or "beta" in w.path:
-            w.assign(rng.normal(0, 0.1, w.shape))
-    return to_tflite(model, rng.uniform(0, 1, (8, 96, 96, 3)).astype("float32"), num_calibration=8)
+    model = randomize_batch_norms(K.MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10))
+    calibration = np.random.default_rng(0).uniform(0, 1, (8, 96, 96, 3)).astype("float32")
+    return to_tflite(model, calibration, num_calibration=8)
 
 
 def test_offline_memory_plan_beats_tflm_greedy_planner(mobilenet_v1_96, tmp_path):
