@@ -19,15 +19,14 @@ import sys
 
 import keras
 import numpy as np
+from qat_digits import qat_int8, train_float  # benchmarks/qat_digits.py, beside this file
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import arena_use, tflite_macs
 from keras_mbv2.models import plan_memory_splits, split_floor, split_model
 from keras_mbv2.quantization import evaluate_tflite, to_tflite
-from keras_mbv2.quantization.export import operator_names, parse_model
-from keras_mbv2.quantization.schedule import activation_peak
-from qat_digits import qat_int8, train_float  # benchmarks/qat_digits.py, beside this file
+from keras_mbv2.tflite import activation_peak, operator_names, parse_model
 
 ARENA_MODELS = {"MobileNetV2 0.35 @ 96": (0.35, 96), "MobileNetV2 1.0 @ 224": (1.0, 224)}
 
@@ -124,7 +123,7 @@ def markdown(arena: list[dict], qat: dict | None, qat_args: dict) -> list[str]:
         "Converter's order peak: the activation peak of the split model in the order the TFLite converter emits "
         "(`to_tflite(schedule=False)`); equal to the floor means the converter already runs each block slice by "
         "slice. `to_tflite` reorders the operators depth-first when that needs less "
-        "(`keras_mbv2.quantization.schedule`). ADD elements: element-wise additions, the partial sums a split adds "
+        "(`keras_mbv2.tflite.schedule`). ADD elements: element-wise additions, the partial sums a split adds "
         "beside the unchanged multiply-adds.",
         "",
     ]

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 import keras_mbv2 as K
-from keras_mbv2.cli import write_file
 from keras_mbv2.datasets import load_digits
+from keras_mbv2.files import write_file
 from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, run_litert, to_tflite
 
 SIZE = 32
@@ -88,7 +88,8 @@ def main(argv=None):
         rows.append(row)
     lines = [
         f"Digits test split ({len(data.y_test)} images, {SIZE}x{SIZE}x1), float {args.epochs} epochs, QAT "
-        f"{args.qat_epochs} epochs (Adam {args.qat_lr:g}); Python {platform.python_version()}, keras {keras.__version__}.",
+        f"{args.qat_epochs} epochs (Adam {args.qat_lr:g}); Python {platform.python_version()}, "
+        f"keras {keras.__version__}.",
         "",
         "| network | params | float | PTQ int8 | QAT int8 | TFLM int8 | TFLM == LiteRT | float TFLite max diff "
         "| .tflite bytes | TFLM arena bytes |",
@@ -96,8 +97,9 @@ def main(argv=None):
     ]
     for r in rows:
         lines.append(
-            f"| {r['network']} | {r['params']:,} | {r['float']:.1%} | {r['ptq']:.1%} | {r['qat']:.1%} | {r['tflm']:.1%} "
-            f"| {'identical' if r['identical'] else 'DIFFERENT'} | {r['f32_diff']:.1e} | {r['bytes']:,} | {r['arena']:,} |"
+            f"| {r['network']} | {r['params']:,} | {r['float']:.1%} | {r['ptq']:.1%} | {r['qat']:.1%} "
+            f"| {r['tflm']:.1%} | {'identical' if r['identical'] else 'DIFFERENT'} | {r['f32_diff']:.1e} "
+            f"| {r['bytes']:,} | {r['arena']:,} |"
         )
     text = "\n".join(lines) + "\n"
     write_file(args.out, text)

@@ -21,15 +21,15 @@ import sys
 import time
 
 import keras
+import memory_split  # benchmarks/memory_split.py, beside this file
 import numpy as np
 import tensorflow as tf
 
 import keras_mbv2 as K
-import memory_split  # benchmarks/memory_split.py, beside this file
-from keras_mbv2.cli import write_file
+from keras_mbv2.files import write_file
 from keras_mbv2.micro import measure_arena, offline_plan
 from keras_mbv2.quantization import to_tflite
-from keras_mbv2.quantization.export import io_details
+from keras_mbv2.tflite import io_details
 
 
 def interleaved(fns: dict[str, callable], repeats: int, inner: int) -> dict[str, list[float]]:
@@ -111,7 +111,8 @@ def mcu(repeats: int) -> list[dict]:
         planned, planned_head = offline_plan(int8)  # as emit does: kept only where it beats TFLM's placement
         planned_arena = measure_arena(planned, io_details(planned)["input_shape"])
         lower = K.profile(model, bytes_per_activation=1).peak_activation_bytes
-        row = dict(network=label, float_bytes=len(f32), int8_bytes=len(int8), latency_ratio=ratio(times, "int8", "float"),
+        row = dict(network=label, float_bytes=len(f32), int8_bytes=len(int8),
+                   latency_ratio=ratio(times, "int8", "float"),
                    int8_ms=statistics.median(times["int8"]) * 1e3, arena=arena, lower_bound=lower, app_arena=None,
                    planned_arena=min(arena, planned_arena))
         if app_fn is not None:
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
         "| network | float bytes | int8 bytes | size ratio | int8 ms | latency ratio int8/float |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {r['network']} | {r['float_bytes']:,} | {r['int8_bytes']:,} | {r['int8_bytes'] / r['float_bytes']:.3f} "
+    lines += [f"| {r['network']} | {r['float_bytes']:,} | {r['int8_bytes']:,} "
+              f"| {r['int8_bytes'] / r['float_bytes']:.3f} "
               f"| {r['int8_ms']:.2f} | {r['latency_ratio']:.3f} |" for r in rows]
     lines += [
         "",

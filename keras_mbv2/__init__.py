@@ -4,8 +4,8 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import datasets, layers  # noqa: E402
-from .models import (  # noqa: E402
+from . import datasets, layers
+from .models import (
     MobileNetV1,
     MobileNetV2,
     NASNet,
@@ -14,10 +14,10 @@ from .models import (  # noqa: E402
     from_keras_application,
     split_model,
 )
-from .profiler import Profile, profile  # noqa: E402
+from .profiler import Profile, profile
 
 __version__ = "0.1.0"
 __all__ = [
-    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "from_keras_application", "layers",
-    "profile", "split_model",
+    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "datasets",
+    "from_keras_application", "layers", "profile", "split_model",
 ]

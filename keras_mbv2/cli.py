@@ -8,18 +8,40 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-import tempfile
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .models.registry import NETWORKS, build_network
+from .files import atomic_write, write_file
+from .models.networks import NETWORKS, build_network
 
 
 class UsageError(ValueError):
     """Bad arguments: exit code 2."""
+
+
+# Library arguments that a differently named flag sets: the library's messages name them, the user typed the flag.
+LIBRARY_ALIASES = {"alpha": "width", "scale": "width"}
+COMMAND_ALIASES = {"qat": {"out_dir": "--run-dir"}, "micro": {"out_dir": "--out", "ram_bytes": "--fit-ram"}}
+
+
+def command_flags(subparser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Library argument name -> the flag of `command` that sets it."""
+    flags = {a.dest: a.option_strings[-1] for a in subparser._actions if a.option_strings and a.dest != "help"}
+    flags.update({alias: flags[dest] for alias, dest in LIBRARY_ALIASES.items() if dest in flags})
+    flags.update(COMMAND_ALIASES.get(command, {}))
+    return flags
+
+
+def flag_message(message: str, flags: dict[str, str]) -> str:
+    """A library message in the user's words: "`alpha`" -> "--width", "Received: alpha=0.5" -> "--width 0.5"."""
+    for name, flag in flags.items():
+        message = message.replace(f"`{name}`", flag)
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{flag} ", message)
+    return message
 
 
 def _boards() -> list[str]:
@@ -46,34 +68,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
-    """Call write(tmp) for a temporary file beside `path`, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise UsageError(f"the output folder does not exist. Received: --out {path!r}")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix or os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_file(path: str, content: bytes | str) -> None:
-    """Write `content` (bytes, or text as UTF-8) through `atomic_write`, closing the file before the rename."""
-    raw = content if isinstance(content, bytes) else content.encode()
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-
-    atomic_write(path, write)
-
-
 def _add_network_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", default="mobilenet_v2", choices=NETWORKS, help="which of the four networks")
+    p.add_argument("--network", default="mobilenet_v2", choices=list(NETWORKS), help="which of the four networks")
     p.add_argument("--width", type=float, default=None, help="alpha (MobileNets) or scale (ShuffleNet)")
     p.add_argument("--groups", type=int, default=None, help="ShuffleNet groups (1, 2, 3, 4, 8)")
     p.add_argument("--input-shape", type=_parse_shape, default=(224, 224, 3), help="HxWxC, e.g. 96x96x3")
@@ -83,15 +79,12 @@ def _add_network_args(p: argparse.ArgumentParser) -> None:
 
 
 def _network(args: argparse.Namespace, classes: int, **kwargs: Any) -> Any:
-    if args.memory_splits is not None:
-        if args.network != "mobilenet_v2":
-            raise UsageError(f"--memory-splits applies to mobilenet_v2 only. Received: --memory-splits "
-                             f"{args.memory_splits} with --network {args.network}")
-        kwargs["memory_splits"] = args.memory_splits
-    return build_network(args.network, args.input_shape, args.width, args.groups, classes, **kwargs)
+    return build_network(args.network, args.input_shape, args.width, args.groups, classes,
+                         memory_splits=args.memory_splits, **kwargs)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """`keras-mbv2 build`: build a network and save it as .keras."""
     if not args.out.endswith(".keras"):
         raise UsageError(f"--out must end with .keras. Received: --out {args.out!r}")
     model = _network(args, args.classes)
@@ -101,6 +94,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    """`keras-mbv2 profile`: params, MAdds and activation memory per layer of a built or saved model."""
     from .profiler import profile
 
     if args.model:
@@ -116,6 +110,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """`keras-mbv2 compare`: the paper's Tables 3 and 4 beside our measurements."""
     from .compare import compare, format_rows
 
     print(format_rows(compare(args.size)))
@@ -148,6 +143,7 @@ def _load_keras(path: str, flag: str = "--model") -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`keras-mbv2 train`: train a network in float on the digits or an image folder and save it."""
     import keras
 
     if not args.out.endswith(".keras"):
@@ -165,6 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
+    """`keras-mbv2 qat`: quantization-aware training of a .keras model to a full-int8 .tflite (resumable)."""
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
 
     if not args.tflite.endswith(".tflite"):
@@ -182,6 +179,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`keras-mbv2 export`: convert a .keras model to TFLite (int8 post-training quantization, or float)."""
     from .quantization import to_tflite
 
     if not args.out.endswith(".tflite"):
@@ -196,6 +194,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_micro(args: argparse.Namespace) -> int:
+    """`keras-mbv2 micro`: TFLite Micro C files for an int8 model, or fit a .keras model into a RAM budget first."""
     from .micro import emit, fit_ram
 
     labels = args.labels.split(",") if args.labels else None
@@ -205,7 +204,8 @@ def cmd_micro(args: argparse.Namespace) -> int:
     if args.tflite is not None:
         if args.fit_ram is not None:
             raise UsageError("--fit-ram splits the blocks of a Keras model before quantization: pass --model "
-                             f"m.keras instead of --tflite. Received: --tflite {args.tflite!r} --fit-ram {args.fit_ram}")
+                             f"m.keras instead of --tflite. Received: --tflite {args.tflite!r} "
+                             f"--fit-ram {args.fit_ram}")
         print(emit(args.tflite, args.out, name=args.name, board=args.board, labels=labels,
                    memory_plan=not args.no_offline_plan))
         return 0
@@ -230,7 +230,8 @@ def cmd_micro(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .pipeline import run_demo
+    """`keras-mbv2 demo`: the whole job on the bundled digits (see `keras_mbv2.demo.run_demo`)."""
+    from .demo import run_demo
 
     result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
                       image_size=args.image_size, epochs=args.epochs, qat_epochs=args.qat_epochs, force=args.force,
@@ -242,12 +243,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The `keras-mbv2` argument parser with one sub-command per job."""
     parser = _Parser(
         prog="keras-mbv2",
         description="MobileNetV2-paper networks for Keras 3, on the way to microcontrollers.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # command -> its parser, for flag_message
 
     p = sub.add_parser("demo", help="the whole job on the bundled digits: train, QAT, int8, TFLM, micro files",
                        description="Train a small network on the bundled digits, quantize it (PTQ and QAT), check "
@@ -255,7 +258,7 @@ def make_parser() -> argparse.ArgumentParser:
                        epilog="example: keras-mbv2 demo --out my-demo --network mobilenet_v2 --width 0.35")
     p.add_argument("--out", default="keras-mbv2-demo", help="output folder (default ./keras-mbv2-demo)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
-    p.add_argument("--network", default="mobilenet_v2", choices=NETWORKS)
+    p.add_argument("--network", default="mobilenet_v2", choices=list(NETWORKS))
     p.add_argument("--width", type=float, default=None, help="alpha / scale (default 0.35, 0.25, 0.5)")
     p.add_argument("--groups", type=int, default=None, help="ShuffleNet groups")
     p.add_argument("--image-size", type=int, default=32)
@@ -263,13 +266,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-epochs", type=int, default=3)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("build", help="build a network and save it as .keras", description="Build a network and save it as .keras.",
-                       epilog="example: keras-mbv2 build --network mobilenet_v2 --width 0.35 --input-shape 96x96x3 --out m.keras")
+    p = sub.add_parser("build", help="build a network and save it as .keras",
+                       description="Build a network and save it as .keras.",
+                       epilog="example: keras-mbv2 build --network mobilenet_v2 --width 0.35 --input-shape 96x96x3 "
+                       "--out m.keras")
     _add_network_args(p)
     p.add_argument("--out", required=True, help="output .keras file")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("profile", help="params, MAdds and peak activation memory per layer", description="Params, MAdds and peak activation memory per layer.",
+    p = sub.add_parser("profile", help="params, MAdds and peak activation memory per layer",
+                       description="Params, MAdds and peak activation memory per layer.",
                        epilog="example: keras-mbv2 profile --network shufflenet_v1 --groups 3 --width 0.5")
     _add_network_args(p)
     p.add_argument("--model", help="profile a saved .keras model instead of building one")
@@ -277,7 +283,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("train", help="train a network in float", description="Train a network in float.",
-                       epilog="example: keras-mbv2 train --data digits --input-shape 32x32x1 --width 0.35 --out m.keras")
+                       epilog="example: keras-mbv2 train --data digits --input-shape 32x32x1 --width 0.35 "
+                       "--out m.keras")
     _add_network_args(p)
     p.add_argument("--data", default="digits", help="'digits' or an image folder (one sub-folder per class)")
     p.add_argument("--epochs", type=int, default=15)
@@ -289,7 +296,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qat", help="quantization-aware fine-tuning to a full-int8 .tflite",
                        description="Quantization-aware fine-tuning (tfmot) to a full-int8 .tflite; resumable.",
-                       epilog="example: keras-mbv2 qat --model m.keras --data digits --run-dir qat_run --tflite m_int8.tflite")
+                       epilog="example: keras-mbv2 qat --model m.keras --data digits --run-dir qat_run "
+                       "--tflite m_int8.tflite")
     p.add_argument("--model", required=True, help="float .keras model")
     p.add_argument("--data", default="digits")
     p.add_argument("--epochs", type=int, default=3)
@@ -328,7 +336,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="keep TFLM's own activation placement even where an offline plan needs less")
     p.set_defaults(func=cmd_micro)
 
-    p = sub.add_parser("compare", help="the paper's Tables 3 and 4 beside measured values", description="The paper's Tables 3 and 4 beside measured values.",
+    p = sub.add_parser("compare", help="the paper's Tables 3 and 4 beside measured values",
+                       description="The paper's Tables 3 and 4 beside measured values.",
                        epilog="example: keras-mbv2 compare")
     p.add_argument("--size", type=int, default=224, help="input resolution (default 224, as in the paper)")
     p.set_defaults(func=cmd_compare)
@@ -336,6 +345,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `keras-mbv2 ARGV`; returns the exit code (0 done, 1 a step failed, 2 bad usage)."""
     parser = make_parser()
     args = parser.parse_args(argv)  # argparse exits 2 with a one-line message on bad usage
     try:
@@ -343,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # UsageError and our validation errors, which name the argument and value
         if args.debug:
             traceback.print_exc()
-        print(f"keras-mbv2 {args.command}: error: {exc}", file=sys.stderr)
+        message = flag_message(str(exc), command_flags(parser.commands[args.command], args.command))
+        print(f"keras-mbv2 {args.command}: error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:  # a step that failed
         if args.debug:

@@ -28,9 +28,9 @@ def load_digits(image_size: int = 32, channels: int = 1, test_fraction: float = 
     check_choice("channels", channels, (1, 3))
     if not isinstance(test_fraction, float) or not 0 < test_fraction < 1:
         raise ValueError(f"`test_fraction` must be a float in (0, 1). Received: test_fraction={test_fraction!r}")
+    import tensorflow as tf
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
-    import tensorflow as tf
 
     digits = sk_digits()
     images = (digits.images / 16.0).astype("float32")[..., None]

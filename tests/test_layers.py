@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from harness import run_block_test
 
-import keras
 import keras_mbv2
 from keras_mbv2 import layers as L
-
-from harness import run_block_test
 
 N = None
 # (block, kwargs, input shapes, output shapes, trainable weights, has_skip)

@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from harness import randomize_batch_norms
 
 import keras_mbv2 as K
 from keras_mbv2 import cli
@@ -20,14 +21,12 @@ from keras_mbv2.layers import InvertedResidual
 from keras_mbv2.micro import arena_use, fit_ram, tensor_arena_size, tflite_macs
 from keras_mbv2.models import memory_splits_of, plan_memory_splits, split_floor, split_model
 from keras_mbv2.quantization import fit_qat, quantize_aware, run_isolated, to_tflite
-from keras_mbv2.quantization.schedule import (
+from keras_mbv2.tflite.schedule import (
     activation_peak,
     depth_first_order,
     reorder_operators,
     schedule_operators,
 )
-
-from harness import randomize_batch_norms
 
 UNSPLIT_HEAD = 48 * 48 * 48 + 24 * 24 * 48  # 138,240
 FLOOR = 2 * 48 * 48 * 16  # 73,728
@@ -116,7 +115,8 @@ def test_builder_option_round_trips_and_matches_split_model(mbv2, tmp_path):
     built = K.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, classes=10, memory_splits={"block_1": 3, "block_2": 2})
     assert memory_splits_of(built) == {**memory_splits_of(mbv2), "block_1": 3, "block_2": 2}
     assert [w.shape for w in built.weights] == [w.shape for w in split_model(mbv2, memory_splits_of(built)).weights]
-    assert all(s == 2 for name, s in memory_splits_of(K.MobileNetV2(memory_splits=2)).items() if name != "expanded_conv")
+    splits = memory_splits_of(K.MobileNetV2(memory_splits=2))
+    assert all(s == 2 for name, s in splits.items() if name != "expanded_conv")
     split = split_model(mbv2, {"block_1": 3})
     path = str(tmp_path / "split.keras")
     split.save(path)
@@ -157,7 +157,7 @@ def test_split_int8_model_plans_to_the_floor_on_tflm(int8_pair):
 
 def _breadth_first(data):
     """A valid but memory-hungry order: every slice's expand conv before any depthwise."""
-    from keras_mbv2.quantization.export import parse_model
+    from keras_mbv2.tflite import parse_model
 
     graph = parse_model(data).subgraphs[0]
     producer = {t: i for i, op in enumerate(graph.operators) for t in op.outputs}
@@ -237,7 +237,7 @@ def test_cli_micro_fit_ram_writes_the_split_model_and_its_c_files(mbv2, tmp_path
     assert arena <= 160_000
     assert memory_splits_of(keras.models.load_model(split_path))["block_1"] == 3
     code = cli.main(["micro", "--model", model_path, "--fit-ram", "100000", "--out", str(tmp_path / "none")])
-    assert code == 2 and "ram_bytes=100000" in capsys.readouterr().err
+    assert code == 2 and "--fit-ram 100000" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "none"))
 
 

@@ -11,14 +11,13 @@ import zlib
 import keras
 import numpy as np
 import pytest
+from harness import randomize_batch_norms
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import BOARDS, TFLM_OPS, emit, parse_c_array
 from keras_mbv2.quantization import run_tflm, to_tflite
-from keras_mbv2.quantization.export import operator_names
-
-from harness import randomize_batch_norms
+from keras_mbv2.tflite import operator_names
 
 MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
@@ -196,7 +195,7 @@ def mobilenet_v1_96():
 
 def test_offline_memory_plan_beats_tflm_greedy_planner(mobilenet_v1_96, tmp_path):
     from keras_mbv2.micro import arena_use, offline_plan
-    from keras_mbv2.quantization.schedule import activation_peak
+    from keras_mbv2.tflite.schedule import activation_peak
 
     online = arena_use(mobilenet_v1_96)
     assert online.head == 73_728 and activation_peak(mobilenet_v1_96)[0] == 55_296

@@ -14,10 +14,19 @@ import pytest
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.quantization import (
-    evaluate_tflite, fit_qat, quantize_aware, quantize_scope, read_tflite, require_int8, run_litert, run_tflm,
-    to_tf_keras, to_tflite,
+    evaluate_tflite,
+    fit_qat,
+    quantize_aware,
+    quantize_scope,
+    read_tflite,
+    require_int8,
+    run_litert,
+    run_tflm,
+    to_tf_keras,
+    to_tflite,
 )
 from keras_mbv2.quantization.flatten import check_equal
+from keras_mbv2.tflite import compare_outputs
 
 TINY = {
     "MobileNetV2": lambda: K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10),
@@ -59,7 +68,7 @@ def test_flat_tf_keras_graph_equals_keras3_model(family):
 
 
 @pytest.mark.parametrize("family", list(TINY))
-def test_short_qat_converts_and_runs_identically_on_litert_and_tflm(family, digits, tmp_path):
+def test_short_qat_converts_and_runs_alike_on_litert_and_tflm(family, digits, tmp_path):
     qat = quantize_aware(TINY[family]())  # accuracy is the slow test's and the benchmark's business
     rows = fit_qat(qat, digits.x_train[:256], digits.y_train[:256], str(tmp_path), epochs=1, batch_size=64, verbose=0)
     assert [int(r["epoch"]) for r in rows] == [0]
@@ -70,7 +79,10 @@ def test_short_qat_converts_and_runs_identically_on_litert_and_tflm(family, digi
     lite = evaluate_tflite(tflite, x, y)
     micro = evaluate_tflite(tflite, x, y, runtime="tflm")
     assert lite.outputs.dtype == np.int8
-    np.testing.assert_array_equal(micro.outputs, lite.outputs)  # TFLM == TFLite reference kernels, bit-exact
+    # TFLM and TFLite's reference kernels are usually bit-exact; where they are not, by one int8 step on a few
+    # scores (DESIGN.md section 5; 3 of 400 for the ShuffleNet here with tflite-micro 0.dev20261023)
+    agreement = compare_outputs(micro.outputs, lite.outputs)
+    assert agreement.max_step <= 1 and agreement.differing <= 0.02 * agreement.scores, agreement
     assert 0.0 <= lite.accuracy <= 1.0 and micro.arena_bytes > 0
     assert set(_operators(tflite)) <= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
                                        "RESHAPE", "TRANSPOSE", "CONCATENATION", "AVERAGE_POOL_2D", "MAX_POOL_2D",
@@ -78,7 +90,7 @@ def test_short_qat_converts_and_runs_identically_on_litert_and_tflm(family, digi
 
 
 def _operators(tflite: bytes) -> list[str]:
-    from keras_mbv2.quantization.export import operator_names
+    from keras_mbv2.tflite import operator_names
 
     return operator_names(tflite)
 

@@ -87,15 +87,15 @@ def test_bad_input_raises_one_clear_error_and_writes_nothing(where, call, fragme
 
 
 CLI_BAD = [
-    (["build", "--width", "0", "--out", "m.keras"], "alpha=0"),
+    (["build", "--width", "0", "--out", "m.keras"], "--width 0.0"),
     (["build", "--network", "resnet", "--out", "m.keras"], "--network"),
-    (["micro", "--tflite", "x.tflite", "--out", "o", "--board", "pico"], "board='pico'"),
+    (["micro", "--tflite", "x.tflite", "--out", "o", "--board", "pico"], "--board 'pico'"),
     (["demo", "--qat-epochs", "-1"], "--qat-epochs -1"),
     (["export", "--model", "m.keras", "--quantize", "int4", "--out", "m.tflite"], "--quantize"),
     (["compare", "--size", "big"], "--size"),
     (["micro", "--tflite", "x.tflite", "--fit-ram", "90000", "--out", "o"], "--fit-ram 90000"),
     (["build", "--network", "nasnet", "--memory-splits", "2", "--out", "m.keras"], "--memory-splits 2"),
-    (["profile", "--memory-splits", "0"], "memory_splits=0"),
+    (["profile", "--memory-splits", "0"], "--memory-splits 0"),
     (["micro", "--model", "m.keras", "--out", "o"], "--model 'm.keras'"),
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "m.keras", "--fit-ram", "0", "--out", "o"], "--fit-ram 0"),

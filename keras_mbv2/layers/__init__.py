@@ -10,10 +10,10 @@
 | `NASNetNormalCell`, `NASNetReductionCell` | 4(a) NASNet-A |
 """
 
-from ._base import Block, make_divisible
+from ._base import Block, bottleneck_width, make_divisible, skip_rule
 from .bottleneck import Bottleneck
 from .conv import ConvBNAct
-from .inverted_residual import InvertedResidual, skip_rule
+from .inverted_residual import InvertedResidual
 from .nasnet_cells import NASNetNormalCell, NASNetReductionCell
 from .separable import DepthwiseSeparable
 from .shuffle import ChannelShuffle, ShuffleUnit
@@ -28,6 +28,7 @@ __all__ = [
     "NASNetNormalCell",
     "NASNetReductionCell",
     "ShuffleUnit",
+    "bottleneck_width",
     "make_divisible",
     "skip_rule",
 ]

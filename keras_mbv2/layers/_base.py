@@ -13,7 +13,6 @@ So the wiring of a block lives in one place, and every consumer sees the same gr
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, Sequence
 
 import keras
@@ -37,6 +36,7 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return `value` if it is one of `choices`, else raise ValueError naming `name`."""
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
@@ -50,7 +50,15 @@ def check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -
     return float(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Return `value` if it is True or False (not 0/1 or None), else raise ValueError naming `name`."""
+    if value is not True and value is not False:
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
 def check_bn(momentum: Any, epsilon: Any) -> None:
+    """Batch-norm momentum in (0, 1] and a positive epsilon."""
     check_fraction("bn_momentum", momentum, 0.0, 1.0)
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
         raise ValueError(f"`bn_epsilon` must be a positive number. Received: bn_epsilon={epsilon!r}")
@@ -61,7 +69,7 @@ def check_activation(value: Any) -> Any:
     return check_choice("activation", value, _ACTIVATIONS)
 
 
-def make_activation(name: str | None, layer_name: str) -> keras.layers.Layer | None:
+def make_activation(name: str | None, layer_name: str, dtype: Any = None) -> keras.layers.Layer | None:
     """The one rule mapping an activation name to a built-in layer tfmot can fold.
 
     ReLU6 is `ReLU(max_value=6)`, as in keras.applications, so the QAT graph keeps the
@@ -71,14 +79,25 @@ def make_activation(name: str | None, layer_name: str) -> keras.layers.Layer | N
     if name in (None, "linear"):
         return None
     if name == "relu6":
-        return keras.layers.ReLU(6.0, name=layer_name)
+        return keras.layers.ReLU(6.0, name=layer_name, dtype=dtype)
     if name == "relu":
-        return keras.layers.ReLU(name=layer_name)
+        return keras.layers.ReLU(name=layer_name, dtype=dtype)
     raise ValueError(f"`activation` must be one of {_ACTIVATIONS}. Received: activation={name!r}")
 
 
-def make_bn(name: str, momentum: float, epsilon: float) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+def skip_rule(strides: int, in_channels: int, out_channels: int, residual: bool) -> bool:
+    """The one stride-aware residual rule (paper Figure 4d; timm's `has_skip`).
+
+    A shortcut is added only when the block keeps the resolution and the channel count, because only
+    then can input and output be summed; the stride-2 block of Figure 4(d) has none.
+    """
+    return bool(residual) and strides == 1 and in_channels == out_channels
+
+
+def bottleneck_width(filters: int, ratio: float) -> int:
+    """The narrow width of a classic (wide -> narrow -> wide) bottleneck: `filters * ratio`, at least 1
+    (ShuffleNet: a quarter of the output channels)."""
+    return max(1, round(filters * ratio))
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -94,11 +113,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new
 
 
-def conv_output_size(size: int | None, strides: int) -> int | None:
-    """Spatial size after a 'same'-padded stride-`strides` op (TensorFlow convention)."""
-    return None if size is None else math.ceil(size / strides)
-
-
 def apply_seq(apply: Apply, x: Any, *layers: keras.layers.Layer | None) -> Any:
     """Apply sub-layers in order, skipping the ones a configuration leaves out (None)."""
     for layer in layers:
@@ -108,6 +122,7 @@ def apply_seq(apply: Apply, x: Any, *layers: keras.layers.Layer | None) -> Any:
 
 
 def call_apply(layer: keras.layers.Layer, x: Any) -> Any:
+    """`apply` for `call()`: run the sub-layer on a tensor."""
     return layer(x)
 
 
@@ -119,6 +134,7 @@ def shape_apply(layer: keras.layers.Layer, shape: Any) -> Any:
 
 
 def channels_of(shape: Sequence[Any], name: str = "inputs") -> int:
+    """The (known) channel count of a channels-last shape."""
     channels = shape[-1]
     if channels is None:
         raise ValueError(f"The channel dimension of `{name}` must be known. Received shape: {tuple(shape)}")
@@ -129,18 +145,44 @@ class Block(keras.layers.Layer):
     """Base class of the paper's blocks (channels-last).
 
     Subclasses implement `_create(input_shape)` (make sub-layers; decide `has_skip`) and
-    `forward(inputs, apply)` (wire them). Everything else is derived here once.
+    `forward(inputs, apply)` (wire them). Everything else is derived here once: the batch-norm knobs every
+    block shares (`bn_momentum`, `bn_epsilon`), `get_config`, build, call and shape inference.
+
+    Sub-layers are made with the block's dtype policy (`self.sublayer_kwargs`), so a block in a
+    mixed-precision model computes in float16/bfloat16 like Keras' own layers, with float32 variables.
     """
 
     #: True when the block adds an identity shortcut (stride 1, equal channels, residual enabled).
     has_skip: bool = False
-    #: Constructor arguments, stored as attributes of the same names; `get_config` returns exactly these.
+    #: Constructor arguments, stored as attributes of the same names; `get_config` returns exactly these
+    #: (plus the shared `bn_momentum` and `bn_epsilon`).
     _config_keys: tuple[str, ...] = ()
+
+    def __init__(self, bn_momentum: float = BN_MOMENTUM, bn_epsilon: float = BN_EPSILON, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_bn(bn_momentum, bn_epsilon)
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({key: getattr(self, key) for key in self._config_keys})
+        config.update({key: getattr(self, key) for key in (*self._config_keys, "bn_momentum", "bn_epsilon")})
         return config
+
+    @property
+    def sublayer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every sub-layer is made with: the block's dtype policy."""
+        return {"dtype": self.dtype_policy}
+
+    def make_bn(self, name: str) -> keras.layers.BatchNormalization:
+        """A batch norm with the block's momentum, epsilon and dtype policy."""
+        return keras.layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name, **self.sublayer_kwargs
+        )
+
+    def make_activation(self, activation: str | None, name: str) -> keras.layers.Layer | None:
+        """`make_activation` with the block's dtype policy (None for a linear output)."""
+        return make_activation(activation, name, **self.sublayer_kwargs)
 
     def build(self, input_shape: Any) -> None:
         if keras.config.image_data_format() != "channels_last":

@@ -12,15 +12,14 @@ from ._base import (
     Apply,
     Block,
     apply_seq,
+    bottleneck_width,
     channels_of,
-    check_bn,
+    check_bool,
     check_choice,
     check_fraction,
     check_positive_int,
-    make_activation,
-    make_bn,
+    skip_rule,
 )
-from .inverted_residual import skip_rule
 
 
 @keras.saving.register_keras_serializable(package="keras_mbv2")
@@ -44,10 +43,7 @@ class Bottleneck(Block):
     `expand_bn`, `add` (only when `has_skip`), `out_relu`.
     """
 
-    _config_keys = (
-        "filters", "bottleneck_ratio", "strides", "linear_bottleneck", "residual", "kernel_size",
-        "bn_momentum", "bn_epsilon",
-    )
+    _config_keys = ("filters", "bottleneck_ratio", "strides", "linear_bottleneck", "residual", "kernel_size")
 
     def __init__(
         self,
@@ -61,38 +57,37 @@ class Bottleneck(Block):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
         self.bottleneck_ratio = check_fraction("bottleneck_ratio", bottleneck_ratio)
         self.strides = check_choice("strides", strides, (1, 2))
-        self.linear_bottleneck = check_choice("linear_bottleneck", linear_bottleneck, (True, False))
-        self.residual = check_choice("residual", residual, (True, False))
+        self.linear_bottleneck = check_bool("linear_bottleneck", linear_bottleneck)
+        self.residual = check_bool("residual", residual)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
 
     @property
     def bottleneck_filters(self) -> int:
-        return max(1, round(self.filters * self.bottleneck_ratio))
+        """The narrow width (`bottleneck_width` of `filters` and `bottleneck_ratio`)."""
+        return bottleneck_width(self.filters, self.bottleneck_ratio)
 
     def _create(self, input_shape: Any) -> None:
         self.has_skip = skip_rule(self.strides, channels_of(input_shape), self.filters, self.residual)
-        bn = lambda name: make_bn(name, self.bn_momentum, self.bn_epsilon)  # noqa: E731
-        self.reduce = keras.layers.Conv2D(self.bottleneck_filters, 1, use_bias=False, name="reduce")
-        self.reduce_bn = bn("reduce_bn")
-        self.reduce_relu = make_activation(None if self.linear_bottleneck else "relu6", "reduce_relu")
+        kw = self.sublayer_kwargs
+        self.reduce = keras.layers.Conv2D(self.bottleneck_filters, 1, use_bias=False, name="reduce", **kw)
+        self.reduce_bn = self.make_bn("reduce_bn")
+        self.reduce_relu = self.make_activation(None if self.linear_bottleneck else "relu6", "reduce_relu")
         self.depthwise = keras.layers.DepthwiseConv2D(
-            self.kernel_size, strides=self.strides, padding="same", use_bias=False, name="depthwise"
+            self.kernel_size, strides=self.strides, padding="same", use_bias=False, name="depthwise", **kw
         )
-        self.depthwise_bn = bn("depthwise_bn")
-        self.depthwise_relu = make_activation("relu6", "depthwise_relu")
-        self.expand = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="expand")
-        self.expand_bn = bn("expand_bn")
-        self.add = keras.layers.Add(name="add") if self.has_skip else None
-        self.out_relu = make_activation("relu6", "out_relu")
+        self.depthwise_bn = self.make_bn("depthwise_bn")
+        self.depthwise_relu = self.make_activation("relu6", "depthwise_relu")
+        self.expand = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="expand", **kw)
+        self.expand_bn = self.make_bn("expand_bn")
+        self.add = keras.layers.Add(name="add", **kw) if self.has_skip else None
+        self.out_relu = self.make_activation("relu6", "out_relu")
 
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """reduce -> depthwise -> expand, the shortcut between the wide tensors, then ReLU6."""
         x = apply_seq(
             apply, inputs,
             self.reduce, self.reduce_bn, self.reduce_relu,

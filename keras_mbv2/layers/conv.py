@@ -14,11 +14,8 @@ from ._base import (
     apply_seq,
     channels_of,
     check_activation,
-    check_bn,
     check_choice,
     check_positive_int,
-    make_activation,
-    make_bn,
 )
 
 
@@ -41,7 +38,7 @@ class ConvBNAct(Block):
         bn_momentum, bn_epsilon: batch-norm settings (keras.applications: 0.999 and 1e-3).
     """
 
-    _config_keys = ("filters", "kernel_size", "strides", "activation", "groups", "bn_momentum", "bn_epsilon")
+    _config_keys = ("filters", "kernel_size", "strides", "activation", "groups")
 
     def __init__(
         self,
@@ -54,7 +51,7 @@ class ConvBNAct(Block):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.strides = check_choice("strides", strides, (1, 2))
@@ -64,9 +61,6 @@ class ConvBNAct(Block):
             raise ValueError(
                 f"`groups` must divide `filters`. Received: groups={groups!r}, filters={filters!r}"
             )
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
 
     def _create(self, input_shape: Any) -> None:
         in_channels = channels_of(input_shape)
@@ -83,9 +77,11 @@ class ConvBNAct(Block):
             groups=self.groups,
             use_bias=False,
             name="conv",
+            **self.sublayer_kwargs,
         )
-        self.bn = make_bn("bn", self.bn_momentum, self.bn_epsilon)
-        self.act = make_activation(self.activation, "act")
+        self.bn = self.make_bn("bn")
+        self.act = self.make_activation(self.activation, "act")
 
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """conv -> BN -> activation."""
         return apply_seq(apply, inputs, self.conv, self.bn, self.act)

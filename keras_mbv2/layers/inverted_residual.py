@@ -14,21 +14,11 @@ from ._base import (
     Block,
     apply_seq,
     channels_of,
-    check_bn,
+    check_bool,
     check_choice,
     check_positive_int,
-    make_activation,
-    make_bn,
+    skip_rule,
 )
-
-
-def skip_rule(strides: int, in_channels: int, out_channels: int, residual: bool) -> bool:
-    """The one stride-aware residual rule (paper Figure 4d; timm's `has_skip`).
-
-    A shortcut is added only when the block keeps the resolution and the channel count, because only
-    then can input and output be summed; the stride-2 block of Figure 4(d) has none.
-    """
-    return bool(residual) and strides == 1 and in_channels == out_channels
 
 
 @keras.saving.register_keras_serializable(package="keras_mbv2")
@@ -63,8 +53,7 @@ class InvertedResidual(Block):
     """
 
     _config_keys = (
-        "filters", "expansion", "strides", "linear_bottleneck", "residual", "kernel_size", "bn_momentum", "bn_epsilon",
-        "memory_splits",
+        "filters", "expansion", "strides", "linear_bottleneck", "residual", "kernel_size", "memory_splits",
     )
 
     def __init__(
@@ -80,16 +69,13 @@ class InvertedResidual(Block):
         memory_splits: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
         self.expansion = check_positive_int("expansion", expansion)
         self.strides = check_choice("strides", strides, (1, 2))
-        self.linear_bottleneck = check_choice("linear_bottleneck", linear_bottleneck, (True, False))
-        self.residual = check_choice("residual", residual, (True, False))
+        self.linear_bottleneck = check_bool("linear_bottleneck", linear_bottleneck)
+        self.residual = check_bool("residual", residual)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
         self.memory_splits = check_positive_int("memory_splits", memory_splits)
         if memory_splits > 1 and expansion == 1:
             raise ValueError(
@@ -109,29 +95,30 @@ class InvertedResidual(Block):
                 if layer is not None:
                     setattr(self, layer.name, layer)
         for i in range(1, self.memory_splits):
-            setattr(self, f"project_sum_{i}", keras.layers.Add(name=f"project_sum_{i}"))
-        self.project_BN = make_bn("project_BN", self.bn_momentum, self.bn_epsilon)
-        self.project_relu = make_activation(None if self.linear_bottleneck else "relu6", "project_relu")
-        self.add = keras.layers.Add(name="add") if self.has_skip else None
+            setattr(self, f"project_sum_{i}", keras.layers.Add(name=f"project_sum_{i}", **self.sublayer_kwargs))
+        self.project_BN = self.make_bn("project_BN")
+        self.project_relu = self.make_activation(None if self.linear_bottleneck else "relu6", "project_relu")
+        self.add = keras.layers.Add(name="add", **self.sublayer_kwargs) if self.has_skip else None
 
     def _slice_layers(self, channels: int, suffix: str) -> list[keras.layers.Layer | None]:
         """expand, BN, ReLU6, depthwise, BN, ReLU6, project (no BN) for `channels` expanded channels."""
-        bn = lambda name: make_bn(name + suffix, self.bn_momentum, self.bn_epsilon)  # noqa: E731
+        kw = self.sublayer_kwargs
         if self.expansion == 1:
             expand: list[keras.layers.Layer | None] = [None, None, None]
         else:
             expand = [
-                keras.layers.Conv2D(channels, 1, use_bias=False, name="expand" + suffix),
-                bn("expand_BN"),
-                make_activation("relu6", "expand_relu" + suffix),
+                keras.layers.Conv2D(channels, 1, use_bias=False, name="expand" + suffix, **kw),
+                self.make_bn("expand_BN" + suffix),
+                self.make_activation("relu6", "expand_relu" + suffix),
             ]
         return expand + [
             keras.layers.DepthwiseConv2D(
-                self.kernel_size, strides=self.strides, padding="same", use_bias=False, name="depthwise" + suffix
+                self.kernel_size, strides=self.strides, padding="same", use_bias=False, name="depthwise" + suffix,
+                **kw,
             ),
-            bn("depthwise_BN"),
-            make_activation("relu6", "depthwise_relu" + suffix),
-            keras.layers.Conv2D(self.filters, 1, use_bias=False, name="project" + suffix),
+            self.make_bn("depthwise_BN" + suffix),
+            self.make_activation("relu6", "depthwise_relu" + suffix),
+            keras.layers.Conv2D(self.filters, 1, use_bias=False, name="project" + suffix, **kw),
         ]
 
     def slice_layers(self, index: int) -> list[keras.layers.Layer | None]:
@@ -164,6 +151,7 @@ class InvertedResidual(Block):
                     layer.set_weights([np.take(w, index, axis=axis) for w in weights[name]])
 
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """Expand -> depthwise -> linear projection, slice by slice when split, then the narrow shortcut."""
         # Slice by slice, so that a runtime executing the operators in this order frees each slice's wide
         # tensors before the next slice's exist (Section 5.1); the running sum stays narrow.
         x = apply_seq(apply, inputs, *self.slice_layers(0))

@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import keras
 
-from ._base import Apply, Block, channels_of, check_bn, check_positive_int, make_bn
+from ._base import Apply, Block, check_positive_int
 
 Source = Union[str, int]
 
@@ -76,7 +76,7 @@ class _NASNetCell(Block):
     keras.applications' `_normal_a_cell` / `_reduction_a_cell`."""
 
     spec: CellSpec
-    _config_keys = ("filters", "bn_momentum", "bn_epsilon")
+    _config_keys = ("filters",)
 
     def __init__(
         self,
@@ -85,11 +85,8 @@ class _NASNetCell(Block):
         bn_epsilon: float = 1e-3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
 
     # -- construction ------------------------------------------------------------------------------
     @staticmethod
@@ -100,17 +97,15 @@ class _NASNetCell(Block):
             return tuple(input_shape[0]), (None if input_shape[1] is None else tuple(input_shape[1]))
         return tuple(input_shape), None
 
-    def _bn(self, name: str) -> keras.layers.BatchNormalization:
-        return make_bn(name, self.bn_momentum, self.bn_epsilon)
-
     def _conv1x1(self, filters: int, name: str) -> keras.layers.Conv2D:
         return keras.layers.Conv2D(
-            filters, 1, use_bias=False, kernel_initializer="he_normal", name=name
+            filters, 1, use_bias=False, kernel_initializer="he_normal", name=name, **self.sublayer_kwargs
         )
 
     def _create(self, input_shape: Any) -> None:
         x_shape, p_shape = self._split_shapes(input_shape)
         f = self.filters
+        kw = self.sublayer_kwargs
         layers: dict[str, keras.layers.Layer] = {}
 
         def add(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -122,51 +117,51 @@ class _NASNetCell(Block):
             self.adjust_mode = "none"
         elif p_shape[2] != x_shape[2]:
             self.adjust_mode = "reduce"  # factorized reduction: two shifted stride-2 1x1 paths
-            add(keras.layers.ReLU(name="adjust_relu_1"))
-            add(keras.layers.AveragePooling2D(1, strides=2, padding="valid", name="adjust_avg_pool_1"))
+            add(keras.layers.ReLU(name="adjust_relu_1", **kw))
+            add(keras.layers.AveragePooling2D(1, strides=2, padding="valid", name="adjust_avg_pool_1", **kw))
             add(self._conv1x1(f // 2, "adjust_conv_1"))
-            add(keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="adjust_pad_2"))
-            add(keras.layers.Cropping2D(((1, 0), (1, 0)), name="adjust_crop_2"))
-            add(keras.layers.AveragePooling2D(1, strides=2, padding="valid", name="adjust_avg_pool_2"))
+            add(keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="adjust_pad_2", **kw))
+            add(keras.layers.Cropping2D(((1, 0), (1, 0)), name="adjust_crop_2", **kw))
+            add(keras.layers.AveragePooling2D(1, strides=2, padding="valid", name="adjust_avg_pool_2", **kw))
             add(self._conv1x1(f // 2, "adjust_conv_2"))
-            add(keras.layers.Concatenate(name="adjust_concat"))
-            add(self._bn("adjust_bn"))
+            add(keras.layers.Concatenate(name="adjust_concat", **kw))
+            add(self.make_bn("adjust_bn"))
         elif p_shape[-1] != f:
             self.adjust_mode = "project"
-            add(keras.layers.ReLU(name="adjust_relu_1"))
+            add(keras.layers.ReLU(name="adjust_relu_1", **kw))
             add(self._conv1x1(f, "adjust_conv_projection"))
-            add(self._bn("adjust_bn"))
+            add(self.make_bn("adjust_bn"))
         else:
             self.adjust_mode = "identity"
 
         prefix = self.spec.prefix
-        add(keras.layers.ReLU(name=f"{prefix}_relu_1"))
+        add(keras.layers.ReLU(name=f"{prefix}_relu_1", **kw))
         add(self._conv1x1(f, f"{prefix}_conv_1"))
-        add(self._bn(f"{prefix}_bn_1"))
+        add(self.make_bn(f"{prefix}_bn_1"))
         needs_pad = any(op.kind in ("avg", "max") and op.strides == 2 for c in self.spec.combinations for op in c)
         if needs_pad:
             add(keras.layers.ZeroPadding2D(
-                (_correct_pad(x_shape[1], 3), _correct_pad(x_shape[2], 3)), name=f"{prefix}_pad_1"
+                (_correct_pad(x_shape[1], 3), _correct_pad(x_shape[2], 3)), name=f"{prefix}_pad_1", **kw
             ))
         for i, combination in enumerate(self.spec.combinations):
             for side, op in zip(("left", "right"), combination):
                 key = self._op_key(i, side)
                 if op.kind == "sep":
                     for j in (1, 2):
-                        add(keras.layers.ReLU(name=f"{key}_relu_{j}"))
+                        add(keras.layers.ReLU(name=f"{key}_relu_{j}", **kw))
                         add(keras.layers.SeparableConv2D(
                             f, op.kernel, strides=op.strides if j == 1 else 1, padding="same",
-                            use_bias=False, name=f"separable_conv_{j}_{op.name}",
+                            use_bias=False, name=f"separable_conv_{j}_{op.name}", **kw,
                         ))
-                        add(self._bn(f"separable_conv_{j}_bn_{op.name}"))
+                        add(self.make_bn(f"separable_conv_{j}_bn_{op.name}"))
                 elif op.kind in ("avg", "max"):
                     pool = keras.layers.AveragePooling2D if op.kind == "avg" else keras.layers.MaxPooling2D
                     # keras.applications zero-pads before a stride-2 pool ('valid'); 'same' pooling would
                     # ignore the border instead, so the padding is kept explicit for equal outputs.
                     add(pool(op.kernel, strides=op.strides, padding="same" if op.strides == 1 else "valid",
-                             name=f"{key}_pool"))
-            add(keras.layers.Add(name=f"{prefix}_add_{i + 1}"))
-        add(keras.layers.Concatenate(name=f"{prefix}_concat"))
+                             name=f"{key}_pool", **kw))
+            add(keras.layers.Add(name=f"{prefix}_add_{i + 1}", **kw))
+        add(keras.layers.Concatenate(name=f"{prefix}_concat", **kw))
         self.cell_layers = layers  # one tracked dict: saving and loading find every sub-layer through it
 
     @staticmethod
@@ -175,6 +170,7 @@ class _NASNetCell(Block):
 
     # -- computation -------------------------------------------------------------------------------
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """Adjust `previous`, squeeze `x`, run the five combinations of the cell table, concatenate."""
         L = self.cell_layers
         if isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not isinstance(inputs[0], (int, type(None))):
             x, p = inputs

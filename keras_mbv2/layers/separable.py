@@ -6,18 +6,7 @@ from typing import Any
 
 import keras
 
-from ._base import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    Apply,
-    Block,
-    apply_seq,
-    check_bn,
-    check_choice,
-    check_positive_int,
-    make_activation,
-    make_bn,
-)
+from ._base import BN_EPSILON, BN_MOMENTUM, Apply, Block, apply_seq, check_bool, check_choice, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_mbv2")
@@ -36,9 +25,7 @@ class DepthwiseSeparable(Block):
     ((0, 1), (0, 1)); on an odd input keras pads (0, 1) and 'same' pads (1, 1).
     """
 
-    _config_keys = (
-        "filters", "strides", "linear_bottleneck", "depth_multiplier", "kernel_size", "bn_momentum", "bn_epsilon",
-    )
+    _config_keys = ("filters", "strides", "linear_bottleneck", "depth_multiplier", "kernel_size")
 
     def __init__(
         self,
@@ -51,15 +38,12 @@ class DepthwiseSeparable(Block):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
         self.strides = check_choice("strides", strides, (1, 2))
-        self.linear_bottleneck = check_choice("linear_bottleneck", linear_bottleneck, (True, False))
+        self.linear_bottleneck = check_bool("linear_bottleneck", linear_bottleneck)
         self.depth_multiplier = check_positive_int("depth_multiplier", depth_multiplier)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
 
     def _create(self, input_shape: Any) -> None:
         self.depthwise = keras.layers.DepthwiseConv2D(
@@ -69,14 +53,16 @@ class DepthwiseSeparable(Block):
             depth_multiplier=self.depth_multiplier,
             use_bias=False,
             name="depthwise",
+            **self.sublayer_kwargs,
         )
-        self.depthwise_bn = make_bn("depthwise_bn", self.bn_momentum, self.bn_epsilon)
-        self.depthwise_relu = make_activation("relu6", "depthwise_relu")
-        self.pointwise = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="pointwise")
-        self.pointwise_bn = make_bn("pointwise_bn", self.bn_momentum, self.bn_epsilon)
-        self.pointwise_relu = make_activation(None if self.linear_bottleneck else "relu6", "pointwise_relu")
+        self.depthwise_bn = self.make_bn("depthwise_bn")
+        self.depthwise_relu = self.make_activation("relu6", "depthwise_relu")
+        self.pointwise = keras.layers.Conv2D(self.filters, 1, use_bias=False, name="pointwise", **self.sublayer_kwargs)
+        self.pointwise_bn = self.make_bn("pointwise_bn")
+        self.pointwise_relu = self.make_activation(None if self.linear_bottleneck else "relu6", "pointwise_relu")
 
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """depthwise -> BN -> ReLU6 -> pointwise -> BN (-> ReLU6 unless linear)."""
         return apply_seq(
             apply, inputs,
             self.depthwise, self.depthwise_bn, self.depthwise_relu,

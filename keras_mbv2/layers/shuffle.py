@@ -13,15 +13,14 @@ from ._base import (
     Apply,
     Block,
     apply_seq,
+    bottleneck_width,
     channels_of,
-    check_bn,
+    check_bool,
     check_choice,
     check_fraction,
     check_positive_int,
-    make_activation,
-    make_bn,
+    skip_rule,
 )
-from .inverted_residual import skip_rule
 
 
 @keras.saving.register_keras_serializable(package="keras_mbv2")
@@ -41,6 +40,7 @@ class ChannelShuffle(keras.layers.Layer):
         self.groups = check_positive_int("groups", groups)
 
     def build(self, input_shape: Any) -> None:
+        """Check that `groups` divides the input channels (the layer has no weights)."""
         channels = channels_of(input_shape)
         if channels % self.groups:
             raise ValueError(
@@ -49,6 +49,7 @@ class ChannelShuffle(keras.layers.Layer):
             )
 
     def call(self, inputs: Any) -> Any:
+        """reshape (N, H, W, C) -> (N, H, W, g, C/g), swap the last two axes, reshape back."""
         _, height, width, channels = inputs.shape
         height = ops.shape(inputs)[1] if height is None else height
         width = ops.shape(inputs)[2] if width is None else width
@@ -57,6 +58,7 @@ class ChannelShuffle(keras.layers.Layer):
         return ops.reshape(x, (-1, height, width, channels))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        """A permutation of channels: the shape is unchanged."""
         return tuple(input_shape)
 
     def get_config(self) -> dict[str, Any]:
@@ -86,10 +88,7 @@ class ShuffleUnit(Block):
     `gconv2_bn`, `shortcut_pool` (stride 2), `add` or `concat`, `out_relu`.
     """
 
-    _config_keys = (
-        "filters", "groups", "strides", "bottleneck_ratio", "group_first_conv", "residual", "bn_momentum",
-        "bn_epsilon",
-    )
+    _config_keys = ("filters", "groups", "strides", "bottleneck_ratio", "group_first_conv", "residual")
 
     def __init__(
         self,
@@ -103,16 +102,13 @@ class ShuffleUnit(Block):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **kwargs)
         self.filters = check_positive_int("filters", filters)
         self.groups = check_positive_int("groups", groups)
         self.strides = check_choice("strides", strides, (1, 2))
         self.bottleneck_ratio = check_fraction("bottleneck_ratio", bottleneck_ratio)
-        self.group_first_conv = check_choice("group_first_conv", group_first_conv, (True, False))
-        self.residual = check_choice("residual", residual, (True, False))
-        check_bn(bn_momentum, bn_epsilon)
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
+        self.group_first_conv = check_bool("group_first_conv", group_first_conv)
+        self.residual = check_bool("residual", residual)
         if self.bottleneck_filters % groups:
             raise ValueError(
                 f"`groups` must divide the bottleneck width filters*bottleneck_ratio="
@@ -121,7 +117,8 @@ class ShuffleUnit(Block):
 
     @property
     def bottleneck_filters(self) -> int:
-        return max(1, round(self.filters * self.bottleneck_ratio))
+        """The narrow width (`bottleneck_width` of `filters` and `bottleneck_ratio`)."""
+        return bottleneck_width(self.filters, self.bottleneck_ratio)
 
     def _create(self, input_shape: Any) -> None:
         in_channels = channels_of(input_shape)
@@ -142,32 +139,33 @@ class ShuffleUnit(Block):
                 f"`groups` must divide the input channels of the first group conv. Received: groups={g!r}, "
                 f"input channels={in_channels} (use group_first_conv=False for a narrow input)"
             )
-        bn = lambda name: make_bn(name, self.bn_momentum, self.bn_epsilon)  # noqa: E731
+        kw = self.sublayer_kwargs
         self.gconv1 = keras.layers.Conv2D(
-            self.bottleneck_filters, 1, groups=first_groups, use_bias=False, name="gconv1"
+            self.bottleneck_filters, 1, groups=first_groups, use_bias=False, name="gconv1", **kw
         )
-        self.gconv1_bn = bn("gconv1_bn")
-        self.gconv1_relu = make_activation("relu", "gconv1_relu")
-        self.shuffle = ChannelShuffle(g, name="shuffle") if g > 1 else None
+        self.gconv1_bn = self.make_bn("gconv1_bn")
+        self.gconv1_relu = self.make_activation("relu", "gconv1_relu")
+        self.shuffle = ChannelShuffle(g, name="shuffle", **kw) if g > 1 else None
         self.depthwise = keras.layers.DepthwiseConv2D(
-            3, strides=self.strides, padding="same", use_bias=False, name="depthwise"
+            3, strides=self.strides, padding="same", use_bias=False, name="depthwise", **kw
         )
-        self.depthwise_bn = bn("depthwise_bn")
-        self.gconv2 = keras.layers.Conv2D(branch_filters, 1, groups=g, use_bias=False, name="gconv2")
-        self.gconv2_bn = bn("gconv2_bn")
+        self.depthwise_bn = self.make_bn("depthwise_bn")
+        self.gconv2 = keras.layers.Conv2D(branch_filters, 1, groups=g, use_bias=False, name="gconv2", **kw)
+        self.gconv2_bn = self.make_bn("gconv2_bn")
         self.shortcut_pool = (
-            keras.layers.AveragePooling2D(3, strides=2, padding="same", name="shortcut_pool")
+            keras.layers.AveragePooling2D(3, strides=2, padding="same", name="shortcut_pool", **kw)
             if self.concat_shortcut
             else None
         )
         self.merge = (
-            keras.layers.Concatenate(name="concat")
+            keras.layers.Concatenate(name="concat", **kw)
             if self.concat_shortcut
-            else keras.layers.Add(name="add") if self.has_skip else None
+            else keras.layers.Add(name="add", **kw) if self.has_skip else None
         )
-        self.out_relu = make_activation("relu", "out_relu")
+        self.out_relu = self.make_activation("relu", "out_relu")
 
     def forward(self, inputs: Any, apply: Apply) -> Any:
+        """GConv -> shuffle -> depthwise -> GConv, then the added or concatenated shortcut, then ReLU."""
         x = apply_seq(
             apply, inputs,
             self.gconv1, self.gconv1_bn, self.gconv1_relu, self.shuffle,

@@ -1,12 +1,12 @@
-"""TensorFlow Lite Micro output: C arrays, model settings, op resolver, arena and board checks."""
+"""TensorFlow Lite Micro output: C arrays, model settings, op resolver, board checks, and fitting a RAM budget.
 
+The arena measurement and the offline memory plan live in `keras_mbv2.tflite` and are re-exported here.
+"""
+
+from ..tflite import ArenaUse, arena_use, measure_arena, offline_plan, plan_offsets, tflite_macs
 from .boards import BOARDS, Board, fit_problems
-from .emitter import (
-    ARENA_MARGIN, TFLM_OPS, ArenaUse, MicroReport, arena_use, emit, measure_arena, parse_c_array, tensor_arena_size,
-    tflite_macs,
-)
+from .emitter import ARENA_MARGIN, TFLM_OPS, MicroReport, emit, parse_c_array, tensor_arena_size
 from .fit import FitResult, fit_ram
-from .memory_plan import offline_plan, plan_offsets
 
 __all__ = [
     "ARENA_MARGIN", "ArenaUse", "BOARDS", "Board", "FitResult", "MicroReport", "TFLM_OPS", "arena_use", "emit",

@@ -11,17 +11,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..quantization.evaluate import parse_arena_bytes, run_tflm
-from ..quantization.export import operator_names, parse_model, read_tflite, require_int8
+from ..files import write_files
+from ..tflite import arena_use, offline_plan, operator_names, parse_model, read_tflite, require_int8, tflite_macs
 from .boards import BOARDS, fit_problems
-from .memory_plan import offline_plan
 
 # Host-measured arena plus this margin. The 64-bit host runtime already over-counts a 32-bit target
 # (MobileNetV2 0.35 digits: 87,312 B host vs 81,732 B on a Cortex-M4), the margin covers alignment and
@@ -59,6 +56,8 @@ TFLM_OPS: dict[str, tuple[str, str | None]] = {
 
 @dataclass
 class MicroReport:
+    """What `emit` wrote and measured: flash (model bytes) and RAM (arena) of the model on TFLite Micro."""
+
     name: str
     model_bytes: int
     arena_bytes: int  # kTensorArenaSize
@@ -70,7 +69,7 @@ class MicroReport:
     activation_bytes: int | None = None  # the arena's planned activation buffers (TFLM's "head")
     online_arena_bytes: int | None = None  # the arena TFLM planned itself, when an offline plan beat it
 
-    def __str__(self) -> str:
+    def _summary(self) -> list[str]:
         lines = [
             f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite)",
             f"arena   {self.arena_bytes:,} B RAM (kTensorArenaSize = measured {self.measured_arena_bytes:,} B "
@@ -86,70 +85,28 @@ class MicroReport:
                          f"{self.online_arena_bytes:,} B -> {self.measured_arena_bytes:,} B")
         if self.board:
             lines.append(f"board   {self.board}: fits")
-        lines += [f"file    {f}" for f in self.files]
-        return "\n".join(lines)
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join([*self._summary(), *(f"file    {f}" for f in self.files)])
+
+    def file_report(self) -> str:
+        """The `<name>_report.txt` text: the same lines with the files by name, so that emitting one model into
+        two folders gives identical files."""
+        return "\n".join([*self._summary(), *(f"file    {os.path.basename(f)}" for f in self.files)]) + "\n"
+
+
+def file_stem(name: str) -> str:
+    """The stem of the model's data and settings files and array, in the TFLM examples' style:
+    `person_detect` -> `person_detect_model` (person_detect_model_data.h, g_person_detect_model_data), and a
+    name already ending in "model" is kept (`model` -> model_data.h, g_model_data)."""
+    return name if name.endswith("model") else f"{name}_model"
 
 
 def _identifier(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
         raise ValueError(f"`name` must be a C identifier (letters, digits, _). Received: name={name!r}")
     return name
-
-
-def tflite_macs(data: bytes) -> int:
-    """Multiply-adds of the model's CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED operators."""
-    model = parse_model(data)
-    names = operator_names(data)
-    macs = 0
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            kind = names[op.opcodeIndex]
-            if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-                continue
-            out = graph.tensors[op.outputs[0]].shape
-            weights = graph.tensors[op.inputs[1]].shape
-            if kind == "CONV_2D":  # weights (out, kh, kw, in/groups)
-                macs += int(np.prod(out)) * int(np.prod(weights[1:]))
-            elif kind == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out)
-                macs += int(np.prod(out)) * int(weights[1] * weights[2])
-            else:  # weights (out, in)
-                macs += int(np.prod(out)) * int(weights[1])
-    return macs
-
-
-@dataclass(frozen=True)
-class ArenaUse:
-    """TFLM's arena: `total` = `head` (activation buffers, as planned) + `tail`."""
-
-    total: int
-    head: int
-
-    @property
-    def tail(self) -> int:
-        return self.total - self.head
-
-
-def arena_use(data: bytes, input_shape: Sequence[int] | None = None) -> ArenaUse:
-    """The arena TFLM's recording allocator reports (in a child process).
-
-    Measured after allocation, without an inference: TFLM plans every activation buffer and runs every
-    operator's Prepare while allocating, and reports the same arena after an inference (checked on
-    MobileNetV2 split and unsplit). So a model whose values are degenerate (an untrained network under int8
-    calibration can abort in Invoke) still gets measured.
-    """
-    if input_shape is None:
-        input_shape = require_int8(data)["input_shape"]
-    x = np.zeros((0,) + tuple(input_shape[1:]), dtype="int8")
-    _, report = run_tflm(data, x)
-    total, head = parse_arena_bytes(report), parse_arena_bytes(report, "head")
-    if total is None or head is None:
-        raise RuntimeError(f"TFLite Micro did not report its arena use:\n{report[-500:]}")
-    return ArenaUse(total, head)
-
-
-def measure_arena(data: bytes, input_shape: Sequence[int]) -> int:
-    """Total arena bytes TFLM's recording allocator reports (in a child process)."""
-    return arena_use(data, input_shape).total
 
 
 def tensor_arena_size(measured: int) -> int:
@@ -166,28 +123,30 @@ def _c_array(data: bytes) -> str:
 
 def _files(name: str, data: bytes, details: dict[str, Any], ops: list[str], arena: int, measured: int,
            labels: Sequence[str] | None) -> dict[str, str]:
+    stem = file_stem(name)
     guard = name.upper()
     _, h, w, c = details["input_shape"] if len(details["input_shape"]) == 4 else (1, *details["input_shape"][1:], 1)
     classes = int(np.prod(details["output_shape"][1:]))
     header = "// Generated by keras_mbv2.micro.emit; do not edit.\n"
     files = {}
-    files[f"{name}_model_data.h"] = (
-        f"{header}#ifndef {guard}_MODEL_DATA_H_\n#define {guard}_MODEL_DATA_H_\n\n"
-        f"extern const unsigned char g_{name}_model_data[];\nextern const unsigned int g_{name}_model_data_size;\n\n"
-        f"#endif  // {guard}_MODEL_DATA_H_\n"
+    guard = stem.upper()
+    files[f"{stem}_data.h"] = (
+        f"{header}#ifndef {guard}_DATA_H_\n#define {guard}_DATA_H_\n\n"
+        f"extern const unsigned char g_{stem}_data[];\nextern const unsigned int g_{stem}_data_size;\n\n"
+        f"#endif  // {guard}_DATA_H_\n"
     )
-    files[f"{name}_model_data.cc"] = (
-        f'{header}#include "{name}_model_data.h"\n\n'
+    files[f"{stem}_data.cc"] = (
+        f'{header}#include "{stem}_data.h"\n\n'
         f"// int8 TFLite flatbuffer, {len(data)} bytes. const keeps it in flash; TFLM needs 16-byte alignment.\n"
-        f"alignas(16) const unsigned char g_{name}_model_data[] = {{\n{_c_array(data)}\n}};\n"
-        f"const unsigned int g_{name}_model_data_size = {len(data)};\n"
+        f"alignas(16) const unsigned char g_{stem}_data[] = {{\n{_c_array(data)}\n}};\n"
+        f"const unsigned int g_{stem}_data_size = {len(data)};\n"
     )
     label_lines = ""
     if labels:
         quoted = ", ".join('"' + str(label).replace("\\", "\\\\").replace('"', '\\"') + '"' for label in labels)
         label_lines = f"\nconstexpr const char* k{_camel(name)}Labels[kCategoryCount] = {{{quoted}}};\n"
-    files[f"{name}_model_settings.h"] = (
-        f"{header}#ifndef {guard}_MODEL_SETTINGS_H_\n#define {guard}_MODEL_SETTINGS_H_\n\n"
+    files[f"{stem}_settings.h"] = (
+        f"{header}#ifndef {guard}_SETTINGS_H_\n#define {guard}_SETTINGS_H_\n\n"
         f"constexpr int kNumRows = {h};\nconstexpr int kNumCols = {w};\nconstexpr int kNumChannels = {c};\n"
         f"constexpr int kInputSize = kNumRows * kNumCols * kNumChannels;\n"
         f"constexpr float kInputScale = {details['input_scale']!r}f;\n"
@@ -195,15 +154,16 @@ def _files(name: str, data: bytes, details: dict[str, Any], ops: list[str], aren
         f"constexpr float kOutputScale = {details['output_scale']!r}f;\n"
         f"constexpr int kOutputZeroPoint = {details['output_zero_point']};\n"
         f"constexpr int kCategoryCount = {classes};\n"
-        f"// TFLM arena: {measured} B measured with the TFLM host runtime (RecordingMicroAllocator, all operators prepared)\n"
-        f"// + {ARENA_MARGIN} B margin. The 64-bit host over-counts a 32-bit target slightly.\n"
+        f"// TFLM arena: {measured} B measured with the TFLM host runtime (RecordingMicroAllocator, all\n"
+        f"// operators prepared) + {ARENA_MARGIN} B margin. The 64-bit host over-counts a 32-bit target slightly.\n"
         f"constexpr int kTensorArenaSize = {arena};\n{label_lines}\n"
-        f"#endif  // {guard}_MODEL_SETTINGS_H_\n"
+        f"#endif  // {guard}_SETTINGS_H_\n"
     )
     adds = []
     for op in ops:
         method, int8 = TFLM_OPS[op]
         adds.append(f"  if (resolver.{method}({int8 or ''}) != kTfLiteOk) return kTfLiteError;")
+    guard = name.upper()
     files[f"{name}_op_resolver.h"] = (
         f"{header}#ifndef {guard}_OP_RESOLVER_H_\n#define {guard}_OP_RESOLVER_H_\n\n"
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n\n'
@@ -229,8 +189,9 @@ def emit(
     arena_bytes: int | None = None,
     memory_plan: bool = True,
 ) -> MicroReport:
-    """Write `<name>_model_data.h/.cc`, `<name>_model_settings.h`, `<name>_op_resolver.h` and
-    `<name>_report.txt` into `out_dir`, and return the report.
+    """Write `<stem>_data.h/.cc`, `<stem>_settings.h`, `<name>_op_resolver.h` and `<name>_report.txt` into
+    `out_dir`, and return the report. The stem is `file_stem(name)`: `model_data.h` for the default name,
+    `digits_model_data.h` for name="digits".
 
     The model must be full-int8. The arena is measured by allocating the model in the TFLM host runtime
     (in a child process) unless `arena_bytes` is given. With `board` (see `keras_mbv2.micro.BOARDS`) the
@@ -274,33 +235,15 @@ def emit(
     files = _files(name, data, details, ops, arena, measured, labels)
     report_name = f"{name}_report.txt"
     report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
-    files[report_name] = str(report) + "\n"
-    _write_all(out_dir, files)
+    files[report_name] = report.file_report()
+    write_files(out_dir, files)
     return report
 
 
-def _write_all(out_dir: str, files: dict[str, str]) -> None:
-    """Write every file to a temporary folder beside `out_dir`, then rename each into place."""
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".emit-", dir=out_dir)
-    try:
-        for fname, text in files.items():
-            with open(os.path.join(tmp, fname), "w", newline="\n") as f:
-                f.write(text)
-        for fname in files:
-            os.replace(os.path.join(tmp, fname), os.path.join(out_dir, fname))
-    except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def parse_c_array(source: str, name: str = "model") -> bytes:
-    """Read back the bytes of `g_<name>_model_data` from a generated .cc file."""
-    match = re.search(rf"g_{name}_model_data\[\] = \{{(.*?)\}};", source, re.S)
+    """Read back the bytes of the model array (`g_<file_stem(name)>_data`) from a generated .cc file."""
+    symbol = f"g_{file_stem(name)}_data"
+    match = re.search(rf"{symbol}\[\] = \{{(.*?)\}};", source, re.S)
     if match is None:
-        raise ValueError(f"No g_{name}_model_data array in the source.")
+        raise ValueError(f"No {symbol} array in the source.")
     return bytes(int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]{2}", match.group(1)))

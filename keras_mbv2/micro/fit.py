@@ -20,8 +20,9 @@ import keras
 
 from ..layers._base import check_positive_int
 from ..models.memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
-from ..quantization.export import to_tflite
-from .emitter import ArenaUse, arena_use, tensor_arena_size, tflite_macs
+from ..quantization import to_tflite
+from ..tflite import ArenaUse, arena_use, tflite_macs
+from .emitter import tensor_arena_size
 
 MAX_ROUNDS = 4
 

@@ -1,11 +1,12 @@
 """The four networks of the MobileNetV2 paper's Table 4, each one table decoded by one builder."""
 
-from .mobilenet_v1 import MobileNetV1
+from .applications import from_keras_application
 from .memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
+from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .nasnet import NASNet, NASNetMobile
 from .shufflenet_v1 import ShuffleNetV1
-from .transfer import from_keras_application, transfer_weights
+from .weights import transfer_weights
 
 __all__ = [
     "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1", "from_keras_application",

@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import keras
 
+from .weights import transfer_weights
+
 MIN_INPUT_SIZE = 32
 DEFAULT_SIZE = 224
 
@@ -59,7 +61,8 @@ def check_alpha(alpha: Any, weights: Any, imagenet_alphas: tuple[float, ...]) ->
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
     if weights == "imagenet" and alpha not in imagenet_alphas:
-        raise ValueError(f"With weights='imagenet', `alpha` must be one of {imagenet_alphas}. Received: alpha={alpha!r}")
+        raise ValueError(
+            f"With weights='imagenet', `alpha` must be one of {imagenet_alphas}. Received: alpha={alpha!r}")
 
 
 def make_input(
@@ -130,8 +133,6 @@ def load_weights(
     """
     if weights is None:
         return model
-    from .transfer import transfer_weights
-
     if application is None:
         raise ValueError(f"No keras.applications twin exists for {model.name}. Received: weights={weights!r}")
     if weights == "imagenet":

@@ -64,6 +64,7 @@ def resolve_memory_splits(memory_splits: MemorySplits, blocks: Sequence[tuple[st
 
 
 def inverted_residual_blocks(model: keras.Model) -> list[InvertedResidual]:
+    """The model's top-level `InvertedResidual` blocks, in layer order."""
     return [layer for layer in model.layers if isinstance(layer, InvertedResidual)]
 
 

@@ -8,8 +8,8 @@ import keras
 
 from ..layers import ConvBNAct, InvertedResidual, make_divisible
 from ..layers._base import BN_EPSILON, BN_MOMENTUM, check_positive_int
-from .memory_split import MemorySplits, resolve_memory_splits
 from ._common import check_alpha, check_common_args, classifier_head, expand_rows, load_weights, make_input
+from .memory_split import MemorySplits, resolve_memory_splits
 
 # Paper Table 2. Each row: expansion t, output channels c, repeats n, stride s of the first repeat.
 MOBILENET_V2_TABLE: tuple[tuple[int, int, int, int], ...] = (

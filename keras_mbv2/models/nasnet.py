@@ -28,6 +28,7 @@ def nasnet_cells(penultimate_filters: int, num_blocks: int, filter_multiplier: i
 
 
 def cell_name(kind: str, block_id: str) -> str:
+    """Our cell's layer name; keras.applications names its sub-layers `<sub-layer>_<block_id>`."""
     return f"{kind}_cell_{block_id}"
 
 

@@ -9,7 +9,7 @@ import keras
 
 from ..layers import ConvBNAct, ShuffleUnit
 from ..layers._base import BN_EPSILON, check_choice
-from ._common import check_common_args, classifier_head, expand_rows, make_input, load_weights
+from ._common import check_common_args, classifier_head, expand_rows, load_weights, make_input
 
 # ShuffleNet Table 1: output channels of stages 2, 3, 4 at 1x for each number of groups g.
 SHUFFLENET_V1_CHANNELS: dict[int, tuple[int, int, int]] = {

@@ -1,13 +1,10 @@
-"""Conversion to TFLite (full-int8 for microcontrollers, float as reference) and checks on .tflite bytes."""
+"""Conversion to TFLite: full-int8 for microcontrollers, float as the reference."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable
 
 import numpy as np
-
-TFLITE_IDENTIFIER = b"TFL3"
 
 
 def _input_shape(model: Any) -> tuple[int, ...]:
@@ -60,7 +57,7 @@ def to_tflite(
             this is post-training quantization) or "float".
 
         schedule: True (default) keeps the converter's operator order unless a depth-first order needs
-            less activation memory (see `keras_mbv2.quantization.schedule`), so a split block's slices run
+            less activation memory (see `keras_mbv2.tflite.schedule`), so a split block's slices run
             one after another on TFLM; False returns the converter's order as it is.
     """
     import keras
@@ -90,71 +87,7 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    from .schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
+    from ..tflite.schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
 
     data = bytes(converter.convert())
     return schedule_operators(data) if schedule else data
-
-
-def read_tflite(tflite: bytes | str | os.PathLike, name: str = "tflite") -> bytes:
-    """The bytes of a .tflite model (bytes or a path), checked to be a TFLite flatbuffer."""
-    if isinstance(tflite, (str, os.PathLike)):
-        if not os.path.isfile(tflite):
-            raise ValueError(f"`{name}` file does not exist. Received: {name}={os.fspath(tflite)!r}")
-        with open(tflite, "rb") as f:
-            data = f.read()
-        label = repr(os.fspath(tflite))
-    elif isinstance(tflite, (bytes, bytearray)):
-        data, label = bytes(tflite), f"<{len(tflite)} bytes>"
-    else:
-        raise ValueError(f"`{name}` must be .tflite bytes or a path. Received: {name}={type(tflite).__name__}")
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"`{name}` is not a TFLite flatbuffer (no 'TFL3' identifier). Received: {name}={label}")
-    try:
-        model = parse_model(data)
-        if not model.subgraphs:
-            raise ValueError("no subgraphs")
-    except Exception as exc:
-        raise ValueError(f"`{name}` is a truncated or corrupt TFLite model ({exc}). Received: {name}={label}") from exc
-    return data
-
-
-def parse_model(data: bytes) -> Any:
-    """The whole flatbuffer as LiteRT's generated object API (`ModelT`); raises on truncated data."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-
-
-def operator_names(data: bytes) -> list[str]:
-    """The builtin operator names a model uses, in the order of its operator-code table."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = parse_model(data).operatorCodes or []
-    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), f"CUSTOM({c.customCode!r})") for c in codes]
-
-
-def io_details(tflite: bytes) -> dict[str, Any]:
-    """Input/output dtype, shape, scale and zero point, read with LiteRT."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=tflite)
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    return {
-        "input_dtype": np.dtype(inp["dtype"]).name, "input_shape": tuple(int(d) for d in inp["shape"]),
-        "input_scale": float(inp["quantization"][0]), "input_zero_point": int(inp["quantization"][1]),
-        "output_dtype": np.dtype(out["dtype"]).name, "output_shape": tuple(int(d) for d in out["shape"]),
-        "output_scale": float(out["quantization"][0]), "output_zero_point": int(out["quantization"][1]),
-    }
-
-
-def require_int8(tflite: bytes, name: str = "tflite") -> dict[str, Any]:
-    """Raise unless the model is full-integer (int8 input and output), as microcontrollers need."""
-    details = io_details(tflite)
-    if details["input_dtype"] != "int8" or details["output_dtype"] != "int8":
-        raise ValueError(
-            f"`{name}` must be a full-int8 model (int8 input and output); it has {details['input_dtype']} input and "
-            f"{details['output_dtype']} output. Convert with to_tflite(model, representative_data, quantize='int8')."
-        )
-    return details

@@ -29,6 +29,7 @@ _DROP_KEYS = {"dtype", "lora_rank", "lora_alpha", "quantization_config", "gamma_
 
 
 def tf_keras():
+    """The tf_keras module (Keras 2), which tfmot quantizes."""
     import tf_keras as tfk  # tfmot picks tf_keras itself when it is installed
 
     return tfk
@@ -48,7 +49,8 @@ def make_twin(layer: keras.layers.Layer, name: str) -> Any:
         raise ValueError(
             f"Layer {layer.name!r} ({type(layer).__name__}) has no tf_keras built-in equivalent, so it cannot be "
             "quantized by tfmot. Build the model from keras_mbv2 blocks and built-in Keras layers "
-            "(Conv2D, DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, Add, Concatenate, pooling, Dense, ...)."
+            "(Conv2D, DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, Add, Concatenate, pooling, "
+            "Dense, ...)."
         )
     config = _twin_config(layer, name)
     while True:
@@ -79,6 +81,8 @@ class Flattener:
         return name
 
     def apply(self, layer: keras.layers.Layer, x: Any, prefix: str = "") -> Any:
+        """Emit the tf_keras twin of one Keras 3 built-in layer applied to tf_keras tensor(s) `x` (the `apply`
+        a block's wiring is run with), with the rewrites that keep tfmot's folding patterns."""
         tfk = tf_keras()
         name = self._unique(f"{prefix}{layer.name}")
         if isinstance(layer, ChannelShuffle):
@@ -156,6 +160,7 @@ class Flattener:
         return total
 
     def build(self) -> Any:
+        """Walk the functional model node by node and return the flat tf_keras model."""
         tfk = tf_keras()
         model = self.model
         if not hasattr(model, "_nodes_by_depth"):
@@ -205,6 +210,8 @@ def to_tf_keras(model: keras.Model, batch_size: int | None = None, check: bool =
 
 
 def check_equal(model: keras.Model, flat: Any, x: np.ndarray | None = None, tolerance: float = TOLERANCE) -> float:
+    """Largest |difference| of the two models' inference outputs on `x` (random in [0, 1] by default); raises
+    when it exceeds `tolerance`."""
     if x is None:
         shape = tuple(model.input_shape[1:])
         x = np.random.default_rng(0).uniform(0, 1, (2,) + shape).astype("float32")

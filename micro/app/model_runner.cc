@@ -10,9 +10,6 @@
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-#define MODEL_DATA CONCAT(CONCAT(g_, MODEL_NAME), _model_data)
 
 namespace {
 alignas(16) uint8_t tensor_arena[kTensorArenaSize];

@@ -1,4 +1,4 @@
-// Self-test firmware: links the generated <name>_model_data.cc, checks the flatbuffer identifier and
+// Self-test firmware: links the generated model array (<stem>_data.cc, named by MODEL_DATA), checks the flatbuffer identifier and
 // prints the CRC32 of the array over semihosting, so the host can compare it with the .tflite file.
 // Built by micro/Makefile (target `selftest`), run with:
 //   qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native -kernel selftest.elf
@@ -8,10 +8,6 @@
 
 #include MODEL_DATA_HEADER
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-#define MODEL_DATA CONCAT(CONCAT(g_, MODEL_NAME), _model_data)
-#define MODEL_SIZE CONCAT(CONCAT(g_, MODEL_NAME), _model_data_size)
 
 static uint32_t crc32(const unsigned char* data, unsigned int size) {
   uint32_t crc = 0xFFFFFFFFu;
@@ -24,7 +20,7 @@ static uint32_t crc32(const unsigned char* data, unsigned int size) {
 
 int main() {
   const unsigned char* data = MODEL_DATA;
-  const unsigned int size = MODEL_SIZE;
+  const unsigned int size = MODEL_DATA_SIZE;
   const bool identifier_ok = size >= 8 && std::memcmp(data + 4, "TFL3", 4) == 0;
   const bool aligned = (reinterpret_cast<uintptr_t>(data) % 16) == 0;
   std::printf("keras_mbv2 selftest: size=%u crc32=%08lx identifier=%s aligned16=%s\n", size,

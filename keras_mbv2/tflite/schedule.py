@@ -19,32 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..profiler import liveness_peak
-from .export import parse_model
-
-# TFLite TensorType -> bytes per element (schema.fbs).
-_TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 8, 15: 2, 16: 2}
+from .flatbuffer import activation_sizes, pack_model, parse_model, single_subgraph
 
 
-def _graph(data: bytes) -> Any:
-    model = parse_model(data)
-    if not model.subgraphs or len(model.subgraphs) != 1:
-        raise ValueError(f"Only single-subgraph models can be scheduled. Received: {len(model.subgraphs or [])} subgraphs")
-    return model, model.subgraphs[0]
-
-
-def activation_sizes(model: Any, graph: Any) -> dict[int, int]:
-    """Bytes of every tensor the planner must place: not constant (no buffer data) and not a variable."""
-    sizes = {}
-    for index, tensor in enumerate(graph.tensors):
-        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-        constant = buffer is not None and buffer.data is not None and len(buffer.data) > 0
-        if not constant and not tensor.isVariable:
-            shape = tensor.shape if tensor.shape is not None else []
-            sizes[index] = int(np.prod(shape)) * _TYPE_BYTES.get(tensor.type, 4)
-    return sizes
+def _graph(data: bytes) -> tuple[Any, Any]:
+    return single_subgraph(data, "scheduled")
 
 
 def lifetimes(graph: Any, sizes: dict[int, int], order: Sequence[int]) -> tuple[dict[int, int], dict[int, int]]:
@@ -112,8 +92,6 @@ def _depth_first(graph: Any) -> list[int]:
 
 def reorder_operators(data: bytes, order: Sequence[int]) -> bytes:
     """The flatbuffer with its operators in `order`, which must be a topological order of all of them."""
-    import flatbuffers
-
     model, graph = _graph(data)
     n = len(graph.operators)
     if sorted(order) != list(range(n)):
@@ -127,9 +105,7 @@ def reorder_operators(data: bytes, order: Sequence[int]) -> bytes:
             raise ValueError(f"`order` runs operator {index} before the operators producing its inputs {missing}.")
         ready.update(op.outputs)
     graph.operators = [graph.operators[i] for i in order]
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(data))
 
 
 def schedule_operators(data: bytes) -> bytes:

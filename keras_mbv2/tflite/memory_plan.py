@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..quantization.export import parse_model
-from ..quantization.schedule import activation_sizes, lifetimes
+from .flatbuffer import activation_sizes, pack_model, parse_model, single_subgraph
+from .schedule import lifetimes
 
 METADATA_NAME = "OfflineMemoryAllocation"
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment
@@ -42,10 +42,7 @@ def _place(items: dict[int, tuple[int, int, int]], order: list[int]) -> tuple[di
 def plan_offsets(data: bytes) -> tuple[dict[int, int], int]:
     """(tensor index -> byte offset, activation bytes) of the tightest placement found for `data`'s operator
     order: largest first (TFLM's own rule), earliest first, longest-lived first."""
-    model = parse_model(data)
-    if len(model.subgraphs or []) != 1:
-        raise ValueError(f"Only single-subgraph models can be planned. Received: {len(model.subgraphs or [])} subgraphs")
-    graph = model.subgraphs[0]
+    model, graph = single_subgraph(data, "planned")
     sizes = activation_sizes(model, graph)
     born, last = lifetimes(graph, sizes, range(len(graph.operators)))
     items = {t: (-(-sizes[t] // ALIGNMENT) * ALIGNMENT, born[t], last.get(t, born[t])) for t in born}
@@ -59,7 +56,6 @@ def plan_offsets(data: bytes) -> tuple[dict[int, int], int]:
 
 def with_offline_plan(data: bytes, offsets: dict[int, int]) -> bytes:
     """`data` with an OfflineMemoryAllocation metadata entry holding `offsets` (others -1), replacing any."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = parse_model(data)
@@ -73,9 +69,7 @@ def with_offline_plan(data: bytes, offsets: dict[int, int]) -> bytes:
         model.buffers.append(schema.BufferT())
         model.metadata = [*(model.metadata or []), entry]
     model.buffers[entry.buffer].data = np.frombuffer(values.tobytes(), dtype=np.uint8)
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model, len(data))
 
 
 def offline_plan(data: bytes) -> tuple[bytes, int]:

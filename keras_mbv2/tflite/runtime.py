@@ -1,4 +1,9 @@
-"""Running .tflite models on the host: LiteRT (reference kernels) and the TFLite Micro runtime."""
+"""Running .tflite models on the host: LiteRT (reference kernels) and the TFLite Micro runtime.
+
+Both runtimes can abort the whole process on degenerate models, so everything here that a user's data can reach
+runs them in a child process (`_worker.py`) and turns a crash into an error. TFLM's arena is measured the same
+way, from its recording allocator's report.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from .export import io_details, read_tflite
+from .flatbuffer import io_details, read_tflite, require_int8
 
 RUNTIMES = ("litert", "tflm")
-_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runtime_worker.py")
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 
 
 @dataclass
@@ -40,7 +45,7 @@ def quantize_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
 def run_litert(tflite: bytes, x: np.ndarray, reference_kernels: bool = True) -> np.ndarray:
     """Outputs for each image (batch 1 each), in this process. Reference kernels make int8 results
     bit-exact with TFLM. A degenerate model can abort the process: `run_isolated` is the safe way."""
-    from ._runtime_worker import run_litert as run
+    from ._worker import run_litert as run
 
     return run(tflite, x, reference_kernels)
 
@@ -85,7 +90,8 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
         return result["outputs"], str(result["allocations"])
 
 
-def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None, timeout: float = 600) -> tuple[np.ndarray, str]:
+def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None,
+             timeout: float = 600) -> tuple[np.ndarray, str]:
     """The TFLite Micro host runtime, in a child process. Returns (outputs, allocation report)."""
     return run_isolated(tflite, x, "tflm", arena_size, timeout)
 
@@ -100,7 +106,8 @@ def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "l
     x = np.asarray(x)
     y = np.asarray(y)
     if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} images, {len(y)} labels")
+        raise ValueError(
+            f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} images, {len(y)} labels")
     details = io_details(data)
     if tuple(x.shape[1:]) != details["input_shape"][1:]:
         raise ValueError(f"`x` images must have shape {details['input_shape'][1:]}. Received: x.shape={x.shape}")
@@ -108,3 +115,72 @@ def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "l
     arena = parse_arena_bytes(report) if runtime == "tflm" else None
     predictions = np.argmax(outputs.reshape(len(outputs), -1), axis=-1)
     return TFLiteResult(float(np.mean(predictions == y)), outputs, predictions, runtime, arena)
+
+
+@dataclass(frozen=True)
+class ArenaUse:
+    """TFLM's arena: `total` = `head` (activation buffers, as planned) + `tail` (persistent data)."""
+
+    total: int
+    head: int
+
+    @property
+    def tail(self) -> int:
+        """Persistent data: tensor structs, operator data, per-channel quantization parameters."""
+        return self.total - self.head
+
+
+def arena_use(data: bytes, input_shape: Sequence[int] | None = None) -> ArenaUse:
+    """The arena TFLM's recording allocator reports (in a child process).
+
+    Measured after allocation, without an inference: TFLM plans every activation buffer and runs every
+    operator's Prepare while allocating, and reports the same arena after an inference (checked on
+    MobileNetV2 split and unsplit).
+    """
+    if input_shape is None:
+        input_shape = require_int8(data)["input_shape"]
+    x = np.zeros((0,) + tuple(input_shape[1:]), dtype="int8")
+    _, report = run_tflm(data, x)
+    total, head = parse_arena_bytes(report), parse_arena_bytes(report, "head")
+    if total is None or head is None:
+        raise RuntimeError(f"TFLite Micro did not report its arena use:\n{report[-500:]}")
+    return ArenaUse(total, head)
+
+
+def measure_arena(data: bytes, input_shape: Sequence[int]) -> int:
+    """Total arena bytes TFLM's recording allocator reports (in a child process)."""
+    return arena_use(data, input_shape).total
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How two runtimes' int8 outputs for the same inputs compare (DESIGN.md: TFLM and TFLite's reference kernels
+    are usually bit-exact, but not always; one int8 step of rounding in one score is the difference seen)."""
+
+    images: int
+    scores: int  # outputs compared
+    differing: int  # outputs that are not equal
+    max_step: int  # largest |difference| in int8 steps
+    same_predictions: int  # images whose argmax agrees
+
+    @property
+    def identical(self) -> bool:
+        """True when every output is equal."""
+        return self.differing == 0
+
+    def __str__(self) -> str:
+        if self.identical:
+            return f"outputs identical on all {self.images} images"
+        return (f"{self.differing} of {self.scores} outputs differ (at most {self.max_step} int8 step"
+                f"{'s' if self.max_step > 1 else ''}); predictions agree on {self.same_predictions} of {self.images}")
+
+
+def compare_outputs(a: np.ndarray, b: np.ndarray) -> Agreement:
+    """Compare two runtimes' outputs for the same images (first axis: images)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"The outputs to compare must have one shape. Received: {a.shape} and {b.shape}")
+    diff = np.abs(a.astype("int64") - b.astype("int64"))
+    flat_a, flat_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return Agreement(len(a), int(a.size), int(np.count_nonzero(diff)), int(diff.max(initial=0)),
+                     int(np.sum(flat_a.argmax(-1) == flat_b.argmax(-1))))

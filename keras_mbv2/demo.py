@@ -1,19 +1,21 @@
 """The end-to-end job behind `keras-mbv2 demo`: digits -> float -> PTQ / QAT int8 -> TFLM -> micro files.
 
-Everything is written into a temporary folder beside the destination and renamed into place at the end,
-so a failed or interrupted run leaves nothing half-written.
+Everything is written into a temporary folder beside the destination and renamed into place at the end
+(`keras_mbv2.files.output_folder`), so a failed or interrupted run leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .files import output_folder
+from .tflite import Agreement, compare_outputs
 
 Log = Callable[[str], None]
 
@@ -26,7 +28,7 @@ class DemoResult:
     ptq_accuracy: float
     qat_accuracy: float
     tflm_accuracy: float
-    tflm_identical: bool
+    tflm_agreement: Agreement  # TFLM vs LiteRT's reference kernels on the test images
     model_bytes: int
     arena_bytes: int
     macs: int
@@ -35,12 +37,12 @@ class DemoResult:
     files: list[str] = field(default_factory=list)
 
     def table(self) -> str:
+        """The result as the aligned two-column table the command prints."""
         rows = [
             ("float (Keras)", f"{self.float_accuracy:.1%}"),
             ("PTQ int8 (TFLite)", f"{self.ptq_accuracy:.1%}"),
             ("QAT int8 (TFLite)", f"{self.qat_accuracy:.1%}"),
-            ("QAT int8 (TFLite Micro)", f"{self.tflm_accuracy:.1%}" + (" (outputs identical)" if self.tflm_identical
-                                                                       else " (outputs DIFFER)")),
+            ("QAT int8 (TFLite Micro)", f"{self.tflm_accuracy:.1%} ({self.tflm_agreement})"),
             ("model bytes (flash)", f"{self.model_bytes:,}"),
             ("arena bytes (RAM)", f"{self.arena_bytes:,}"),
             ("MAdds", f"{self.macs:,}"),
@@ -49,15 +51,6 @@ class DemoResult:
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def prepare_out_dir(out: str, force: bool) -> None:
-    """Refuse to overwrite a non-empty folder unless forced (raises ValueError naming --out)."""
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not force:
-        raise ValueError(f"--out exists and is not empty (use --force to replace it). Received: --out {out!r}")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ValueError(f"the parent folder of --out does not exist. Received: --out {out!r}")
 
 
 def _plots(workdir: str, result: DemoResult, profile) -> list[str]:
@@ -105,7 +98,7 @@ def _report_md(result: DemoResult, profile) -> str:
 | PTQ int8 accuracy (TFLite) | {result.ptq_accuracy:.1%} |
 | QAT int8 accuracy (TFLite, reference kernels) | {result.qat_accuracy:.1%} |
 | QAT int8 accuracy (TFLite Micro host runtime) | {result.tflm_accuracy:.1%} |
-| TFLM outputs identical to TFLite | {"yes" if result.tflm_identical else "NO"} |
+| TFLM outputs vs TFLite reference kernels | {result.tflm_agreement} |
 | model bytes (flash) | {result.model_bytes:,} |
 | TFLM arena bytes (RAM, kTensorArenaSize) | {result.arena_bytes:,} |
 | MAdds | {result.macs:,} |
@@ -136,29 +129,27 @@ def run_demo(
     seed: int = 0,
     log: Log = print,
 ) -> DemoResult:
+    """Train `network` on the bundled digits, quantize it (post-training and quantization-aware), run the int8
+    model on LiteRT and on the TFLite Micro host runtime, emit the microcontroller C files, and write
+    report.md with plots into the folder `out` (built under a temporary name, renamed into place at the end;
+    an existing non-empty folder is replaced only with `force`)."""
     import keras
 
-    from .models.registry import build_network
     from .datasets import load_digits
     from .micro import emit
+    from .models.networks import NETWORKS, build_network
     from .profiler import profile as profile_model
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
 
     for name, value in (("--epochs", epochs), ("--qat-epochs", qat_epochs), ("--image-size", image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer. Received: {name} {value!r}")
-    prepare_out_dir(out, force)
     start = time.perf_counter()
-    parent = os.path.dirname(os.path.abspath(out))
-    work = tempfile.mkdtemp(prefix=".keras-mbv2-demo-", dir=parent)
-    try:
+    with output_folder(out, "--out", force) as work:
         log(f"[1/7] data: UCI digits from scikit-learn, resized to {image_size}x{image_size}")
         data = load_digits(image_size=image_size)
         keras.utils.set_random_seed(seed)
-        if width is None and network in ("mobilenet_v2", "mobilenet_v1"):
-            width = 0.35 if network == "mobilenet_v2" else 0.25
-        if width is None and network == "shufflenet_v1":
-            width = 0.5
+        width = NETWORKS[network].demo_width if width is None else width
         model = build_network(network, (image_size, image_size, 1), width, groups, 10, bn_momentum=0.9)
         log(f"[2/7] float training: {model.name}, {model.count_params():,} params, {epochs} epochs")
         model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -210,17 +201,12 @@ def run_demo(
         result = DemoResult(
             out_dir=os.path.abspath(out), network=model.name, float_accuracy=float_acc, ptq_accuracy=ptq_acc,
             qat_accuracy=lite.accuracy, tflm_accuracy=micro.accuracy,
-            tflm_identical=bool(np.array_equal(lite.outputs, micro.outputs)), model_bytes=len(int8),
+            tflm_agreement=compare_outputs(micro.outputs, lite.outputs), model_bytes=len(int8),
             arena_bytes=report.arena_bytes, macs=prof.macs, params=model.count_params(),
             seconds=time.perf_counter() - start,
         )
         _plots(work, result, prof)
         with open(os.path.join(work, "report.md"), "w") as f:
             f.write(_report_md(result, prof))
-        if os.path.exists(out):
-            shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
-        os.replace(work, out)
-        result.files = sorted(os.listdir(out))
-        return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        result.files = sorted(os.listdir(work))
+    return result

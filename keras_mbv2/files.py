@@ -1,0 +1,148 @@
+"""Writing outputs so that nothing is lost: temporary names renamed into place, the user's umask, safe folders.
+
+Every file and folder keras_mbv2 writes goes through here:
+- `atomic_write` / `write_file`: a temporary file beside the destination, renamed into place only when complete;
+- `write_files`: several files into one folder, all or none;
+- `output_folder`: a whole output folder built under a temporary name and renamed into place on success;
+- `check_replaceable`: the rule for what an output may replace (never the current folder, one of its parents,
+  the home folder or the filesystem root, and nothing that exists unless the caller was asked to replace it).
+
+Files get mode 0666 and folders 0777, less the process umask (0644 / 0755 under the usual 022), as `open` and
+`mkdir` would give: `tempfile` creates them 0600 / 0700, which other users and tools could not read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Callable, Iterator, Mapping
+
+
+class OutputExistsError(ValueError):
+    """An output would replace something that exists and the caller did not ask for that."""
+
+
+def umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fix_mode(path: str, directory: bool) -> None:
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
+def check_replaceable(path: str, flag: str, force: bool) -> None:
+    """Refuse an output `path` that would replace something it should not (raises OutputExistsError naming
+    `flag`): the current folder, a parent of it, the home folder or the root always; anything that exists
+    (a non-empty folder, or a file) unless `force`; and a folder or parent folder this process cannot write."""
+    target = os.path.realpath(path)
+    cwd = os.path.realpath(os.getcwd())
+    protected = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)}
+    if target in protected or cwd == target or cwd.startswith(target.rstrip(os.sep) + os.sep):
+        raise OutputExistsError(
+            f"{flag} must not be the current folder, one of its parents, the home folder or the root, since the "
+            f"output would replace it. Received: {flag} {path!r}"
+        )
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise OutputExistsError(f"the folder of {flag} does not exist. Received: {flag} {path!r}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputExistsError(f"the folder of {flag} is not writable. Received: {flag} {path!r}")
+    if os.path.isdir(target):
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise OutputExistsError(f"{flag} is a folder that is not writable. Received: {flag} {path!r}")
+        if os.listdir(target) and not force:
+            raise OutputExistsError(
+                f"{flag} exists and is not empty (pass --force to replace it). Received: {flag} {path!r}")
+    elif os.path.lexists(target) and not force:
+        raise OutputExistsError(f"{flag} exists (pass --force to replace it). Received: {flag} {path!r}")
+
+
+def atomic_write(path: str, write: Callable[[str], None], suffix: str | None = None) -> None:
+    """Call `write(tmp)` for a temporary file beside `path`, then rename it into place with the umask's mode.
+    Nothing is left behind when `write` fails or is interrupted."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"the output folder does not exist. Received: {path!r}")
+    suffix = os.path.splitext(path)[1] if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        _fix_mode(tmp, directory=os.path.isdir(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def write_file(path: str, content: bytes | str) -> None:
+    """Write `content` (bytes, or text as UTF-8 with "\\n" line ends) to `path` through `atomic_write`."""
+    raw = content if isinstance(content, bytes) else content.encode()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+
+    atomic_write(path, write)
+
+
+def write_files(folder: str, files: Mapping[str, bytes | str]) -> list[str]:
+    """Write every `files[name]` into `folder` (created if needed), all or none: each is written under a
+    temporary name first, and the folder is removed again if this call created it and failed."""
+    created = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
+        try:
+            for name, content in files.items():
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(content if isinstance(content, bytes) else content.encode())
+                _fix_mode(os.path.join(tmp, name), directory=False)
+            for name in files:
+                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+                written.append(name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return written
+
+
+@contextlib.contextmanager
+def output_folder(path: str, flag: str = "--out", force: bool = False) -> Iterator[str]:
+    """Build an output folder under a temporary name beside `path`; on success rename it into place.
+
+    Checked first with `check_replaceable` (so `force` is needed to replace a non-empty folder). An existing
+    folder is replaced only after the new one is complete: it is renamed aside, the new one renamed into place,
+    and the old one removed. On failure or Ctrl-C the temporary folder is removed and `path` is untouched.
+    """
+    check_replaceable(path, flag, force)
+    parent = os.path.dirname(os.path.abspath(path))
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}-", dir=parent)
+    try:
+        yield work
+        _fix_mode(work, directory=True)
+        if os.path.lexists(path):
+            aside = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
+            os.replace(path, os.path.join(aside, "old"))
+            try:
+                os.replace(work, path)
+            except BaseException:
+                os.replace(os.path.join(aside, "old"), path)
+                raise
+            finally:
+                shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(work, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

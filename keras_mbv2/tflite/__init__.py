@@ -1,0 +1,45 @@
+"""TFLite below both `quantization/` and `micro/`: the flatbuffer, its operators and tensors, and the runtimes.
+
+- `flatbuffer`: read and check a .tflite, parse it into LiteRT's object API and pack it back, operator names,
+  multiply-adds, activation tensor sizes, input/output quantization;
+- `schedule`: tensor lifetimes in an operator order, the activation peak, depth-first reordering;
+- `memory_plan`: an offline memory plan stored in the model's `OfflineMemoryAllocation` metadata;
+- `runtime`: LiteRT (reference kernels) and the TensorFlow Lite Micro host runtime, each in a child process,
+  accuracy evaluation, and TFLM's measured arena.
+"""
+
+from .flatbuffer import (
+    TFLITE_IDENTIFIER,
+    activation_sizes,
+    io_details,
+    operator_names,
+    pack_model,
+    parse_model,
+    read_tflite,
+    require_int8,
+    tflite_macs,
+)
+from .memory_plan import offline_plan, plan_offsets, with_offline_plan
+from .runtime import (
+    Agreement,
+    ArenaUse,
+    TFLiteResult,
+    arena_use,
+    compare_outputs,
+    evaluate_tflite,
+    measure_arena,
+    parse_arena_bytes,
+    quantize_input,
+    run_isolated,
+    run_litert,
+    run_tflm,
+)
+from .schedule import activation_peak, depth_first_order, lifetimes, reorder_operators, schedule_operators
+
+__all__ = [
+    "Agreement", "ArenaUse", "TFLITE_IDENTIFIER", "TFLiteResult", "activation_peak", "activation_sizes", "arena_use",
+    "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details", "lifetimes", "measure_arena",
+    "offline_plan", "operator_names", "pack_model", "parse_arena_bytes", "parse_model", "plan_offsets",
+    "quantize_input", "read_tflite", "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_tflm",
+    "schedule_operators", "tflite_macs", "with_offline_plan",
+]

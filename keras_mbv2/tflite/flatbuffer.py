@@ -1,0 +1,143 @@
+"""A .tflite file as data: read and check it, walk its tensors and operators, and pack it back.
+
+TFLite models are flatbuffers (schema.fbs). LiteRT ships the generated Python object API
+(`ai_edge_litert.schema_py_generated`), so a model is parsed once into a mutable `ModelT`, inspected or edited,
+and packed back with `pack_model` — the one place that writes a flatbuffer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+# TFLite TensorType -> bytes per element (schema.fbs).
+TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 8, 15: 2, 16: 2}
+
+
+def read_tflite(tflite: bytes | str | os.PathLike, name: str = "tflite") -> bytes:
+    """The bytes of a .tflite model (bytes or a path), checked to be a TFLite flatbuffer."""
+    if isinstance(tflite, (str, os.PathLike)):
+        if not os.path.isfile(tflite):
+            raise ValueError(f"`{name}` file does not exist. Received: {name}={os.fspath(tflite)!r}")
+        with open(tflite, "rb") as f:
+            data = f.read()
+        label = repr(os.fspath(tflite))
+    elif isinstance(tflite, (bytes, bytearray)):
+        data, label = bytes(tflite), f"<{len(tflite)} bytes>"
+    else:
+        raise ValueError(f"`{name}` must be .tflite bytes or a path. Received: {name}={type(tflite).__name__}")
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError(f"`{name}` is not a TFLite flatbuffer (no 'TFL3' identifier). Received: {name}={label}")
+    try:
+        model = parse_model(data)
+        if not model.subgraphs:
+            raise ValueError("no subgraphs")
+    except Exception as exc:
+        raise ValueError(f"`{name}` is a truncated or corrupt TFLite model ({exc}). Received: {name}={label}") from exc
+    return data
+
+
+def parse_model(data: bytes) -> Any:
+    """The whole flatbuffer as LiteRT's generated object API (`ModelT`); raises on truncated data."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+
+
+def pack_model(model: Any, size_hint: int = 0) -> bytes:
+    """Serialise a `ModelT` (from `parse_model`, possibly edited) back into .tflite bytes."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def single_subgraph(data: bytes, purpose: str) -> tuple[Any, Any]:
+    """(model, its only subgraph); raises naming `purpose` for models with control flow (several subgraphs)."""
+    model = parse_model(data)
+    if len(model.subgraphs or []) != 1:
+        raise ValueError(
+            f"Only single-subgraph models can be {purpose}. Received: {len(model.subgraphs or [])} subgraphs"
+        )
+    return model, model.subgraphs[0]
+
+
+def builtin_names() -> dict[int, str]:
+    """BuiltinOperator code -> name (CONV_2D, ...)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def opcode_names(model: Any) -> list[str]:
+    """The builtin operator name of each entry of a parsed model's operator-code table."""
+    names = builtin_names()
+    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), f"CUSTOM({c.customCode!r})")
+            for c in model.operatorCodes or []]
+
+
+def operator_names(data: bytes) -> list[str]:
+    """The builtin operator names a model uses, in the order of its operator-code table."""
+    return opcode_names(parse_model(data))
+
+
+def activation_sizes(model: Any, graph: Any) -> dict[int, int]:
+    """Bytes of every tensor a memory planner must place: not constant (no buffer data), not a variable."""
+    sizes = {}
+    for index, tensor in enumerate(graph.tensors):
+        buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+        constant = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+        if not constant and not tensor.isVariable:
+            shape = tensor.shape if tensor.shape is not None else []
+            sizes[index] = int(np.prod(shape)) * TYPE_BYTES.get(tensor.type, 4)
+    return sizes
+
+
+def operator_macs(kind: str, graph: Any, op: Any) -> int:
+    """Multiply-adds of one CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED operator (0 for other kinds)."""
+    if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        return 0
+    out = graph.tensors[op.outputs[0]].shape
+    weights = graph.tensors[op.inputs[1]].shape
+    if kind == "CONV_2D":  # weights (out, kh, kw, in/groups)
+        return int(np.prod(out)) * int(np.prod(weights[1:]))
+    if kind == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out)
+        return int(np.prod(out)) * int(weights[1] * weights[2])
+    return int(np.prod(out)) * int(weights[1])  # weights (out, in)
+
+
+def tflite_macs(data: bytes) -> int:
+    """Multiply-adds of the model's CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED operators."""
+    model = parse_model(data)
+    names = opcode_names(model)
+    return sum(operator_macs(names[op.opcodeIndex], graph, op) for graph in model.subgraphs for op in graph.operators)
+
+
+def io_details(tflite: bytes) -> dict[str, Any]:
+    """Input/output dtype, shape, scale and zero point, read with LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=tflite)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    return {
+        "input_dtype": np.dtype(inp["dtype"]).name, "input_shape": tuple(int(d) for d in inp["shape"]),
+        "input_scale": float(inp["quantization"][0]), "input_zero_point": int(inp["quantization"][1]),
+        "output_dtype": np.dtype(out["dtype"]).name, "output_shape": tuple(int(d) for d in out["shape"]),
+        "output_scale": float(out["quantization"][0]), "output_zero_point": int(out["quantization"][1]),
+    }
+
+
+def require_int8(tflite: bytes, name: str = "tflite") -> dict[str, Any]:
+    """Raise unless the model is full-integer (int8 input and output), as microcontrollers need."""
+    details = io_details(tflite)
+    if details["input_dtype"] != "int8" or details["output_dtype"] != "int8":
+        raise ValueError(
+            f"`{name}` must be a full-int8 model (int8 input and output); it has {details['input_dtype']} input and "
+            f"{details['output_dtype']} output. Convert with to_tflite(model, representative_data, quantize='int8')."
+        )
+    return details
