@@ -4,6 +4,14 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .logs import STARTUP as _STARTUP
+from .logs import native_stderr_to as _native_stderr_to
+
+# TensorFlow's native start-up lines (CUDA probing on machines without a GPU) are kept in logs.STARTUP;
+# KERAS_MBV2_VERBOSE=1 lets them through.
+with _native_stderr_to(_STARTUP):
+    import keras as _keras  # noqa: F401 (imports the backend, TensorFlow by default, inside the capture)
+
 from . import datasets, layers
 from .models import (
     MobileNetV1,

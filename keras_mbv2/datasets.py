@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers._base import check_choice, check_positive_int
+from .checks import check_choice, check_positive_int
 
 
 @dataclass
 class Split:
+    """Train and test images (float32 in [0, 1], channels last) with integer labels and the class names."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -44,22 +46,65 @@ def load_digits(image_size: int = 32, channels: int = 1, test_fraction: float = 
     return Split(x_train, y_train, x_test, y_test, tuple(str(i) for i in range(10)))
 
 
-def load_image_folder(directory: str, image_size: int = 96, channels: int = 3, validation_split: float = 0.2,
-                      seed: int = 0, batch_size: int = 32):
-    """A user's own images, one sub-folder per class, via `keras.utils.image_dataset_from_directory`.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
-    Returns (train, validation) `tf.data.Dataset`s of float images in [0, 1] and int labels.
+
+def load_image_folder(directory: str, image_size: int = 96, channels: int = 3, test_fraction: float = 0.2,
+                      seed: int = 0) -> Split:
+    """A user's own images, one sub-folder per class (the layout of `keras.utils.image_dataset_from_directory`),
+    as float32 arrays in [0, 1] of shape (N, image_size, image_size, channels), resized as needed, split into a
+    stratified train/test pair (same for the same `seed`). Classes are the sub-folder names, sorted.
+
+    Raises ValueError naming the folder or the file when the data cannot train a classifier: no such folder,
+    fewer than two classes, a class without images, too few images to hold some of each class out for testing,
+    or a file that is not a readable image (PNG, JPEG, BMP, GIF).
     """
     import os
 
-    import keras
+    import tensorflow as tf
+    from sklearn.model_selection import train_test_split
 
+    check_positive_int("image_size", image_size)
+    check_choice("channels", channels, (1, 3))
+    if not isinstance(test_fraction, float) or not 0 < test_fraction < 1:
+        raise ValueError(f"`test_fraction` must be a float in (0, 1). Received: test_fraction={test_fraction!r}")
     if not os.path.isdir(directory):
         raise ValueError(f"`directory` must be an existing folder. Received: directory={directory!r}")
-    color = {1: "grayscale", 3: "rgb"}[check_choice("channels", channels, (1, 3))]
-    common = dict(image_size=(image_size, image_size), color_mode=color, batch_size=batch_size, seed=seed,
-                  validation_split=validation_split, label_mode="int")
-    train = keras.utils.image_dataset_from_directory(directory, subset="training", **common)
-    val = keras.utils.image_dataset_from_directory(directory, subset="validation", **common)
-    scale = keras.layers.Rescaling(1.0 / 255)
-    return train.map(lambda x, y: (scale(x), y)), val.map(lambda x, y: (scale(x), y))
+    classes = sorted(d for d in os.listdir(directory)
+                     if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
+    if len(classes) < 2:
+        raise ValueError(
+            f"`directory` must hold one sub-folder per class, at least two: found {len(classes)} "
+            f"({', '.join(classes) or 'none'}). Received: directory={directory!r}"
+        )
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        folder = os.path.join(directory, name)
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise ValueError(f"class folder {name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                             f"Received: directory={directory!r}")
+        for fname in files:
+            path = os.path.join(folder, fname)
+            try:
+                with open(path, "rb") as f:
+                    image = tf.io.decode_image(f.read(), channels=channels, expand_animations=False)
+            except (tf.errors.OpError, ValueError) as exc:
+                message = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+                raise ValueError(f"{path!r} is not a readable image ({message}).") from None
+            image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, (image_size, image_size), antialias=True)
+            images.append(np.clip(image.numpy(), 0.0, 1.0))
+            labels.append(label)
+    x, y = np.stack(images).astype("float32"), np.array(labels, dtype="int32")
+    counts = np.bincount(y, minlength=len(classes))
+    if int(counts.min()) < 2:
+        raise ValueError(
+            f"every class needs at least 2 images (one to train on, one to test): class "
+            f"{classes[int(counts.argmin())]!r} has {int(counts.min())}. Received: directory={directory!r}"
+        )
+    test_size = max(len(classes), int(round(test_fraction * len(y))))
+    if len(y) - test_size < len(classes):
+        raise ValueError(f"{len(y)} images are too few to train and test {len(classes)} classes. "
+                         f"Received: directory={directory!r}")
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    return Split(x_train, y_train, x_test, y_test, tuple(classes))

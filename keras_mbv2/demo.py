@@ -10,18 +10,21 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from .checks import check_positive_int
 from .files import output_folder
-from .tflite import Agreement, compare_outputs
+from .tflite import Agreement, compare_outputs, live_bytes_per_operator
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class DemoResult:
+    """What `run_demo` measured, and where it wrote it."""
+
     out_dir: str
     network: str
     float_accuracy: float
@@ -30,10 +33,16 @@ class DemoResult:
     tflm_accuracy: float
     tflm_agreement: Agreement  # TFLM vs LiteRT's reference kernels on the test images
     model_bytes: int
-    arena_bytes: int
+    arena_bytes: int  # kTensorArenaSize: measured arena + margin
+    measured_arena_bytes: int
+    activation_bytes: int  # the arena's planned activation buffers (TFLM's head)
     macs: int
     params: int
     seconds: float
+    train_images: int = 0
+    test_images: int = 0
+    epochs: int = 0
+    qat_epochs: int = 0
     files: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -44,7 +53,8 @@ class DemoResult:
             ("QAT int8 (TFLite)", f"{self.qat_accuracy:.1%}"),
             ("QAT int8 (TFLite Micro)", f"{self.tflm_accuracy:.1%} ({self.tflm_agreement})"),
             ("model bytes (flash)", f"{self.model_bytes:,}"),
-            ("arena bytes (RAM)", f"{self.arena_bytes:,}"),
+            ("arena bytes (RAM)", f"{self.arena_bytes:,} ({self.activation_bytes:,} activations + "
+                                  f"{self.measured_arena_bytes - self.activation_bytes:,} persistent + margin)"),
             ("MAdds", f"{self.macs:,}"),
             ("params", f"{self.params:,}"),
             ("files", self.out_dir),
@@ -53,7 +63,7 @@ class DemoResult:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _plots(workdir: str, result: DemoResult, profile) -> list[str]:
+def _plots(workdir: str, result: DemoResult, profile: Any, operators: list[tuple[str, int]]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,32 +75,49 @@ def _plots(workdir: str, result: DemoResult, profile) -> list[str]:
     values = [result.float_accuracy, result.ptq_accuracy, result.qat_accuracy, result.tflm_accuracy]
     bars = ax.bar(stages, [v * 100 for v in values], color=["#4c72b0", "#dd8452", "#55a868", "#8172b3"])
     ax.bar_label(bars, labels=[f"{v:.1%}" for v in values])
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test accuracy (%), {result.test_images} images")
     ax.set_ylim(0, 105)
     ax.set_title(f"{result.network} on the digits: accuracy per stage")
     fig.tight_layout()
     fig.savefig(acc_png, dpi=110)
     plt.close(fig)
 
+    # What the device needs, per operator of the int8 model as TFLM runs it: the persistent part of the arena
+    # (tensor structs, per-channel quantization data) under the activations alive at that operator.
     mem_png = os.path.join(workdir, "memory.png")
-    names = [layer.name for layer in profile.layers]
-    live = [layer.live_bytes / 1024 for layer in profile.layers]
+    persistent = (result.measured_arena_bytes - result.activation_bytes) / 1024
+    live = [b / 1024 for _, b in operators]
     peak = int(np.argmax(live))
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.28), 3.6))
-    colors = ["#c44e52" if i == peak else "#4c72b0" for i in range(len(names))]
-    ax.bar(range(len(names)), live, color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_ylabel("live activations (KiB, int8)")
-    ax.set_title(f"Activation memory per layer; peak {profile.peak_activation_bytes:,} B at {profile.peak_layer}")
-    ax.annotate("peak", (peak, live[peak]), ha="center", va="bottom", color="#c44e52")
+    fig, ax = plt.subplots(figsize=(max(7, len(live) * 0.16), 4))
+    x = np.arange(len(live))
+    ax.bar(x, [persistent] * len(live), color="#c7c7c7", width=0.85, label=f"TFLM persistent data {persistent:.1f} KiB")
+    ax.bar(x, live, bottom=persistent, width=0.85, label="activations alive at the operator (as TFLM plans them)",
+           color=["#c44e52" if i == peak else "#4c72b0" for i in range(len(live))])
+    ax.axhline(result.arena_bytes / 1024, color="black", lw=1,
+               label=f"kTensorArenaSize {result.arena_bytes / 1024:.1f} KiB (measured + margin)")
+    ax.axhline(persistent + profile.peak_activation_bytes / 1024, color="#dd8452", lw=1, ls="--",
+               label=f"profiler estimate, each block as one operation: {profile.peak_activation_bytes / 1024:.1f} "
+                     "KiB activations (paper Section 5.1)")
+    ax.set_xticks(x[::max(1, len(x) // 20)], [f"{i}" for i in x[::max(1, len(x) // 20)]], fontsize=7)
+    ax.set_xlabel(f"operator of the int8 model, in the order TFLM runs them (peak at #{peak}: {operators[peak][0]})")
+    ax.set_ylabel("RAM (KiB)")
+    ax.set_title(f"{result.network}: what the TFLM arena holds, operator by operator")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(mem_png, dpi=110)
     plt.close(fig)
     return [acc_png, mem_png]
 
 
-def _report_md(result: DemoResult, profile) -> str:
+def _report_md(result: DemoResult, profile: Any) -> str:
+    persistent = result.measured_arena_bytes - result.activation_bytes
+    arena = f"{result.arena_bytes:,} B = {result.activation_bytes:,} activations + {persistent:,} persistent + margin"
+    estimate = f"{profile.peak_activation_bytes:,} B at `{profile.peak_layer}`"
     return f"""# keras-mbv2 demo: {result.network} on the bundled digits
+
+Data: the UCI digits scikit-learn ships, {result.train_images} training and {result.test_images} test images
+(stratified split, seed 0). Float training: {result.epochs} epochs, Adam 2e-3, batch 32, batch-norm momentum 0.9.
+Quantization-aware training: {result.qat_epochs} epochs, Adam 1e-4. Calibration: 200 training images.
 
 | stage | value |
 | --- | --- |
@@ -100,15 +127,21 @@ def _report_md(result: DemoResult, profile) -> str:
 | QAT int8 accuracy (TFLite Micro host runtime) | {result.tflm_accuracy:.1%} |
 | TFLM outputs vs TFLite reference kernels | {result.tflm_agreement} |
 | model bytes (flash) | {result.model_bytes:,} |
-| TFLM arena bytes (RAM, kTensorArenaSize) | {result.arena_bytes:,} |
+| TFLM arena (RAM, kTensorArenaSize) | {arena} |
 | MAdds | {result.macs:,} |
 | params | {result.params:,} |
-| peak activation memory, each block as one op (int8) | {profile.peak_activation_bytes:,} B at `{profile.peak_layer}` |
+| profiler estimate, each block as one operation (not what TFLM needs) | {estimate} |
 | run time | {result.seconds:.0f} s |
 
 ![accuracy per stage](accuracy.png)
 
-![activation memory per layer](memory.png)
+![TFLM arena per operator](memory.png)
+
+The arena is what the microcontroller needs for inference: TFLM's planned activation buffers (the largest set
+alive at one operator, placed by its planner) plus its persistent data (tensor structs and per-channel
+quantization parameters of every operator), measured on the TFLite Micro host runtime. The profiler's
+block-level figure counts only the tensors between blocks, as if each block ran as one operation (the paper's
+Section 5.1 estimate); TFLM runs every operator on its own, so its activations are larger.
 
 Files: `model_float.keras` (Keras 3), `qat_model.h5` (tf_keras QAT, load under
 `keras_mbv2.quantization.quantize_scope()`), `model_ptq_int8.tflite`, `model_int8.tflite`, `model_float.tflite`,
@@ -141,18 +174,20 @@ def run_demo(
     from .profiler import profile as profile_model
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
 
-    for name, value in (("--epochs", epochs), ("--qat-epochs", qat_epochs), ("--image-size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name} {value!r}")
+    for name, value in (("epochs", epochs), ("qat_epochs", qat_epochs), ("image_size", image_size)):
+        check_positive_int(name, value)
+    if image_size < 32:
+        raise ValueError(f"`image_size` must be at least 32 (the networks' strides). Received: image_size={image_size}")
     start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    width = NETWORKS[network].demo_width if width is None else width
+    model = build_network(network, (image_size, image_size, 1), width, groups, 10, bn_momentum=0.9)  # checks args
     with output_folder(out, "--out", force) as work:
         log(f"[1/7] data: UCI digits from scikit-learn, resized to {image_size}x{image_size}")
         data = load_digits(image_size=image_size)
-        keras.utils.set_random_seed(seed)
-        width = NETWORKS[network].demo_width if width is None else width
-        model = build_network(network, (image_size, image_size, 1), width, groups, 10, bn_momentum=0.9)
         log(f"[2/7] float training: {model.name}, {model.count_params():,} params, {epochs} epochs")
         model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.optimizer.build(model.trainable_variables)  # see cli.cmd_train
         progress = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda e, logs: log(f"      epoch {e + 1}/{epochs}  loss {logs['loss']:.4f}  "
                                              f"accuracy {logs['accuracy']:.3f}")
@@ -202,10 +237,12 @@ def run_demo(
             out_dir=os.path.abspath(out), network=model.name, float_accuracy=float_acc, ptq_accuracy=ptq_acc,
             qat_accuracy=lite.accuracy, tflm_accuracy=micro.accuracy,
             tflm_agreement=compare_outputs(micro.outputs, lite.outputs), model_bytes=len(int8),
-            arena_bytes=report.arena_bytes, macs=prof.macs, params=model.count_params(),
-            seconds=time.perf_counter() - start,
+            arena_bytes=report.arena_bytes, measured_arena_bytes=report.measured_arena_bytes,
+            activation_bytes=report.activation_bytes, macs=prof.macs, params=model.count_params(),
+            seconds=time.perf_counter() - start, train_images=len(data.y_train), test_images=len(data.y_test),
+            epochs=epochs, qat_epochs=qat_epochs,
         )
-        _plots(work, result, prof)
+        _plots(work, result, prof, live_bytes_per_operator(int8))
         with open(os.path.join(work, "report.md"), "w") as f:
             f.write(_report_md(result, prof))
         result.files = sorted(os.listdir(work))

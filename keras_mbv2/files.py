@@ -62,6 +62,25 @@ def check_replaceable(path: str, flag: str, force: bool) -> None:
         raise OutputExistsError(f"{flag} exists (pass --force to replace it). Received: {flag} {path!r}")
 
 
+def check_receiving_folder(path: str, flag: str, names: list[str], force: bool) -> None:
+    """Check a folder that will receive the files `names` (created if missing): it is a writable folder (or its
+    parent is), and none of `names` exists in it unless `force` (raises OutputExistsError naming `flag`)."""
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputExistsError(f"{flag} is a folder that is not writable. Received: {flag} {path!r}")
+        clash = sorted(set(os.listdir(path)) & set(names))
+        if clash and not force:
+            raise OutputExistsError(f"{flag} already holds {', '.join(clash)} (pass --force to replace them). "
+                                    f"Received: {flag} {path!r}")
+    elif os.path.lexists(path):
+        raise OutputExistsError(f"{flag} must be a folder. Received: {flag} {path!r}")
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputExistsError(f"the folder of {flag} does not exist or is not writable. Received: {flag} "
+                                    f"{path!r}")
+
+
 def atomic_write(path: str, write: Callable[[str], None], suffix: str | None = None) -> None:
     """Call `write(tmp)` for a temporary file beside `path`, then rename it into place with the umask's mode.
     Nothing is left behind when `write` fails or is interrupted."""

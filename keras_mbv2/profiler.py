@@ -20,8 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .checks import check_positive_int
 from .layers import Block
-from .layers._base import check_positive_int
 
 
 @dataclass
@@ -62,9 +62,11 @@ class Profile:
                     table[size] = (channels, nbytes)
         return dict(sorted(table.items(), reverse=True))
 
-    def table(self) -> str:
+    def table(self, expand_blocks: bool = False) -> str:
         """A per-layer text table. `live bytes`: the layer run as one operation; `operator bytes`: its
-        built-in operators run one by one (TFLite Micro), the figure `memory_splits` lowers."""
+        built-in operators run one by one (TFLite Micro), the figure `memory_splits` lowers. With
+        `expand_blocks`, each block's sub-layers follow it (`block_3/expand`, ...: the paper's names, as
+        `model.summary()` cannot show them)."""
         head = (f"{'layer':<28}{'kind':<22}{'output':<20}{'params':>11}{'MACs':>14}{'live bytes':>13}"
                 f"{'operator bytes':>16}")
         rows = [head, "-" * len(head)]
@@ -75,6 +77,10 @@ class Profile:
                 f"{layer.name[:27]:<28}{layer.kind[:21]:<22}{str(layer.output_shape[1:])[:19]:<20}"
                 f"{layer.params:>11,}{layer.macs:>14,}{layer.live_bytes:>13,}{layer.operator_bytes:>16,}{mark}"
             )
+            for child in layer.children if expand_blocks else []:
+                name = f"  {layer.name}/{child.name}"
+                rows.append(f"{name[:27]:<28}{child.kind[:21]:<22}{str(child.output_shape[1:])[:19]:<20}"
+                            f"{child.params:>11,}{child.macs:>14,}")
         rows.append("-" * len(head))
         rows.append(
             f"{'total':<70}{self.params:>11,}{self.macs:>14,}{self.peak_activation_bytes:>13,}"
@@ -119,7 +125,7 @@ def _block_children(block: Block, input_shape: Any) -> list[LayerProfile]:
         ))
         return out
 
-    block.forward(input_shape, record)
+    block.compose(input_shape, record)
     return children
 
 
@@ -212,7 +218,7 @@ class _Buffer:
 
 def _operator_peak(block: Block, input_shape: Any, kept: list[bool], bytes_per_activation: int) -> int:
     """Peak bytes of `block`'s inputs, inner tensors and outputs, running its sub-layers as operators in
-    `forward` order. Inputs flagged in `kept` are needed after the block and stay alive throughout."""
+    `compose` order. Inputs flagged in `kept` are needed after the block and stay alive throughout."""
     shapes = input_shape if isinstance(input_shape, list) else [input_shape]
     inputs = [_Buffer(s) for s in shapes]
     operators: list[tuple[list[_Buffer], _Buffer]] = []
@@ -226,7 +232,7 @@ def _operator_peak(block: Block, input_shape: Any, kept: list[bool], bytes_per_a
         operators.append(([b.owner for b in ins], out))
         return out
 
-    result = block.forward(inputs if isinstance(input_shape, list) else inputs[0], record)
+    result = block.compose(inputs if isinstance(input_shape, list) else inputs[0], record)
     outputs = {b.owner for b in (result if isinstance(result, (list, tuple)) else [result])}
     end = len(operators)
     last_use = {b: end for b, keep in zip(inputs, kept) if keep} | {b: end for b in outputs}

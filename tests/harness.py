@@ -47,7 +47,8 @@ def run_block_test(
     computed = block.compute_output_shape(
         [tuple(i.shape) for i in inputs] if len(inputs) > 1 else tuple(inputs[0].shape)
     )
-    computed = computed if isinstance(computed, list) else [computed]
+    several = isinstance(computed, (list, tuple)) and computed and isinstance(computed[0], (list, tuple))
+    computed = list(computed) if several else [computed]
     assert [tuple(c)[1:] for c in computed] == [s[1:] for s in expected_output_shapes]
     if expected_has_skip is not None:
         assert block.has_skip is expected_has_skip

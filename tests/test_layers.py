@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from harness import run_block_test
+from keras.src.testing import TestCase as KerasTestCase
 
 import keras_mbv2
 from keras_mbv2 import layers as L
@@ -214,3 +215,38 @@ def test_bad_arguments_name_argument_and_value(cls, kwargs, fragment):
 def test_bad_input_shapes_name_argument_and_value(layer, shape, fragment):
     with pytest.raises(ValueError, match=fragment):
         layer().build(shape)
+
+
+class _KerasLayerTest(KerasTestCase):
+    """Keras' own layer test (`run_layer_test`), as Keras tests its built-in layers."""
+
+    def runTest(self):  # unittest needs one; the cases below call run_layer_test directly
+        pass
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_keras_run_layer_test_with_mixed_precision(case):
+    """Config and serialization round trips, symbolic and eager calls, a training step, and `mixed_float16`
+    (the output in float16, every weight in float32), exactly as Keras checks its own layers."""
+    cls, kwargs, in_shapes, out_shapes, n_weights, _ = case
+    shapes = [(2, *s[1:]) for s in in_shapes]
+    expected = [(2, *s[1:]) for s in out_shapes]
+    _KerasLayerTest().run_layer_test(
+        cls, init_kwargs=kwargs, input_shape=shapes[0] if len(shapes) == 1 else tuple(shapes),
+        expected_output_shape=expected[0] if len(expected) == 1 else tuple(expected),  # the cells: (output, x)
+        expected_num_trainable_weights=n_weights, run_mixed_precision_check=True,
+    )
+
+
+@pytest.mark.parametrize("policy,dtype", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+def test_blocks_compute_in_the_policys_dtype_with_float32_weights(case, policy, dtype):
+    cls, kwargs, in_shapes = case[:3]
+    block = cls(**kwargs, dtype=policy)
+    data = [np.random.uniform(-1, 1, (2, *s[1:])).astype("float32") for s in in_shapes]
+    outputs = block(data if len(data) > 1 else data[0])
+    for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+        assert keras.backend.standardize_dtype(output.dtype) == dtype
+    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in block.weights)
+    if not isinstance(block, L.ChannelShuffle):
+        assert {keras.backend.standardize_dtype(s.compute_dtype) for s in block.sublayers()} == {dtype}

@@ -8,8 +8,6 @@ block 0's depthwise, which runs on the stem output and cannot be split: 2 x 48x4
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -222,23 +220,6 @@ def test_fit_ram_splits_only_as_far_as_the_budget_needs(mbv2):
     with pytest.raises(ValueError, match="ram_bytes=120000") as exc:
         fit_ram(mbv2, 120_000, calib)
     assert "'expanded_conv' needs 73,728 B" in str(exc.value)
-
-
-def test_cli_micro_fit_ram_writes_the_split_model_and_its_c_files(mbv2, tmp_path, capsys):
-    model_path, split_path, out = str(tmp_path / "m.keras"), str(tmp_path / "split.keras"), str(tmp_path / "micro")
-    mbv2.save(model_path)
-    code = cli.main(["micro", "--model", model_path, "--fit-ram", "160000", "--data", "digits", "--out", out,
-                     "--save-model", split_path, "--name", "mbv2"])
-    printed = capsys.readouterr().out
-    assert code == 0, printed
-    assert "before" in printed and "after" in printed and "block_1=3" in printed
-    settings = open(os.path.join(out, "mbv2_model_settings.h")).read()
-    arena = int(settings.split("kTensorArenaSize = ")[1].split(";")[0])
-    assert arena <= 160_000
-    assert memory_splits_of(keras.models.load_model(split_path))["block_1"] == 3
-    code = cli.main(["micro", "--model", model_path, "--fit-ram", "100000", "--out", str(tmp_path / "none")])
-    assert code == 2 and "--fit-ram 100000" in capsys.readouterr().err
-    assert not os.path.exists(str(tmp_path / "none"))
 
 
 def test_cli_profile_shows_the_split_operator_peak(capsys):

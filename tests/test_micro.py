@@ -212,3 +212,98 @@ def test_offline_memory_plan_beats_tflm_greedy_planner(mobilenet_v1_96, tmp_path
         assert parse_c_array(f.read(), "v1") == planned
     kept = emit(mobilenet_v1_96, str(tmp_path / "online"), name="v1", memory_plan=False)
     assert kept.online_arena_bytes is None and kept.measured_arena_bytes == online.total
+
+
+# --- the firmware application: what CI can check without a TFLM checkout ---------------------------------------
+APP = os.path.join(MICRO, "app")
+
+
+@pytest.fixture(scope="module")
+def with_test_images(int8_model, tmp_path_factory):
+    """The model emitted with 3 digits test images, as `keras-mbv2 micro --test-images 3` does."""
+    data = load_digits(image_size=32)
+    out = str(tmp_path_factory.mktemp("app") / "out")
+    emit(int8_model, out, name="digits", test_images=data.x_test[:3], test_labels=data.y_test[:3])
+    return out, data
+
+
+def test_test_images_are_the_models_quantized_inputs(int8_model, with_test_images):
+    from keras_mbv2.micro import read_test_images
+    from keras_mbv2.tflite import io_details
+    from keras_mbv2.tflite.runtime import quantize_input
+
+    out, data = with_test_images
+    assert {"digits_model_test_images.h", "digits_model_test_images.cc"} <= set(os.listdir(out))
+    expected = quantize_input(data.x_test[:3], io_details(int8_model)).reshape(3, -1)
+    np.testing.assert_array_equal(read_test_images(out, "digits"), expected)
+    with open(os.path.join(out, "digits_model_test_images.h")) as f:
+        assert "constexpr int kNumTestImages = 3;" in f.read()
+    with open(os.path.join(out, "digits_model_test_images.cc")) as f:
+        assert f"g_test_labels[kNumTestImages] = {{{', '.join(str(v) for v in data.y_test[:3])}}};" in f.read()
+
+
+def _app_log(scores: np.ndarray) -> str:
+    """The app's output for these scores, in the format of micro/app (result_responder.cc, main_functions.cc)."""
+    lines = [f"keras_mbv2 app: arena used 81780 of 88336 bytes (kTensorArenaSize), {len(scores)} images, clock: "
+             "SysTick ticks"]
+    for i, row in enumerate(scores):
+        lines.append(f"image {i}: class {int(np.argmax(row))} ({int(np.argmax(row))}) scores "
+                     f"{','.join(str(int(v)) for v in row)} ticks {1000 + i} SysTick ticks")
+        if i == 0:
+            lines += ["profile: operator 0 CONV_2D 600", "profile: operator 1 DEPTHWISE_CONV_2D 300",
+                      "profile: operator 2 CONV_2D 100", "profile: total 1000 SysTick ticks over 3 operators"]
+    return "\n".join(lines + ["keras_mbv2 app: done"]) + "\n"
+
+
+def test_the_app_prints_what_the_parser_reads():
+    """The parser's patterns are the app's printf formats: a change to one must change the other."""
+    with open(os.path.join(APP, "result_responder.cc")) as f:
+        responder = f.read()
+    with open(os.path.join(APP, "main_functions.cc")) as f:
+        main = f.read()
+    with open(os.path.join(APP, "operator_profiler.cc")) as f:
+        profiler = f.read()
+    assert '"image %d: class %d (%s) scores "' in responder and '" ticks %llu %s\\n"' in responder
+    assert '"keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\\n"' in main
+    assert '"keras_mbv2 app: done\\n"' in main
+    assert '"profile: operator %d %s %llu\\n"' in profiler
+
+
+def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model, with_test_images):
+    from keras_mbv2.micro import check_app_output, parse_app_output, profile_by_operator, read_test_images
+
+    out, _ = with_test_images
+    images = read_test_images(out, "digits").reshape(3, 32, 32, 1)
+    host, _ = run_tflm(int8_model, images)
+    log = _app_log(host.reshape(3, -1))
+    parsed = parse_app_output(log)
+    assert (parsed.arena_used, parsed.arena_size, parsed.done, len(parsed.images)) == (81780, 88336, True, 3)
+    assert profile_by_operator(parsed) == [("CONV_2D", 2, 700, 0.7), ("DEPTHWISE_CONV_2D", 1, 300, 0.3)]
+    assert check_app_output(log, out, "digits").identical
+    changed = host.reshape(3, -1).copy()
+    changed[1, 4] = changed[1, 4] + 1 if changed[1, 4] < 127 else 126
+    agreement = check_app_output(_app_log(changed), out, "digits")
+    assert (agreement.differing, agreement.max_step) == (1, 1)
+    with pytest.raises(ValueError, match="did not start"):
+        parse_app_output("AllocateTensors failed: kTensorArenaSize 1000 is too small\n")
+    with pytest.raises(ValueError, match="classified 1 of the 3 test images"):
+        check_app_output(log.split("image 1:")[0], out, "digits")
+
+
+@needs_arm
+def test_test_images_cross_compile(with_test_images, tmp_path):
+    out, _ = with_test_images
+    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=auto", "-std=c++17",
+                    "-c", os.path.join(out, "digits_model_test_images.cc"), "-I", out, "-o",
+                    str(tmp_path / "t.o")], check=True)
+
+
+@pytest.mark.parametrize("tflm_dir,message", [
+    ("", "set TFLM_DIR to a tflite-micro checkout"),
+    ("/tmp", "TFLM_DIR=/tmp is not a tflite-micro checkout"),
+])
+def test_make_app_says_what_is_missing(tflm_dir, message, with_test_images):
+    out, _ = with_test_images
+    result = subprocess.run(["make", "-s", "-C", MICRO, "app", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                             f"TFLM_DIR={tflm_dir}"], capture_output=True, text=True)
+    assert result.returncode != 0 and message in result.stderr, result.stderr

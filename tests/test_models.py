@@ -234,3 +234,18 @@ def test_from_keras_application_rejects_other_models():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="app_model="):
         K.from_keras_application(model)
+
+
+# Built at 32x32x3 with 1000 classes; equal to keras.applications' counts (shared/DESIGN.md section 4) where it has
+# the network, and the same on every backend (tests/test_backends.py runs this on JAX).
+SMALL_GOLDEN = [
+    (K.MobileNetV2, dict(alpha=0.35), 1_691_208),
+    (K.MobileNetV1, dict(alpha=0.25), 475_544),
+    (K.ShuffleNetV1, dict(groups=3, scale=0.5), 730_564),
+    (K.NASNetMobile, {}, 5_326_716),
+]
+
+
+@pytest.mark.parametrize("builder,kwargs,params", SMALL_GOLDEN, ids=[b.__name__ for b, _, _ in SMALL_GOLDEN])
+def test_four_builders_param_counts_on_any_backend(builder, kwargs, params):
+    assert builder(input_shape=(32, 32, 3), **kwargs).count_params() == params

@@ -1,6 +1,6 @@
 """What every block shares: argument checks, the activation rule and the `Block` base class.
 
-A block describes its computation exactly once, in `Block.forward(inputs, apply)`, as a composition of
+A block describes its computation exactly once, in `Block.compose(inputs, apply)`, as a composition of
 built-in Keras sub-layers. `apply(layer, x)` decides what "applying a sub-layer" means:
 
 - `call()` applies the Keras 3 sub-layer to a tensor;
@@ -8,14 +8,17 @@ built-in Keras sub-layers. `apply(layer, x)` decides what "applying a sub-layer"
 - the profiler records each sub-layer's shapes to count multiply-adds;
 - the QAT bridge re-creates each sub-layer as its tf_keras twin, giving a flat graph that tfmot folds.
 
-So the wiring of a block lives in one place, and every consumer sees the same graph.
+So the wiring of a block lives in one place, and every consumer sees the same graph. (The method is not called
+`forward`: on Keras' PyTorch backend every layer is a `torch.nn.Module`, and `forward` is the name torch calls.)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
+
+from ..checks import check_bool, check_choice, check_fraction, check_positive_int
 
 Apply = Callable[[keras.layers.Layer, Any], Any]
 
@@ -26,35 +29,11 @@ BN_MOMENTUM = 0.999
 BN_EPSILON = 1e-3
 
 _ACTIVATIONS = ("relu6", "relu", "linear", None)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Return `value` if it is a positive int (not bool), else raise ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    """Return `value` if it is one of `choices`, else raise ValueError naming `name`."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
-    return value
-
-
-def check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
-    """A float in the open-closed interval (low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high):
-        raise ValueError(f"`{name}` must be a number in ({low}, {high}]. Received: {name}={value!r}")
-    return float(value)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """Return `value` if it is True or False (not 0/1 or None), else raise ValueError naming `name`."""
-    if value is not True and value is not False:
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
+__all__ = [  # the checks are re-exported for the blocks, which import them from here
+    "Apply", "BN_EPSILON", "BN_MOMENTUM", "Block", "apply_seq", "bottleneck_width", "call_apply", "channels_of",
+    "check_activation", "check_bn", "check_bool", "check_choice", "check_fraction", "check_positive_int",
+    "make_activation", "make_divisible", "shape_apply", "skip_rule",
+]
 
 
 def check_bn(momentum: Any, epsilon: Any) -> None:
@@ -145,7 +124,7 @@ class Block(keras.layers.Layer):
     """Base class of the paper's blocks (channels-last).
 
     Subclasses implement `_create(input_shape)` (make sub-layers; decide `has_skip`) and
-    `forward(inputs, apply)` (wire them). Everything else is derived here once: the batch-norm knobs every
+    `compose(inputs, apply)` (wire them). Everything else is derived here once: the batch-norm knobs every
     block shares (`bn_momentum`, `bn_epsilon`), `get_config`, build, call and shape inference.
 
     Sub-layers are made with the block's dtype policy (`self.sublayer_kwargs`), so a block in a
@@ -191,18 +170,18 @@ class Block(keras.layers.Layer):
                 f"Received: image_data_format={keras.config.image_data_format()!r}"
             )
         self._create(input_shape)
-        self.forward(input_shape, shape_apply)
+        self.compose(input_shape, shape_apply)
 
     def call(self, inputs: Any) -> Any:
-        return self.forward(inputs, call_apply)
+        return self.compose(inputs, call_apply)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         if not self.built:
             self.build(input_shape)
-        return self.forward(input_shape, shape_apply)
+        return self.compose(input_shape, shape_apply)
 
     def sublayers(self) -> list[keras.layers.Layer]:
-        """The built sub-layers in the order `forward` applies them (duplicates removed)."""
+        """The built sub-layers in the order `compose` applies them (duplicates removed)."""
         seen: list[keras.layers.Layer] = []
 
         def record(layer: keras.layers.Layer, shape: Any) -> Any:
@@ -210,7 +189,7 @@ class Block(keras.layers.Layer):
                 seen.append(layer)
             return layer.compute_output_shape(shape)
 
-        self.forward(self._build_shapes_dict_input(), record)
+        self.compose(self._build_shapes_dict_input(), record)
         return seen
 
     def _build_shapes_dict_input(self) -> Any:

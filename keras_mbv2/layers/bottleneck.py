@@ -86,7 +86,7 @@ class Bottleneck(Block):
         self.add = keras.layers.Add(name="add", **kw) if self.has_skip else None
         self.out_relu = self.make_activation("relu6", "out_relu")
 
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """reduce -> depthwise -> expand, the shortcut between the wide tensors, then ReLU6."""
         x = apply_seq(
             apply, inputs,

@@ -82,6 +82,6 @@ class ConvBNAct(Block):
         self.bn = self.make_bn("bn")
         self.act = self.make_activation(self.activation, "act")
 
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """conv -> BN -> activation."""
         return apply_seq(apply, inputs, self.conv, self.bn, self.act)

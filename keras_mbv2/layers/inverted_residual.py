@@ -150,7 +150,7 @@ class InvertedResidual(Block):
                     index = np.arange(bounds[i], bounds[i + 1])
                     layer.set_weights([np.take(w, index, axis=axis) for w in weights[name]])
 
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """Expand -> depthwise -> linear projection, slice by slice when split, then the narrow shortcut."""
         # Slice by slice, so that a runtime executing the operators in this order frees each slice's wide
         # tensors before the next slice's exist (Section 5.1); the running sum stays narrow.

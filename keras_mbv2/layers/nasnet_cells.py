@@ -72,7 +72,7 @@ def _correct_pad(size: int | None, kernel: int) -> tuple[int, int]:
 
 class _NASNetCell(Block):
     """Shared machinery of the NASNet-A cells: called on `[x, previous]` (or `x` alone for the first
-    stem cell, where previous is x itself and is not adjusted), returns `[output, x]` like
+    stem cell, where previous is x itself and is not adjusted), returns `(output, x)` like
     keras.applications' `_normal_a_cell` / `_reduction_a_cell`."""
 
     spec: CellSpec
@@ -112,7 +112,10 @@ class _NASNetCell(Block):
             layers[layer.name] = layer
             return layer
 
-        # _adjust_block: bring `previous` to this cell's resolution and width.
+        # _adjust_block: bring `previous` to this cell's resolution and width. Called on x alone, a reduction cell
+        # uses x as it is (keras.applications' first stem cell); a normal cell adjusts x like any previous.
+        if p_shape is None and self.spec is NORMAL_A:
+            p_shape = x_shape
         if p_shape is None:
             self.adjust_mode = "none"
         elif p_shape[2] != x_shape[2]:
@@ -169,14 +172,15 @@ class _NASNetCell(Block):
         return f"comb{index + 1}_{side}"
 
     # -- computation -------------------------------------------------------------------------------
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """Adjust `previous`, squeeze `x`, run the five combinations of the cell table, concatenate."""
         L = self.cell_layers
         if isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not isinstance(inputs[0], (int, type(None))):
             x, p = inputs
         else:
             x, p = inputs, None
-        if self.adjust_mode == "none" or p is None:
+        p = x if p is None else p
+        if self.adjust_mode == "none":
             p = x
         elif self.adjust_mode == "reduce":
             p = apply(L["adjust_relu_1"], p)
@@ -210,15 +214,16 @@ class _NASNetCell(Block):
                 outs.append(t)
             states[i] = apply(L[f"{prefix}_add_{i + 1}"], outs)
         out = apply(L[f"{prefix}_concat"], [states[s] for s in self.spec.concat])
-        return [out, x]
+        return out, x
 
 
 @keras.saving.register_keras_serializable(package="keras_mbv2")
 class NASNetNormalCell(_NASNetCell):
     """NASNet-A normal cell (paper Figure 4a; NASNet Figure 4 left): keeps resolution, outputs 6*filters.
 
-    Called on `[x, previous]`, returns `[output, x]`. `previous` is first adjusted to x's resolution
-    (factorized reduction) or width (ReLU -> 1x1 conv -> BN), as in keras.applications.
+    Called on `[x, previous]` (or on `x` alone, which is then also the previous), returns `(output, x)`.
+    `previous` is first adjusted to x's resolution (factorized reduction) or width (ReLU -> 1x1 conv -> BN), as
+    in keras.applications.
     """
 
     spec = NORMAL_A
@@ -227,6 +232,6 @@ class NASNetNormalCell(_NASNetCell):
 @keras.saving.register_keras_serializable(package="keras_mbv2")
 class NASNetReductionCell(_NASNetCell):
     """NASNet-A reduction cell (paper Figure 4a; NASNet Figure 4 right): halves resolution, outputs
-    4*filters. Called on `[x, previous]` or on `x` alone (first stem cell), returns `[output, x]`."""
+    4*filters. Called on `[x, previous]` or on `x` alone (first stem cell), returns `(output, x)`."""
 
     spec = REDUCTION_A

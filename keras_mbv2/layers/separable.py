@@ -61,7 +61,7 @@ class DepthwiseSeparable(Block):
         self.pointwise_bn = self.make_bn("pointwise_bn")
         self.pointwise_relu = self.make_activation(None if self.linear_bottleneck else "relu6", "pointwise_relu")
 
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """depthwise -> BN -> ReLU6 -> pointwise -> BN (-> ReLU6 unless linear)."""
         return apply_seq(
             apply, inputs,

@@ -164,7 +164,7 @@ class ShuffleUnit(Block):
         )
         self.out_relu = self.make_activation("relu", "out_relu")
 
-    def forward(self, inputs: Any, apply: Apply) -> Any:
+    def compose(self, inputs: Any, apply: Apply) -> Any:
         """GConv -> shuffle -> depthwise -> GConv, then the added or concatenated shortcut, then ReLU."""
         x = apply_seq(
             apply, inputs,

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import keras
 
-from ..layers._base import check_positive_int
+from ..checks import check_positive_int
 from ..models.memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
 from ..quantization import to_tflite
 from ..tflite import ArenaUse, arena_use, tflite_macs

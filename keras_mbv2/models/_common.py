@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import keras
 
+from ..checks import check_positive_number
 from .weights import transfer_weights
 
 MIN_INPUT_SIZE = 32
@@ -58,8 +59,7 @@ def check_common_args(
 
 def check_alpha(alpha: Any, weights: Any, imagenet_alphas: tuple[float, ...]) -> None:
     """A positive width multiplier, and one keras.applications has weights for when weights='imagenet'."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"`alpha` must be a positive number. Received: alpha={alpha!r}")
+    check_positive_number("alpha", alpha)
     if weights == "imagenet" and alpha not in imagenet_alphas:
         raise ValueError(
             f"With weights='imagenet', `alpha` must be one of {imagenet_alphas}. Received: alpha={alpha!r}")
@@ -103,17 +103,25 @@ def make_input(
     return input_tensor, source if len(source) > 1 else source[0], tuple(input_shape)
 
 
+def output_dtype(dtype: Any) -> Any:
+    """The dtype of a classifier's output layer: float32 under a mixed-precision policy (Keras' advice: a float16
+    softmax loses precision), else the model's own."""
+    policy = keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+    return "float32" if policy.name.startswith("mixed") else dtype
+
+
 def classifier_head(
-    x: Any, include_top: bool, pooling: str | None, classes: int, classifier_activation: Any
+    x: Any, include_top: bool, pooling: str | None, classes: int, classifier_activation: Any, dtype: Any = None
 ) -> Any:
     """keras.applications' top: global average pooling + Dense "predictions", or optional pooling."""
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
+        return keras.layers.Dense(classes, activation=classifier_activation, name="predictions",
+                                  dtype=output_dtype(dtype))(x)
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        return keras.layers.GlobalMaxPooling2D(name="max_pool", dtype=dtype)(x)
     return x
 
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import keras
 
+from ..checks import check_positive_int
 from ..layers import ConvBNAct, DepthwiseSeparable
-from ..layers._base import BN_EPSILON, check_positive_int
-from ._common import check_alpha, check_common_args, expand_rows, load_weights, make_input
+from ..layers._base import BN_EPSILON
+from ._common import check_alpha, check_common_args, expand_rows, load_weights, make_input, output_dtype
 
 # MobileNetV1 Table 1: depthwise-separable blocks as (output channels c, repeats n, stride s).
 MOBILENET_V1_TABLE: tuple[tuple[int, int, int], ...] = (
@@ -39,6 +40,7 @@ def MobileNetV1(
     *,
     bn_momentum: float = BN_MOMENTUM_V1,
     bn_epsilon: float = BN_EPSILON,
+    dtype: Any = None,
 ) -> keras.Model:
     """MobileNetV1 built from `DepthwiseSeparable` blocks (Figure 3b), as `keras.applications.MobileNet`.
 
@@ -46,6 +48,10 @@ def MobileNetV1(
         alpha: width multiplier; channels become int(c * alpha).
         depth_multiplier: depthwise channel multiplier (resolution multiplier in keras' naming).
         dropout: dropout before the 1x1 conv classifier.
+        include_top, weights, input_tensor, pooling, classes, classifier_activation, name: as
+            `keras.applications.MobileNet` (weights: None, "imagenet" for alpha 0.25/0.5/0.75/1.0, or a file).
+        bn_momentum, bn_epsilon: batch-norm settings (keras.applications: 0.99, 1e-3).
+        dtype: a dtype policy for every layer ("mixed_float16", ...); the classifier computes in float32.
 
     The top is keras.applications' (pooling -> dropout -> 1x1 conv "conv_preds" -> reshape -> activation),
     so the official weights load. Padding is 'same' everywhere: equal to keras' fixed ((0, 1), (0, 1)) for
@@ -61,7 +67,7 @@ def MobileNetV1(
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
     image, inputs, (rows, _, _) = make_input(input_shape, input_tensor)
-    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype)
 
     x = ConvBNAct(int(STEM_FILTERS * alpha), 3, strides=2, name="conv1", **bn)(image)
     for i, (c, s) in enumerate(expand_rows(MOBILENET_V1_TABLE), start=1):
@@ -69,15 +75,15 @@ def MobileNetV1(
             int(c * alpha), strides=s, depth_multiplier=depth_multiplier, name=f"conv_block_{i}", **bn
         )(x)
     if include_top:
-        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool")(x)
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-        x = keras.layers.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
-        x = keras.layers.Reshape((classes,), name="reshape_2")(x)
-        x = keras.layers.Activation(classifier_activation, name="predictions")(x)
+        x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="avg_pool", dtype=dtype)(x)
+        x = keras.layers.Dropout(dropout, name="dropout", dtype=dtype)(x)
+        x = keras.layers.Conv2D(classes, 1, padding="same", name="conv_preds", dtype=output_dtype(dtype))(x)
+        x = keras.layers.Reshape((classes,), name="reshape_2", dtype=output_dtype(dtype))(x)
+        x = keras.layers.Activation(classifier_activation, name="predictions", dtype=output_dtype(dtype))(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool", dtype=dtype)(x)
     model = keras.Model(inputs, x, name=name or f"mobilenet_{alpha:0.2f}_{rows}")
     app_kwargs = dict(
         input_shape=tuple(image.shape[1:]), alpha=alpha, depth_multiplier=depth_multiplier, dropout=dropout,

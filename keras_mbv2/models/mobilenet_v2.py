@@ -6,8 +6,9 @@ from typing import Any
 
 import keras
 
+from ..checks import check_positive_int
 from ..layers import ConvBNAct, InvertedResidual, make_divisible
-from ..layers._base import BN_EPSILON, BN_MOMENTUM, check_positive_int
+from ..layers._base import BN_EPSILON, BN_MOMENTUM
 from ._common import check_alpha, check_common_args, classifier_head, expand_rows, load_weights, make_input
 from .memory_split import MemorySplits, resolve_memory_splits
 
@@ -49,6 +50,7 @@ def MobileNetV2(
     bn_momentum: float = BN_MOMENTUM,
     bn_epsilon: float = BN_EPSILON,
     memory_splits: MemorySplits = None,
+    dtype: Any = None,
 ) -> keras.Model:
     """MobileNetV2 (Sandler et al. 2018, Table 2) built from `InvertedResidual` blocks.
 
@@ -68,12 +70,14 @@ def MobileNetV2(
             or a mapping of block names (`block_1`, ...) to slices. Same function and multiply-adds, less
             peak memory on TFLite Micro. `keras_mbv2.models.split_model` converts a trained model, and
             `plan_memory_splits` picks splits for a memory budget.
+        dtype: a dtype policy for every layer ("mixed_float16", "mixed_bfloat16", ...; default: Keras' global
+            policy). Batch norms keep float32 statistics, and the classifier computes in float32.
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
     check_alpha(alpha, weights, IMAGENET_ALPHAS)
     check_positive_int("expansion", expansion)
     image, inputs, (rows, _, _) = make_input(input_shape, input_tensor)
-    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype)
 
     x = ConvBNAct(make_divisible(STEM_FILTERS * alpha, 8), 3, strides=2, name="Conv1", **bn)(image)
     table = [(t if t == 1 else expansion, c, n, s) for t, c, n, s in MOBILENET_V2_TABLE]
@@ -92,7 +96,7 @@ def MobileNetV2(
         )(x)
     head = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS
     x = ConvBNAct(head, 1, name="Conv_1", **bn)(x)
-    x = classifier_head(x, include_top, pooling, classes, classifier_activation)
+    x = classifier_head(x, include_top, pooling, classes, classifier_activation, dtype)
     model = keras.Model(inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{rows}")
     app_kwargs = dict(
         input_shape=tuple(image.shape[1:]), alpha=alpha, include_top=include_top, pooling=pooling,

@@ -6,8 +6,8 @@ from typing import Any
 
 import keras
 
+from ..checks import check_positive_int
 from ..layers import NASNetNormalCell, NASNetReductionCell
-from ..layers._base import check_positive_int
 from ..layers.nasnet_cells import NASNET_BN_MOMENTUM
 from ._common import check_common_args, classifier_head, load_weights, make_input
 
@@ -49,6 +49,7 @@ def NASNet(
     *,
     bn_momentum: float = NASNET_BN_MOMENTUM,
     bn_epsilon: float = 1e-3,
+    dtype: Any = None,
 ) -> keras.Model:
     """NASNet-A built from `NASNetNormalCell` / `NASNetReductionCell`, as `keras.applications.nasnet.NASNet`.
 
@@ -60,6 +61,10 @@ def NASNet(
         stem_block_filters: filters of the first 3x3 stride-2 conv.
         skip_reduction: True feeds the cell after a reduction with the cell before it (NASNet-A Large).
         filter_multiplier: width growth at each reduction.
+        include_top, weights, input_tensor, pooling, classes, classifier_activation, name: as
+            keras.applications (weights: None, "imagenet" for the Mobile and Large configurations, or a file).
+        bn_momentum, bn_epsilon: batch-norm settings (keras.applications: 0.9997, 1e-3).
+        dtype: a dtype policy for every layer ("mixed_float16", ...); the classifier computes in float32.
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
     check_positive_int("penultimate_filters", penultimate_filters)
@@ -77,21 +82,21 @@ def NASNet(
 
     x = keras.layers.Conv2D(
         stem_block_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer="he_normal",
-        name="stem_conv1",
+        name="stem_conv1", dtype=dtype,
     )(image)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="stem_bn1")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="stem_bn1", dtype=dtype)(x)
     p = None
     for kind, filters, block_id in nasnet_cells(penultimate_filters, num_blocks, filter_multiplier):
         cls = NASNetNormalCell if kind == "normal" else NASNetReductionCell
-        cell = cls(filters, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=cell_name(kind, block_id))
+        cell = cls(filters, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, name=cell_name(kind, block_id), dtype=dtype)
         new_x, new_p = cell(x if p is None else [x, p])
         # After a non-stem reduction, NASNet-A Large (skip_reduction) keeps the previous `p`.
         if kind == "reduction" and skip_reduction and not block_id.startswith("stem"):
             x = new_x
         else:
             x, p = new_x, new_p
-    x = keras.layers.ReLU(name="final_relu")(x)
-    x = classifier_head(x, include_top, pooling, classes, classifier_activation)
+    x = keras.layers.ReLU(name="final_relu", dtype=dtype)(x)
+    x = classifier_head(x, include_top, pooling, classes, classifier_activation, dtype)
     model = keras.Model(inputs, x, name=name or "NASNet")
     # keras.applications publishes two NASNet-A configurations; other sizes have no official twin.
     config = (penultimate_filters, num_blocks, stem_block_filters, skip_reduction, filter_multiplier)

@@ -7,8 +7,9 @@ from typing import Any
 
 import keras
 
+from ..checks import check_choice
 from ..layers import ConvBNAct, ShuffleUnit
-from ..layers._base import BN_EPSILON, check_choice
+from ..layers._base import BN_EPSILON
 from ._common import check_common_args, classifier_head, expand_rows, load_weights, make_input
 
 # ShuffleNet Table 1: output channels of stages 2, 3, 4 at 1x for each number of groups g.
@@ -55,6 +56,7 @@ def ShuffleNetV1(
     *,
     bn_momentum: float = BN_MOMENTUM_SHUFFLE,
     bn_epsilon: float = BN_EPSILON,
+    dtype: Any = None,
 ) -> keras.Model:
     """ShuffleNet V1 (Table 1) from `ShuffleUnit` blocks: stem conv + max pool, three stages, pool + FC.
 
@@ -62,6 +64,9 @@ def ShuffleNetV1(
         groups: g in {1, 2, 3, 4, 8}, selecting Table 1's widths.
         scale: the "ShuffleNet s x" width multiplier, one of (0.25, 0.5, 1.0, 1.5, 2.0).
         weights: None or a keras_mbv2 weights file (no official Keras weights exist).
+        include_top, input_tensor, pooling, classes, classifier_activation, name: as keras.applications.
+        bn_momentum, bn_epsilon: batch-norm settings.
+        dtype: a dtype policy for every layer ("mixed_float16", ...); the classifier computes in float32.
     """
     check_common_args(include_top, weights, pooling, classes, classifier_activation)
     check_choice("groups", groups, tuple(SHUFFLENET_V1_CHANNELS))
@@ -69,11 +74,11 @@ def ShuffleNetV1(
     if weights == "imagenet":
         raise ValueError("ShuffleNetV1 has no ImageNet weights in keras.applications. Received: weights='imagenet'")
     image, inputs, (rows, _, _) = make_input(input_shape, input_tensor)
-    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype)
     stem, *channels = stage_channels(groups, scale)
 
     x = ConvBNAct(stem, 3, strides=2, activation="relu", name="stem", **bn)(image)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool", dtype=dtype)(x)
     rows_table = [(stage, c, n, 2) for stage, (c, n) in enumerate(zip(channels, STAGE_REPEATS), start=2)]
     unit = {}
     for stage, c, s in expand_rows(rows_table):
@@ -86,6 +91,6 @@ def ShuffleNetV1(
             name=f"stage{stage}_unit{unit[stage]}",
             **bn,
         )(x)
-    x = classifier_head(x, include_top, pooling, classes, classifier_activation)
+    x = classifier_head(x, include_top, pooling, classes, classifier_activation, dtype)
     model = keras.Model(inputs, x, name=name or f"shufflenet_v1_g{groups}_{scale}x_{rows}")
     return load_weights(model, weights, None, {})

@@ -6,6 +6,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..checks import check_positive_int
+from ..logs import native_stderr_to
+from ..models.batch_norm import warn_if_stale_batch_norms
+
 
 def _input_shape(model: Any) -> tuple[int, ...]:
     shape = tuple(model.inputs[0].shape[1:])
@@ -65,7 +69,11 @@ def to_tflite(
 
     if quantize not in ("int8", "float"):
         raise ValueError(f"`quantize` must be 'int8' or 'float'. Received: quantize={quantize!r}")
+    check_positive_int("num_calibration", num_calibration)
+    if not (isinstance(model, keras.Model) or type(model).__module__.startswith("tf_keras")):
+        raise ValueError(f"`model` must be a Keras 3 or tf_keras (QAT) model. Received: model={type(model).__name__}")
     shape = _input_shape(model)
+    keras_model = model if isinstance(model, keras.Model) else None
     if isinstance(model, keras.Model):
         # The converter freezes tf_keras variables but not Keras 3 ones: convert the flat tf_keras twin,
         # which is checked equal to the model in float.
@@ -82,6 +90,8 @@ def to_tflite(
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     if quantize == "int8":
         samples = _representative(representative_data, shape, num_calibration)
+        if keras_model is not None:  # post-training quantization keeps the moving statistics as they are
+            warn_if_stale_batch_norms(keras_model, np.concatenate(samples))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([s] for s in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -89,5 +99,6 @@ def to_tflite(
         converter.inference_output_type = tf.int8
     from ..tflite.schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
 
-    data = bytes(converter.convert())
+    with native_stderr_to([]):  # the converter prints its settings from C++ on every call
+        data = bytes(converter.convert())
     return schedule_operators(data) if schedule else data

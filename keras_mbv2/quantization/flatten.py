@@ -2,7 +2,7 @@
 
 tensorflow-model-optimization quantizes only tf_keras (Keras 2) functional graphs of built-in layers and
 folds batch norm only in the patterns `Conv(no bias) -> BN [-> ReLU(6)]`. Every keras_mbv2 block describes
-its wiring once in `forward(inputs, apply)`; here `apply` re-creates each Keras 3 sub-layer as its
+its wiring once in `compose(inputs, apply)`; here `apply` re-creates each Keras 3 sub-layer as its
 tf_keras twin with the same weights, so the flat graph is the block's graph, not a re-implementation.
 
 Three rewrites keep the graph in patterns tfmot can quantize, all exact in float:
@@ -56,10 +56,14 @@ def make_twin(layer: keras.layers.Layer, name: str) -> Any:
     while True:
         try:
             return cls(**config)
-        except TypeError as exc:  # a Keras 3-only argument: drop it (weights carry the state)
-            bad = str(exc).split("'")[1] if "'" in str(exc) else None
-            if bad not in config:
-                raise
+        except TypeError as exc:  # a Keras 3-only argument: drop it when its default is what the layer uses
+            bad = next((a for a in exc.args[1:] if isinstance(a, str) and a in config), None)
+            bad = bad or next((k for k in config if f"'{k}'" in str(exc)), None)
+            if bad is None or config[bad] not in (False, None, 0):
+                raise ValueError(
+                    f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt in tf_keras for tfmot: {exc}. "
+                    "Build the model from keras_mbv2 blocks and built-in layers tfmot quantizes."
+                ) from None
             config.pop(bad)
 
 
@@ -180,7 +184,7 @@ class Flattener:
                 args = [tensors[id(t)] for t in node.input_tensors]
                 x = args[0] if len(args) == 1 else args
                 if isinstance(op, Block):
-                    out = op.forward(x, lambda layer, v, _p=f"{op.name}_": self.apply(layer, v, _p))
+                    out = op.compose(x, lambda layer, v, _p=f"{op.name}_": self.apply(layer, v, _p))
                 elif isinstance(op, keras.Model):
                     raise ValueError(
                         f"Layer {op.name!r} is a nested model; call keras_mbv2's flattening on a model whose layers "

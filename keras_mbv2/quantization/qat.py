@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import json
 import os
 from typing import Any, Iterable
 
 import keras
 import numpy as np
 
+from ..checks import check_positive_int, check_positive_number
+from ..files import write_file
 from .flatten import tf_keras, to_tf_keras
+
+RUN_FILE = "run.json"  # which model a QAT run folder belongs to
 
 
 def _scope(strategy: Any):
@@ -37,11 +43,42 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
             raise ValueError(f"tfmot could not quantize the flat graph of {model.name!r}: {exc}") from exc
 
 
-def _epochs_done(history_path: str) -> list[int]:
+def epochs_done(out_dir: str) -> list[int]:
+    """The epochs (0-based) a QAT run folder has finished, from its history.csv."""
+    history_path = os.path.join(out_dir, "history.csv")
     if not os.path.exists(history_path):
         return []
     with open(history_path, newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def model_fingerprint(qat_model: Any) -> dict[str, Any]:
+    """Name, parameter count and a digest of every weight's shape in order: what a run folder must match (not the
+    weight names, which tf_keras numbers differently for each model built in one process)."""
+    shapes = [tuple(int(d) for d in w.shape) for w in qat_model.weights]
+    digest = hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
+    return {"model": qat_model.name, "params": int(qat_model.count_params()), "weights": digest}
+
+
+def _check_run(out_dir: str, qat_model: Any) -> None:
+    """Record the model in a new run folder, or refuse a run folder that belongs to another model."""
+    mine = model_fingerprint(qat_model)
+    path = os.path.join(out_dir, RUN_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs != mine:
+            raise ValueError(
+                f"`out_dir` holds the QAT run of another model ({theirs.get('model')!r}, {theirs.get('params', 0):,} "
+                f"params; this one is {mine['model']!r}, {mine['params']:,} params): use a new folder for this "
+                f"model. Received: out_dir={out_dir!r}"
+            )
+    elif os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f"`out_dir` exists and is not a keras_mbv2 QAT run (no {RUN_FILE}). "
+                         f"Received: out_dir={out_dir!r}")
+    else:
+        os.makedirs(out_dir, exist_ok=True)
+        write_file(path, json.dumps(mine, indent=1) + "\n")
 
 
 def fit_qat(
@@ -67,13 +104,19 @@ def fit_qat(
     or repeated. Under a `strategy` (MirroredStrategy, MultiWorkerMirroredStrategy) the batch is split over
     its replicas. `callbacks` are tf_keras callbacks, run after the checkpointing ones.
 
+    A run folder belongs to one model (`run.json` records it): a folder of another model is refused. When the
+    folder has already finished `epochs` (or more), nothing is trained and the model is given the weights of the
+    last finished epoch, so converting it gives the finished run's model.
+
     Returns the rows of `history.csv`.
     """
     tfk = tf_keras()
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    check_positive_number("learning_rate", learning_rate)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} and {len(y)}")
+    _check_run(out_dir, qat_model)
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     history_path = os.path.join(out_dir, "history.csv")
     keras.utils.set_random_seed(seed)
@@ -86,12 +129,14 @@ def fit_qat(
         ),
         tfk.callbacks.CSVLogger(history_path, append=True),
     ]
-    done = _epochs_done(history_path)
+    done = epochs_done(out_dir)
     if len(done) < epochs:
         qat_model.fit(
             x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
             callbacks=checkpointing + list(callbacks), verbose=verbose, shuffle=True,
         )
+    else:  # finished: the weights of its last epoch (ModelCheckpoint numbers epochs from 1)
+        qat_model.load_weights(os.path.join(out_dir, "checkpoints", f"epoch_{max(done) + 1:03d}.h5"))
     with open(history_path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", "NA")} for row in csv.DictReader(f)]
 

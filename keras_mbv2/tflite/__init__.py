@@ -34,12 +34,19 @@ from .runtime import (
     run_litert,
     run_tflm,
 )
-from .schedule import activation_peak, depth_first_order, lifetimes, reorder_operators, schedule_operators
+from .schedule import (
+    activation_peak,
+    depth_first_order,
+    lifetimes,
+    live_bytes_per_operator,
+    reorder_operators,
+    schedule_operators,
+)
 
 __all__ = [
     "Agreement", "ArenaUse", "TFLITE_IDENTIFIER", "TFLiteResult", "activation_peak", "activation_sizes", "arena_use",
-    "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details", "lifetimes", "measure_arena",
-    "offline_plan", "operator_names", "pack_model", "parse_arena_bytes", "parse_model", "plan_offsets",
-    "quantize_input", "read_tflite", "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_tflm",
-    "schedule_operators", "tflite_macs", "with_offline_plan",
+    "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details", "lifetimes", "live_bytes_per_operator",
+    "measure_arena", "offline_plan", "operator_names", "pack_model", "parse_arena_bytes", "parse_model",
+    "plan_offsets", "quantize_input", "read_tflite", "reorder_operators", "require_int8", "run_isolated",
+    "run_litert", "run_tflm", "schedule_operators", "tflite_macs", "with_offline_plan",
 ]

@@ -141,3 +141,81 @@ def require_int8(tflite: bytes, name: str = "tflite") -> dict[str, Any]:
             f"{details['output_dtype']} output. Convert with to_tflite(model, representative_data, quantize='int8')."
         )
     return details
+
+
+# Activation scales of trained int8 models are 1e-3 and up; an untrained network (default batch-norm statistics)
+# calibrates to scales near 1e-8, on which TFLM's kernels abort while preparing.
+DEGENERATE_SCALE = 1e-6
+
+
+def degenerate_tensors(data: bytes, threshold: float = DEGENERATE_SCALE) -> list[tuple[str, float, str]]:
+    """(tensor name, scale, "output of OP #i") of every activation tensor whose quantization scale is below
+    `threshold`, in operator order: such a model was not trained (or not calibrated on representative data)."""
+    model = parse_model(data)
+    names = opcode_names(model)
+    found = []
+    for graph in model.subgraphs:
+        sizes = activation_sizes(model, graph)
+        for i, op in enumerate(graph.operators):
+            for t in op.outputs:
+                q = graph.tensors[t].quantization
+                if t in sizes and q is not None and q.scale is not None and len(q.scale):
+                    scale = float(np.min(q.scale))
+                    if scale < threshold:
+                        name = graph.tensors[t].name
+                        found.append((name.decode() if isinstance(name, bytes) else str(name), scale,
+                                      f"output of {names[op.opcodeIndex]} #{i}"))
+    return found
+
+
+def memory_twin(data: bytes) -> bytes:
+    """A model with the memory of `data` once trained: every quantization scale set to 1/256, constant buffers the
+    converter shared between tensors copied apart, and biases it dropped for being zero restored (zeros).
+
+    The arena TFLM needs depends on the shapes, operators and quantization layout, not on the values, so this
+    twin measures what a trained model of the same architecture needs even when `data` itself cannot run (an
+    untrained network calibrates to degenerate scales). For a trained model the twin has the same size and arena.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = parse_model(data)
+    names = opcode_names(model)
+
+    def constant(tensor: Any) -> bool:
+        buffer = model.buffers[tensor.buffer]
+        return buffer.data is not None and len(buffer.data) > 0
+
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            kind = names[op.opcodeIndex]
+            if kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and (len(op.inputs) < 3 or op.inputs[2] < 0):
+                weights = graph.tensors[op.inputs[1]]
+                channels = int(weights.shape[3] if kind == "DEPTHWISE_CONV_2D" else weights.shape[0])
+                wq = weights.quantization
+                n = len(wq.scale) if wq is not None and wq.scale is not None and len(wq.scale) else 1
+                bias = schema.TensorT()
+                bias.shape, bias.type, bias.name = np.array([channels], np.int32), schema.TensorType.INT32, b"bias"
+                bias.quantization = schema.QuantizationParametersT()
+                bias.quantization.scale = np.full(n, 1 / 256, np.float32)
+                bias.quantization.zeroPoint = np.zeros(n, np.int64)
+                buffer = schema.BufferT()
+                buffer.data = np.zeros(4 * channels, np.uint8)
+                bias.buffer = len(model.buffers)
+                model.buffers.append(buffer)
+                graph.tensors.append(bias)
+                inputs = [*op.inputs, -1, -1][:max(3, len(op.inputs))]
+                inputs[2] = len(graph.tensors) - 1
+                op.inputs = np.array(inputs, np.int32)
+        seen: set[int] = set()
+        for tensor in graph.tensors:
+            if constant(tensor):
+                if tensor.buffer in seen:
+                    copy = schema.BufferT()
+                    copy.data = np.array(model.buffers[tensor.buffer].data, copy=True)
+                    tensor.buffer = len(model.buffers)
+                    model.buffers.append(copy)
+                seen.add(tensor.buffer)
+            q = tensor.quantization
+            if q is not None and q.scale is not None and len(q.scale):
+                q.scale = np.full(len(q.scale), 1 / 256, np.float32)
+    return pack_model(model, len(data))

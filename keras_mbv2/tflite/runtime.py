@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .flatbuffer import io_details, read_tflite, require_int8
+from .flatbuffer import degenerate_tensors, io_details, memory_twin, read_tflite, require_int8
 
 RUNTIMES = ("litert", "tflm")
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
@@ -31,6 +31,28 @@ class TFLiteResult:
     predictions: np.ndarray
     runtime: str
     arena_bytes: int | None = None  # TFLM only: the arena the recording allocator reported
+
+
+# An int8 input covers [(-128 - zero point) * scale, (127 - zero point) * scale]: the range of the calibration
+# images. When more than this fraction of the values given lies outside it (by more than a tenth of its width),
+# the images were scaled differently from the training data (0-255 against 0-1, say) and would be clipped.
+OUT_OF_RANGE_FRACTION = 0.05
+
+
+def check_input_range(x: np.ndarray, details: dict[str, Any]) -> None:
+    """Raise when float images `x` lie mostly outside the range the model's int8 input represents."""
+    if details["input_dtype"] != "int8" or x.size == 0:
+        return
+    scale, zero = details["input_scale"], details["input_zero_point"]
+    low, high = (-128 - zero) * scale, (127 - zero) * scale
+    margin = 0.1 * (high - low)
+    outside = float(np.mean((x < low - margin) | (x > high + margin)))
+    if outside > OUT_OF_RANGE_FRACTION:
+        raise ValueError(
+            f"`x` is not in the range the model was calibrated for: {outside:.0%} of its values lie outside "
+            f"[{low:.3g}, {high:.3g}] (int8 input scale {scale:.3g}, zero point {zero}), and x spans "
+            f"[{float(x.min()):.3g}, {float(x.max()):.3g}]. Scale the images as for training (e.g. x / 255)."
+        )
 
 
 def quantize_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
@@ -85,9 +107,24 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
                 else f"exited with code {proc.returncode}"
             )
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise RuntimeError(f"{label} {how} while running the model ({tail}). The calling process is unaffected.")
+            raise RuntimeError(f"{label} {how} while running the model ({tail}).{_likely_cause(tflite)} "
+                               "The calling process is unaffected.")
         result = np.load(out_path)
         return result["outputs"], str(result["allocations"])
+
+
+def _likely_cause(tflite: bytes) -> str:
+    """A sentence naming the tensor whose degenerate quantization makes the runtimes abort, or ""."""
+    try:
+        bad = degenerate_tensors(tflite)
+    except Exception:  # a model too broken to parse says so elsewhere
+        return ""
+    if not bad:
+        return ""
+    name, scale, where = bad[0]
+    return (f" Likely cause: tensor {name!r} ({where}) has quantization scale {scale:.2g}"
+            f"{f', and {len(bad) - 1} more tensors below 1e-6' if len(bad) > 1 else ''}: the model was not trained "
+            "(or not calibrated on representative data) before conversion.")
 
 
 def run_tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None,
@@ -111,6 +148,7 @@ def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "l
     details = io_details(data)
     if tuple(x.shape[1:]) != details["input_shape"][1:]:
         raise ValueError(f"`x` images must have shape {details['input_shape'][1:]}. Received: x.shape={x.shape}")
+    check_input_range(x.astype("float32"), details)
     outputs, report = run_isolated(data, quantize_input(x, details), runtime)
     arena = parse_arena_bytes(report) if runtime == "tflm" else None
     predictions = np.argmax(outputs.reshape(len(outputs), -1), axis=-1)
@@ -119,10 +157,13 @@ def evaluate_tflite(tflite: Any, x: np.ndarray, y: np.ndarray, runtime: str = "l
 
 @dataclass(frozen=True)
 class ArenaUse:
-    """TFLM's arena: `total` = `head` (activation buffers, as planned) + `tail` (persistent data)."""
+    """TFLM's arena: `total` = `head` (activation buffers, as planned) + `tail` (persistent data).
+
+    `cannot_run` says why the model itself cannot run when the arena had to be measured on its `memory_twin`."""
 
     total: int
     head: int
+    cannot_run: str | None = None
 
     @property
     def tail(self) -> int:
@@ -136,15 +177,31 @@ def arena_use(data: bytes, input_shape: Sequence[int] | None = None) -> ArenaUse
     Measured after allocation, without an inference: TFLM plans every activation buffer and runs every
     operator's Prepare while allocating, and reports the same arena after an inference (checked on
     MobileNetV2 split and unsplit).
+
+    A model TFLM cannot prepare because its quantization is degenerate (an untrained network) is measured on its
+    `memory_twin`, which has the memory of a trained model of the same architecture; `cannot_run` then names the
+    degenerate tensor.
     """
     if input_shape is None:
         input_shape = require_int8(data)["input_shape"]
     x = np.zeros((0,) + tuple(input_shape[1:]), dtype="int8")
-    _, report = run_tflm(data, x)
+    cannot_run = None
+    try:
+        _, report = run_tflm(data, x)
+    except RuntimeError:
+        bad = degenerate_tensors(data)
+        if not bad:
+            raise
+        name, scale, where = bad[0]
+        more = f" ({len(bad)} tensors below 1e-6)" if len(bad) > 1 else ""
+        cannot_run = (f"tensor {name!r} ({where}) has quantization scale {scale:.2g}{more}: train the model (or "
+                      "calibrate it on representative data) before it can run. Its arena was measured on a copy with "
+                      "sane scales, which needs what the trained model will")
+        _, report = run_tflm(memory_twin(data), x)
     total, head = parse_arena_bytes(report), parse_arena_bytes(report, "head")
     if total is None or head is None:
         raise RuntimeError(f"TFLite Micro did not report its arena use:\n{report[-500:]}")
-    return ArenaUse(total, head)
+    return ArenaUse(total, head, cannot_run)
 
 
 def measure_arena(data: bytes, input_shape: Sequence[int]) -> int:

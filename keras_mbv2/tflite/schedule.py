@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..profiler import liveness_peak
-from .flatbuffer import activation_sizes, pack_model, parse_model, single_subgraph
+from .flatbuffer import activation_sizes, opcode_names, pack_model, parse_model, single_subgraph
 
 
 def _graph(data: bytes) -> tuple[Any, Any]:
@@ -55,6 +55,17 @@ def activation_peak(data: bytes, order: Sequence[int] | None = None) -> tuple[in
     model, graph = _graph(data)
     order = range(len(graph.operators)) if order is None else order
     return _peak(graph, activation_sizes(model, graph), list(order))
+
+
+def live_bytes_per_operator(data: bytes) -> list[tuple[str, int]]:
+    """(operator name, bytes of activation tensors alive while it runs) for each operator in flatbuffer order:
+    what TFLM's planner must hold at each step (its activation area is at least the largest of these)."""
+    model, graph = _graph(data)
+    sizes = activation_sizes(model, graph)
+    born, last = lifetimes(graph, sizes, range(len(graph.operators)))
+    names = opcode_names(model)
+    return [(names[op.opcodeIndex], sum(sizes[t] for t in born if born[t] <= step <= last.get(t, born[t])))
+            for step, op in enumerate(graph.operators)]
 
 
 def depth_first_order(data: bytes) -> list[int]:

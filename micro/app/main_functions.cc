@@ -1,27 +1,45 @@
 #include "main_functions.h"
 
+#include <cstdio>
+
 #include MODEL_SETTINGS_HEADER
+#include "image_provider.h"
 #include "model_runner.h"
-#include "tensorflow/lite/micro/micro_log.h"
+#include "platform.h"
+#include "result_responder.h"
 
 namespace {
 bool ready = false;
-float image[kInputSize];
-float scores[kCategoryCount];
-
-// Replace with your sensor: fill `image` with kNumRows x kNumCols x kNumChannels floats.
-void GetImage(float* out) {
-  for (int i = 0; i < kInputSize; ++i) out[i] = 0.0f;
-}
+int image = 0;
 }  // namespace
 
-void setup() { ready = ModelRunnerInit() == kTfLiteOk; }
+void setup() {
+  PlatformInit();
+  ready = ModelRunnerInit() == kTfLiteOk;
+  if (!ready) {
+    std::printf("keras_mbv2 app: the model could not be set up (see above)\n");
+    PlatformFinished(1);
+    return;
+  }
+  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
+              static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());
+}
 
 void loop() {
   if (!ready) return;
-  GetImage(image);
-  const int best = ModelRunnerClassify(image, scores);
-  if (best >= 0) {
-    MicroPrintf("class %d score %d/1000", best, static_cast<int>(scores[best] * 1000));
+  if (GetImage(image, ModelInput()) != kTfLiteOk) return;
+  uint64_t ticks = 0;
+  if (ModelRunnerInvoke(&ticks) != kTfLiteOk) {
+    std::printf("keras_mbv2 app: Invoke failed on image %d\n", image);
+    PlatformFinished(1);
+    return;
+  }
+  RespondToResult(image, ModelOutput(), kCategoryCount, ticks);
+  if (image == 0) ModelRunnerPrintProfile();  // every operator's ticks, once
+  ++image;
+  if (ImageCount() > 0 && image == ImageCount()) {
+    std::printf("keras_mbv2 app: done\n");
+    PlatformFinished(0);
+    image = 0;  // on a board: round again
   }
 }

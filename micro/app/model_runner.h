@@ -1,15 +1,26 @@
-// Runs the keras_mbv2 model with TensorFlow Lite Micro: copy a float image in (quantized to int8),
-// invoke, and read float class scores out (dequantized).
+// Runs the keras_mbv2 model with TensorFlow Lite Micro: int8 in, int8 scores out, every operator timed.
 #ifndef KERAS_MBV2_MODEL_RUNNER_H_
 #define KERAS_MBV2_MODEL_RUNNER_H_
 
+#include <cstddef>
+#include <cstdint>
+
 #include "tensorflow/lite/c/common.h"
 
-// Builds the interpreter over a static arena of kTensorArenaSize bytes. Call once.
+// Builds the interpreter over a static arena of kTensorArenaSize bytes and allocates the tensors. Call once.
 TfLiteStatus ModelRunnerInit();
 
-// image: kInputSize floats in the range the model was trained on ([0, 1] for keras_mbv2's digits).
-// scores: kCategoryCount floats. Returns the index of the best class, or -1 on error.
-int ModelRunnerClassify(const float* image, float* scores);
+// The model's int8 input (kInputSize values) and output (kCategoryCount scores) buffers.
+int8_t* ModelInput();
+const int8_t* ModelOutput();
+
+// Runs one inference on the current input; `ticks` receives its duration (PlatformTicks).
+TfLiteStatus ModelRunnerInvoke(uint64_t* ticks);
+
+// Bytes of the arena the interpreter uses (TFLM's arena_used_bytes()).
+size_t ModelArenaUsedBytes();
+
+// Prints the per-operator table of the last Invoke.
+void ModelRunnerPrintProfile();
 
 #endif  // KERAS_MBV2_MODEL_RUNNER_H_

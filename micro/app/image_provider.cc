@@ -1,0 +1,27 @@
+#include "image_provider.h"
+
+#include <cstring>
+
+#include MODEL_SETTINGS_HEADER
+#ifdef MODEL_TEST_IMAGES_HEADER
+#include MODEL_TEST_IMAGES_HEADER
+#endif
+
+int ImageCount() {
+#ifdef MODEL_TEST_IMAGES_HEADER
+  return kNumTestImages;
+#else
+  return 0;
+#endif
+}
+
+TfLiteStatus GetImage(int index, int8_t* input) {
+#ifdef MODEL_TEST_IMAGES_HEADER
+  if (index < 0 || index >= kNumTestImages) return kTfLiteError;
+  std::memcpy(input, g_test_images[index], kInputSize);
+#else
+  (void)index;
+  std::memset(input, kInputZeroPoint, kInputSize);  // replace with your sensor
+#endif
+  return kTfLiteOk;
+}

@@ -1,0 +1,17 @@
+#include "result_responder.h"
+
+#include <cstdio>
+
+#include MODEL_SETTINGS_HEADER
+#include "platform.h"
+
+void RespondToResult(int index, const int8_t* scores, int count, uint64_t ticks) {
+  int best = 0;
+  for (int c = 1; c < count; ++c) {
+    if (scores[c] > scores[best]) best = c;
+  }
+  std::printf("image %d: class %d (%s) scores ", index, best, kCategoryLabels[best]);
+  for (int c = 0; c < count; ++c) std::printf(c ? ",%d" : "%d", scores[c]);
+  std::printf(" ticks %llu %s\n", static_cast<unsigned long long>(ticks), PlatformTickUnit());
+  std::fflush(stdout);
+}
