@@ -351,6 +351,19 @@ def cmd_check_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    """`keras-mbv2 figures`: the paper's Figures 3 and 4 drawn from the blocks, and evolution.md."""
+    from .figures import make_figures
+    from .files import output_folder
+
+    args.interrupted = f"nothing was written to {args.out} (it is written only when complete)"
+    with output_folder(args.out, "--out", args.force) as work:
+        written = make_figures(work, quick=args.quick, log=lambda m: print(m, flush=True))
+    for path in written:
+        print(f"wrote {os.path.join(args.out, os.path.basename(path))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """`keras-mbv2 demo`: the whole job on the bundled digits (see `keras_mbv2.demo.run_demo`)."""
     from .demo import run_demo
@@ -483,6 +496,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", required=True, help="the app's output")
     p.add_argument("--dir", required=True, help="the folder keras-mbv2 micro --test-images wrote")
     p.add_argument("--name", default="model", help="the --name given to keras-mbv2 micro")
+
+    p = command("figures", "the paper's Figures 3 and 4 drawn from the blocks, and the claims measured",
+                "keras-mbv2 figures --out figs --quick", cmd_figures,
+                "Draw the paper's Figure 3 (regular conv -> separable -> linear bottleneck -> inverted residual) and "
+                "Figure 4 (the four networks' blocks) from the keras_mbv2 blocks themselves, each panel annotated with "
+                "the profiler's params, multiply-adds and memory, and write evolution.md with the paper's cost and "
+                "memory claims measured.")
+    p.add_argument("--out", default="keras-mbv2-figures", help="output folder")
+    _add_force(p, "--out (a non-empty folder)")
+    p.add_argument("--quick", action="store_true", help="figures 3 and 4 and the cost and memory sections only")
 
     p = command("compare", "the paper's Tables 3 and 4 beside measured values", "keras-mbv2 compare", cmd_compare)
     p.add_argument("--size", type=positive_int, default=224, help="input resolution (default 224, as in the paper)")

@@ -1,0 +1,80 @@
+"""The paper's figures drawn from the blocks: the drawing's content comes from the blocks, its numbers from the
+profiler, and `keras-mbv2 figures --quick` writes the files."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from keras_mbv2 import cli
+from keras_mbv2.figures import FIGURE3, FIGURE4, block_profile, evolution_costs, panel_numbers, trace
+from keras_mbv2.layers import DepthwiseSeparable, InvertedResidual, NASNetNormalCell, ShuffleUnit
+
+# (block, input, tensor shapes in order, which stay linear (hatched), operator labels)
+TRACES = [
+    (lambda: InvertedResidual(24, expansion=6), (56, 56, 24),
+     [(56, 56, 24), (56, 56, 144), (56, 56, 144), (56, 56, 24), (56, 56, 24)],
+     [True, False, False, True, True], ["1x1", "dw 3x3", "1x1", "+"]),
+    (lambda: InvertedResidual(24, expansion=4), (56, 56, 24),  # a changed expansion changes the drawing
+     [(56, 56, 24), (56, 56, 96), (56, 56, 96), (56, 56, 24), (56, 56, 24)],
+     [True, False, False, True, True], ["1x1", "dw 3x3", "1x1", "+"]),
+    (lambda: InvertedResidual(24, linear_bottleneck=False), (56, 56, 24),  # Figure 6a: no hatching left
+     [(56, 56, 24), (56, 56, 144), (56, 56, 144), (56, 56, 24), (56, 56, 24)],
+     [False, False, False, False, False], ["1x1", "dw 3x3", "1x1", "+"]),
+    (lambda: InvertedResidual(32, strides=2), (56, 56, 24),  # stride 2: no shortcut
+     [(56, 56, 24), (56, 56, 144), (28, 28, 144), (28, 28, 32)],
+     [True, False, False, True], ["1x1", "dw 3x3 s2", "1x1"]),
+    (lambda: DepthwiseSeparable(24, linear_bottleneck=True), (56, 56, 24),  # Figure 3c
+     [(56, 56, 24), (56, 56, 24), (56, 56, 24)], [True, False, True], ["dw 3x3", "1x1"]),
+    (lambda: DepthwiseSeparable(24), (56, 56, 24),  # Figure 3b
+     [(56, 56, 24), (56, 56, 24), (56, 56, 24)], [False, False, False], ["dw 3x3", "1x1"]),
+    (lambda: ShuffleUnit(480, groups=3, strides=2), (28, 28, 240),  # Figure 4c, stride 2
+     [(28, 28, 240), (28, 28, 120), (28, 28, 120), (14, 14, 120), (14, 14, 240), (14, 14, 240), (14, 14, 480)],
+     [False, False, False, True, True, False, False],
+     ["GConv 1x1 g=3", "shuffle", "dw 3x3 s2", "GConv 1x1 g=3", "avg pool 3x3 s2", "concat"]),
+]
+
+
+@pytest.mark.parametrize("make,shape,shapes,linear,labels", TRACES, ids=[str(i) for i in range(len(TRACES))])
+def test_the_drawing_is_the_blocks_own_graph(make, shape, shapes, linear, labels):
+    graph = trace(make(), shape)
+    assert graph.shapes() == shapes
+    assert graph.linear() == linear
+    assert graph.labels() == labels
+
+
+def test_a_nasnet_cell_traces_as_a_graph_of_branches():
+    graph = trace(NASNetNormalCell(8), [(28, 28, 48), (28, 28, 48)])
+    assert graph.labels().count("+") == 5 and graph.labels()[-1] == "concat"
+    assert graph.outputs[0].shape == (28, 28, 48) and max(t.row for t in graph.tensors) >= 2  # branches side by side
+
+
+@pytest.mark.parametrize("panel", FIGURE3 + FIGURE4, ids=[p.title for p in FIGURE3 + FIGURE4])
+def test_each_panels_numbers_are_the_profilers(panel):
+    layer = block_profile(panel.make, panel.input_shape).layers[0]
+    numbers = panel_numbers(panel)
+    assert (numbers.params, numbers.macs, numbers.block_bytes, numbers.operator_bytes) == (
+        layer.params, layer.macs, layer.activation_bytes, layer.inner_operator_bytes)
+    assert numbers.macs > 0
+
+
+def test_the_costs_follow_the_papers_formulas():
+    for name, measured, formula, _ in evolution_costs():
+        assert measured == formula, name
+
+
+def test_figures_quick_writes_the_figures_within_a_minute(tmp_path, capsys):
+    start = time.perf_counter()
+    out = tmp_path / "figs"
+    assert cli.main(["figures", "--out", str(out), "--quick"]) == 0
+    assert time.perf_counter() - start < 60
+    assert sorted(os.listdir(out)) == ["evolution.md", "figure3.png", "figure4.png"]
+    for png in ("figure3.png", "figure4.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "evolution.md").read_text()
+    regular = panel_numbers(FIGURE3[0]).macs
+    assert f"| (a) regular conv | {regular:,} |" in text and "between bottlenecks" in text
+    assert cli.main(["figures", "--out", str(out), "--quick"]) == 2  # not replaced without --force
+    assert "--force" in capsys.readouterr().err
