@@ -9,6 +9,8 @@ Run: python benchmarks/run.py [--repeats 7] [--out benchmarks/RESULTS.md]
    lower bound, and vs the keras.applications twin exported the same way; flash bytes beside it.
 4. Memory-efficient inference (paper Section 5.1, `benchmarks/memory_split.py`): MobileNetV2's TFLM arena
    unsplit and split (0.35 at 96, 1.0 at 224), and QAT accuracy on the digits at 96x96, split vs unsplit.
+5. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of micro/app with
+   CMSIS-NN and with TFLM's reference kernels, from the logs recorded there (TFLM is built by hand: see its README).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import tensorflow as tf
 
 import keras_mbv2 as K
 from keras_mbv2.files import write_file
-from keras_mbv2.micro import measure_arena, offline_plan
+from keras_mbv2.micro import measure_arena, offline_plan, parse_app_output, profile_by_operator
 from keras_mbv2.quantization import to_tflite
 from keras_mbv2.tflite import io_details
 
@@ -125,6 +127,50 @@ def mcu(repeats: int) -> list[dict]:
     return rows
 
 
+FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
+# -icount shift=0: one instruction per virtual nanosecond; mps2-an386's SysTick counts at 25 MHz (40 ns)
+INSTRUCTIONS_PER_TICK = 40
+
+
+def firmware_section() -> list[str]:
+    """Per-operator cost of micro/app on QEMU, one column per kernel set, from benchmarks/firmware/*.log."""
+    kernels = {}
+    for name, label in (("qemu_mps2_an386_cmsis_nn.log", "CMSIS-NN"), ("qemu_mps2_an386_reference.log", "reference")):
+        path = os.path.join(FIRMWARE, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                kernels[label] = parse_app_output(f.read())
+    if not kernels:
+        return []
+    tables = {label: {op: (count, ticks) for op, count, ticks, _ in profile_by_operator(out)}
+              for label, out in kernels.items()}
+    first = next(iter(kernels.values()))
+    lines = [
+        "## The firmware on an emulated Cortex-M4: instructions per operator (micro/app, QEMU mps2-an386)",
+        "",
+        f"The demo's MobileNetV2 0.35 on 32x32x1 digits, int8, run by `micro/app` built against TFLite Micro and run "
+        f"with `make run-app` (how: benchmarks/firmware/README.md). QEMU is not cycle-accurate: with `-icount "
+        f"shift=0` each instruction takes 1 ns and SysTick counts at 25 MHz, so instructions = "
+        f"{INSTRUCTIONS_PER_TICK} x SysTick ticks, a proxy for cost, not cycles. Arena used on the M4: "
+        f"{first.arena_used:,} of {first.arena_size:,} B (the host TFLM runtime's measure plus 1 KiB).",
+        "",
+        "| operator | count | " + " | ".join(f"{k} M instructions | share" for k in tables)
+        + (" | reference / CMSIS-NN" if len(tables) == 2 else "") + " |",
+        "| --- | --- | " + " | ".join("--- | ---" for _ in tables) + (" | ---" if len(tables) == 2 else "") + " |",
+    ]
+    totals = {k: sum(ticks for _, ticks in t.values()) for k, t in tables.items()}
+    for op, (count, _) in sorted(tables[next(iter(tables))].items(), key=lambda kv: -kv[1][1]):
+        cells = [f"{INSTRUCTIONS_PER_TICK * t[op][1] / 1e6:.2f} | {t[op][1] / totals[k]:.1%}"
+                 for k, t in tables.items()]
+        ratio = (f" | {tables['reference'][op][1] / tables['CMSIS-NN'][op][1]:.1f}x" if len(tables) == 2 else "")
+        lines.append(f"| {op} | {count} | " + " | ".join(cells) + ratio + " |")
+    cells = [f"**{INSTRUCTIONS_PER_TICK * total / 1e6:.2f}** | 100%" for total in totals.values()]
+    ratio = f" | **{totals['reference'] / totals['CMSIS-NN']:.1f}x**" if len(tables) == 2 else ""
+    lines += [f"| all | {sum(c for c, _ in tables[next(iter(tables))].values())} | " + " | ".join(cells) + ratio
+              + " |", ""]
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="keras_mbv2 benchmarks (ratios measured in one run)")
     parser.add_argument("--repeats", type=int, default=7)
@@ -185,6 +231,7 @@ def main(argv=None) -> int:
     arena = memory_split.arena_rows()
     qat = None if args.skip_memory_qat else memory_split.qat_rows(**qat_args)
     lines += memory_split.markdown(arena, qat, qat_args)
+    lines += firmware_section()
     text = "\n".join(lines)
     write_file(args.out, text)
     print(text)

@@ -13,6 +13,7 @@ with _native_stderr_to(_STARTUP):
     import keras as _keras  # noqa: F401 (imports the backend, TensorFlow by default, inside the capture)
 
 from . import datasets, layers
+from .figures import draw
 from .models import (
     MobileNetV1,
     MobileNetV2,
@@ -26,6 +27,6 @@ from .profiler import Profile, profile
 
 __version__ = "0.1.0"
 __all__ = [
-    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "datasets",
+    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "datasets", "draw",
     "from_keras_application", "layers", "profile", "split_model",
 ]

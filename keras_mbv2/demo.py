@@ -173,6 +173,7 @@ def run_demo(
     from .models.networks import NETWORKS, build_network
     from .profiler import profile as profile_model
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
+    from .training import compile_classifier
 
     for name, value in (("epochs", epochs), ("qat_epochs", qat_epochs), ("image_size", image_size)):
         check_positive_int(name, value)
@@ -186,8 +187,7 @@ def run_demo(
         log(f"[1/7] data: UCI digits from scikit-learn, resized to {image_size}x{image_size}")
         data = load_digits(image_size=image_size)
         log(f"[2/7] float training: {model.name}, {model.count_params():,} params, {epochs} epochs")
-        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.optimizer.build(model.trainable_variables)  # see cli.cmd_train
+        compile_classifier(model, 2e-3)
         progress = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda e, logs: log(f"      epoch {e + 1}/{epochs}  loss {logs['loss']:.4f}  "
                                              f"accuracy {logs['accuracy']:.3f}")

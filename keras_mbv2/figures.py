@@ -4,8 +4,9 @@
 them: one node per tensor (its shape; whether a non-linearity touched it), one edge per operator (conv k x k,
 depthwise, 1x1, group conv, shuffle, pool, concat, +). Batch norms and activations are not separate tensors: an
 activation marks its tensor non-linear, so a tensor left linear is drawn hatched, as the paper draws the linear
-bottleneck. `draw` lays the graph out left to right (each tensor a box whose thickness follows its channels), and
-`figure3`, `figure4`, `figure6` and `evolution` make `keras-mbv2 figures`.
+bottleneck. `draw_graph` lays the graph out left to right (each tensor a box whose thickness follows its channels);
+`draw(block_or_model, input_shape, path)` is the public door (`keras_mbv2.draw`), and `figure`, `figure6` and
+`evolution_markdown` make `keras-mbv2 figures`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .layers import (
     ShuffleUnit,
 )
 from .profiler import Profile, profile
+from .training import compile_classifier
 
 
 @dataclass(eq=False)
@@ -171,8 +173,8 @@ def block_profile(block_factory: Callable[[], Block], input_shape: Sequence[int]
     return profile(keras.Model(inputs, outputs), bytes_per_activation)
 
 
-def draw(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int | None = None,
-         spatial: int | None = None) -> None:
+def draw_graph(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int | None = None,
+               spatial: int | None = None) -> None:
     """Draw a traced block on a matplotlib axis: boxes for tensors (thickness ~ channels, hatched when linear,
     labelled with their shape), arrows labelled with operators, shortcuts arched above. `channels` and
     `spatial` fix the scale (default: this block's largest), so that several panels compare."""
@@ -180,7 +182,8 @@ def draw(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int |
 
     channels = channels or max(t.shape[2] for t in graph.tensors)
     spatial = spatial or max(t.shape[0] for t in graph.tensors)
-    dx, dy = 2.2, 1.9
+    dense = max(t.row for t in graph.tensors) > 3  # a NASNet cell: many branches side by side
+    dx, dy = (3.0, 1.5) if dense else (2.2, 1.9)
     boxes = {}
     for t in graph.tensors:
         width = 0.15 + 0.85 * t.shape[2] / channels  # thickness follows the channel count
@@ -189,9 +192,16 @@ def draw(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int |
         boxes[id(t)] = (x, y, width, height)
         ax.add_patch(Rectangle((x - width / 2, y - height / 2), width, height, facecolor="#dbe9f6" if t.linear
                                else "#f6d7b8", edgecolor="#333333", hatch="////" if t.linear else None, lw=1))
-        ax.text(x, y - height / 2 - 0.12, t.label, ha="center", va="top", fontsize=6)
+    shown = set()
+    for edge in graph.edges:  # where many branches keep one shape, a shape is labelled where it first appears
+        if not dense or edge.target.shape != edge.sources[0].shape:
+            shown.add(id(edge.target))
+    for t in graph.tensors:
+        if not dense or id(t) in shown or t in graph.inputs or t in graph.outputs:
+            x, y, _, height = boxes[id(t)]
+            ax.text(x, y - height / 2 - 0.12, t.label, ha="center", va="top", fontsize=6)
     for edge in graph.edges:
-        tx, ty, tw, _ = boxes[id(edge.target)]
+        tx, ty, tw, th = boxes[id(edge.target)]
         for source in edge.sources:
             sx, sy, sw, sh = boxes[id(source)]
             skip = edge.target.depth - source.depth > 1
@@ -200,7 +210,11 @@ def draw(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int |
                                     connectionstyle=f"arc3,rad={-0.35 if skip else 0.0}")
             ax.add_patch(arrow)
         sx, sy, _, _ = boxes[id(edge.sources[-1])]  # the nearest source: a shortcut's is the last
-        ax.text((sx + tx) / 2, max(sy, ty) + 0.55, edge.label, ha="center", va="bottom", fontsize=6,
+        if edge.label in ("+", "concat") or len(edge.sources) > 1:  # a join: above the tensor it makes
+            x, y = tx, ty + th / 2 + 0.05
+        else:  # on its arrow, where branches on other rows do not cross it
+            x, y = (sx + tx) / 2, (sy + ty) / 2 + 0.12
+        ax.text(x, y, edge.label, ha="center", va="bottom", fontsize=5 if dense or len(edge.label) > 8 else 6,
                 color="#8b0000" if edge.label == "+" else "black")
     depth = max(t.depth for t in graph.tensors)
     rows = max(t.row for t in graph.tensors)
@@ -212,6 +226,66 @@ def draw(graph: Trace, ax: Any, title: str = "", note: str = "", channels: int |
         ax.set_title(title, fontsize=8)
     if note:
         ax.text(0.0, -0.02, note, transform=ax.transAxes, fontsize=6, va="top", family="monospace")
+
+
+DRAWING_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str = "block.png",
+         columns: int = 3) -> list[Trace]:
+    """Draw a block as the paper draws it, or a model's blocks one panel each in order, from their own `compose()`:
+    a box per tensor (thickness ~ channels, labelled HxWxC, hatched where linear), the operator between tensors,
+    the shortcut's `+`. `input_shape` is the block's (H, W, C), a list of two for a NASNet cell; for a model it
+    defaults to the model's own and each block gets the shape it receives there. The suffix of `path` picks the
+    format: .png, .svg or .pdf. Written to a temporary name and renamed into place. Returns the traced graphs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_write
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(DRAWING_SUFFIXES):
+        raise ValueError(f"`path` must end in {', '.join(DRAWING_SUFFIXES)}. Received: path={path!r}")
+    if isinstance(block_or_model, Block):
+        if input_shape is None:
+            raise ValueError("`input_shape` is needed to draw a block: (H, W, C), e.g. (56, 56, 24). "
+                             "Received: input_shape=None")
+        panels = [(block_or_model.name, block_or_model, input_shape)]
+    elif isinstance(block_or_model, keras.Model):
+        if input_shape is not None and tuple(input_shape) != tuple(block_or_model.input_shape[1:]):
+            block_or_model = keras.models.clone_model(block_or_model, input_tensors=keras.Input(tuple(input_shape)))
+        panels = [(layer.name, layer, _received_shape(layer)) for layer in block_or_model.layers
+                  if isinstance(layer, Block)]
+        if not panels:
+            raise ValueError(f"`block_or_model` has no keras_mbv2 blocks to draw. Received: {block_or_model.name}")
+    else:
+        raise ValueError(f"`block_or_model` must be a keras_mbv2 block or a Keras model built from them. Received: "
+                         f"{type(block_or_model).__name__}")
+    graphs = [trace(block, shape) for _, block, shape in panels]
+    columns = min(columns, len(graphs))
+    rows = -(-len(graphs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows), squeeze=False)
+    channels = max(t.shape[2] for g in graphs for t in g.tensors)
+    spatial = max(t.shape[0] for g in graphs for t in g.tensors)
+    for ax, (name, _, _), graph in zip(axes.ravel(), panels, graphs):
+        draw_graph(graph, ax, name, channels=channels, spatial=spatial)
+    for ax in axes.ravel()[len(graphs):]:
+        ax.axis("off")
+    fig.tight_layout()
+    try:
+        atomic_write(os.fspath(path), lambda tmp: fig.savefig(tmp, dpi=130))
+    finally:
+        plt.close(fig)
+    return graphs
+
+
+def _received_shape(layer: keras.layers.Layer) -> Any:
+    """The (H, W, C) a block receives in its model (a list of them for several inputs)."""
+    inputs = layer.input
+    if isinstance(inputs, (list, tuple)):
+        return [tuple(int(d) for d in t.shape[1:]) for t in inputs]
+    return tuple(int(d) for d in inputs.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -282,7 +356,7 @@ def figure(panels: Sequence[Panel], path: str, title: str, columns: int = 2) -> 
     for ax, panel, graph in zip(axes, panels, graphs):
         n = panel_numbers(panel)
         numbers.append(n)
-        draw(graph, ax, panel.title, _note(n), channels, spatial)
+        draw_graph(graph, ax, panel.title, _note(n), channels, spatial)
     for ax in axes[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
@@ -395,11 +469,15 @@ def equal_madds_widths(reference: str = "(d) inverted residual (linear, shortcut
     return widths
 
 
-def run_ablation(seeds: int = 3, epochs: int = 8, log: Callable[[str], None] = print) -> tuple[str, list[dict]]:
-    """Train every design at equal MAdds on the digits over `seeds` seeds; int8 (PTQ) accuracy and TFLM arena
-    of the first seed. Returns (the markdown section, the rows)."""
+def run_ablation(seeds: int = 3, epochs: int = 8, qat_epochs: int = 2,
+                 log: Callable[[str], None] = print) -> tuple[str, list[dict]]:
+    """Train every design at equal MAdds on the digits over `seeds` seeds; of the first seed, the int8 accuracy by
+    post-training quantization and after `qat_epochs` of quantization-aware training, and the TFLM arena.
+    Returns (the markdown section, the rows)."""
+    import tempfile
+
     from .datasets import load_digits
-    from .quantization import evaluate_tflite, to_tflite
+    from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
     from .tflite import arena_use
 
     data = load_digits(image_size=32)
@@ -409,17 +487,22 @@ def run_ablation(seeds: int = 3, epochs: int = 8, log: Callable[[str], None] = p
         accuracies, int8 = [], None
         for seed in range(seeds):
             model = ablation_model(name, width, seed=seed)
-            model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-            model.optimizer.build(model.trainable_variables)
+            compile_classifier(model, 3e-3)
             model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
             accuracies.append(float(model.evaluate(data.x_test, data.y_test, verbose=0)[1]))
             log(f"      {name}, seed {seed}: {accuracies[-1]:.1%}")
             if seed == 0:
-                tflite = to_tflite(model, data.x_train[:200])
-                int8 = (evaluate_tflite(tflite, data.x_test, data.y_test).accuracy, arena_use(tflite).total)
+                ptq = to_tflite(model, data.x_train[:200])
+                qat = quantize_aware(model)
+                with tempfile.TemporaryDirectory() as run_dir:
+                    fit_qat(qat, data.x_train, data.y_train, run_dir, epochs=qat_epochs, verbose=0)
+                qat_tflite = to_tflite(qat, data.x_train[:200])
+                int8 = (evaluate_tflite(ptq, data.x_test, data.y_test).accuracy,
+                        evaluate_tflite(qat_tflite, data.x_test, data.y_test).accuracy, arena_use(qat_tflite).total)
+                log(f"      {name}: PTQ int8 {int8[0]:.1%}, QAT int8 {int8[1]:.1%}, TFLM arena {int8[2]:,} B")
         rows.append(dict(name=name, width=width, params=model.count_params(), macs=profile(model).macs,
                          mean=float(np.mean(accuracies)), std=float(np.std(accuracies)), runs=accuracies,
-                         ptq=int8[0], arena=int8[1]))
+                         ptq=int8[0], qat=int8[1], arena=int8[2]))
     by = {row["name"]: row for row in rows}
     ir = by["(d) inverted residual (linear, shortcut between bottlenecks)"]
 
@@ -432,14 +515,16 @@ def run_ablation(seeds: int = 3, epochs: int = 8, log: Callable[[str], None] = p
 
     lines = [f"## Accuracy (paper Figure 6): the same body from each design, equal MAdds, {seeds} seeds", "",
              f"Digits 32x32 ({len(data.y_train)} training, {len(data.y_test)} test images), {epochs} epochs, Adam "
-             "3e-3, batch-norm momentum 0.9; int8 by post-training quantization (first seed), arena measured on "
-             "the TFLite Micro host runtime.", "",
-             "| design | width | params | MAdds | float accuracy, mean ± std | runs | PTQ int8 | TFLM arena |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"3e-3, batch-norm momentum 0.9; int8 of the first seed by post-training quantization (PTQ) and after "
+             f"{qat_epochs} epochs of quantization-aware training (QAT, Adam 1e-4), arena of the QAT model measured "
+             "on the TFLite Micro host runtime.", "",
+             "| design | width | params | MAdds | float accuracy, mean ± std | runs | PTQ int8 | QAT int8 "
+             "| TFLM arena |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         runs = ", ".join(f"{a:.1%}" for a in row["runs"])
         lines.append(f"| {row['name']} | {row['width']} | {row['params']:,} | {row['macs']:,} | {row['mean']:.1%} ± "
-                     f"{row['std']:.1%} | {runs} | {row['ptq']:.1%} | {row['arena']:,} |")
+                     f"{row['std']:.1%} | {runs} | {row['ptq']:.1%} | {row['qat']:.1%} | {row['arena']:,} |")
     lines += ["", "Which of the paper's claims held here:",
               held("linear bottlenecks beat ReLU6 after the projection (Figure 6a)", ir,
                    by["Fig. 6a: inverted residual with ReLU6 after the projection"]),
@@ -465,8 +550,9 @@ def figure6(rows: list[dict], path: str) -> None:
     ax.barh(y, [r["mean"] * 100 for r in rows], xerr=[r["std"] * 100 for r in rows], color="#4c72b0",
             label="float, mean ± std over seeds")
     ax.scatter([r["ptq"] * 100 for r in rows], y, color="#dd8452", zorder=3, label="PTQ int8 (first seed)")
+    ax.scatter([r["qat"] * 100 for r in rows], y, color="#55a868", marker="D", zorder=3, label="QAT int8 (first seed)")
     ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
-    ax.set_xlim(min(r["mean"] - r["std"] for r in rows) * 100 - 5, 100)
+    ax.set_xlim(min(min(r["mean"] - r["std"], r["ptq"], r["qat"]) for r in rows) * 100 - 5, 100)
     ax.set_xlabel("test accuracy (%), digits 32x32, equal multiply-adds")
     ax.set_title("MobileNetV2 paper, Figure 6, measured with the keras_mbv2 blocks", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")

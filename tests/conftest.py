@@ -21,7 +21,7 @@ HEAVY = (
     "test_command_sequence_runs_as_printed", "test_blocks_and_networks_tests_pass_on_jax", "test_example_runs",
     "test_quick_start_demo_as_printed", "test_short_qat_converts", "test_split_model_survives_qat",
     "test_python_block_runs_as_printed", "test_killed_qat_run", "test_qat_under_mirrored_strategy",
-    "test_a_model_trained_on_jax", "test_fit_ram_splits_only", "test_same_seed_and_data",
+    "test_fit_ram_splits_only", "test_same_seed_and_data",
 )
 
 

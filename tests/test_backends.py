@@ -1,9 +1,10 @@
 """Keras 3 backends: the blocks and networks on JAX (and PyTorch where installed), and models moving between them.
 
 The suite runs on TensorFlow. Here the block and network tests run again in a child process on JAX (its CPU
-wheel is a test dependency), a model trained on JAX goes through the TensorFlow-only QAT and TFLite path, and
-the same on PyTorch when torch is installed (its wheel brings ~4.4 GB of CUDA libraries, too heavy for every CI
-run: `pip install torch` and run `pytest -m torch` to include it).
+wheel is a test dependency; a model trained on JAX and converted to int8 under TensorFlow is the README's
+"Keras backends" block, which tests/test_readme.py runs and checks), and the same on PyTorch when torch is
+installed, with a torch-trained model through the TensorFlow-only QAT and TFLite path (its wheel brings
+~4.4 GB of CUDA libraries, too heavy for every CI run: `pip install torch` and run `pytest -m torch`).
 """
 
 from __future__ import annotations
@@ -67,15 +68,17 @@ def _model_from_backend(backend: str, tmp_path):
 
 def _backend_tests() -> list[str]:
     """On another backend, for every block class: our harness (a training step, .keras save and reload with equal
-    outputs) and Keras' run_layer_test (mixed precision included); every family's .keras round trip and its
-    parameter count (the same goldens as on TensorFlow). Every case of every block runs on TensorFlow."""
+    outputs) and Keras' run_layer_test (mixed precision included); every family's .keras round trip, and the
+    parameter counts (the same goldens as on TensorFlow) of all but NASNetMobile, whose 26 s build on JAX adds
+    nothing its cells' tests here do not check. Every case of every block runs on TensorFlow."""
     from test_layers import CASES, _case_id
 
     first_of_each = {}
     for case in CASES:
         first_of_each.setdefault(case[0], case)
     return ["tests/test_models.py::test_keras_round_trip_per_family",
-            "tests/test_models.py::test_four_builders_param_counts_on_any_backend",
+            *(f"tests/test_models.py::test_four_builders_param_counts_on_any_backend[{family}]"
+              for family in ("MobileNetV2", "MobileNetV1", "ShuffleNetV1")),
             *(f"tests/test_layers.py::{test}[{_case_id(case)}]" for case in first_of_each.values()
               for test in ("test_block_harness", "test_keras_run_layer_test_with_mixed_precision"))]
 
@@ -87,10 +90,6 @@ def test_blocks_and_networks_tests_pass_on_jax():
     result = _on_backend("jax", "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *BACKEND_TESTS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.splitlines()[-1] and "failed" not in result.stdout.splitlines()[-1]
-
-
-def test_a_model_trained_on_jax_quantizes_and_converts_under_tensorflow(tmp_path):
-    _model_from_backend("jax", tmp_path)
 
 
 @pytest.mark.torch

@@ -78,3 +78,23 @@ def test_figures_quick_writes_the_figures_within_a_minute(tmp_path, capsys):
     assert f"| (a) regular conv | {regular:,} |" in text and "between bottlenecks" in text
     assert cli.main(["figures", "--out", str(out), "--quick"]) == 2  # not replaced without --force
     assert "--force" in capsys.readouterr().err
+
+
+def test_draw_writes_a_blocks_drawing_and_a_models_blocks(tmp_path):
+    import keras_mbv2 as K
+
+    path = tmp_path / "ir.svg"
+    graphs = K.draw(InvertedResidual(24, expansion=6), (56, 56, 24), str(path))
+    svg = path.read_text()
+    assert "56x56x144" in svg and "dw 3x3" in svg and [t.linear for t in graphs[0].tensors][:2] == [True, False]
+    assert "56x56x96" in (K.draw(InvertedResidual(24, expansion=4), (56, 56, 24), str(path)) and path.read_text())
+    model = K.MobileNetV2((32, 32, 1), alpha=0.35, classes=10)
+    graphs = K.draw(model, path=str(tmp_path / "model.png"))
+    assert len(graphs) == sum(isinstance(layer, K.layers.Block) for layer in model.layers)
+    assert graphs[1].tensors[0].shape == (16, 16, 16)  # block 0 gets the stem's output, as in the model
+    assert K.draw(model, (64, 64, 1), str(tmp_path / "model.png"))[1].tensors[0].shape == (32, 32, 16)
+    with pytest.raises(ValueError, match=r"`path` must end in .png, .svg, .pdf. Received: path='.*x.jpg'"):
+        K.draw(model, path=str(tmp_path / "x.jpg"))
+    with pytest.raises(ValueError, match="`input_shape` is needed"):
+        K.draw(InvertedResidual(24), path=str(tmp_path / "y.png"))
+    assert sorted(os.listdir(tmp_path)) == ["ir.svg", "model.png"]

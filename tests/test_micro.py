@@ -290,6 +290,23 @@ def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model,
         check_app_output(log.split("image 1:")[0], out, "digits")
 
 
+def test_the_parser_reads_the_apps_real_output_on_qemu():
+    """A log of micro/app on QEMU's mps2-an386 (CMSIS-NN kernels, the demo's MobileNetV2 0.35 on 32x32 digits,
+    `make run-app` against a tflite-micro checkout, benchmarks/firmware/README.md): what the parser must read."""
+    from keras_mbv2.micro import parse_app_output, profile_by_operator
+
+    with open(os.path.join(MICRO, "..", "benchmarks", "firmware", "qemu_mps2_an386_cmsis_nn.log")) as f:
+        parsed = parse_app_output(f.read())
+    assert (parsed.arena_used, parsed.arena_size, parsed.done) == (81780, 88336, True)
+    assert parsed.tick_unit == "SysTick ticks"  # QEMU does not emulate the DWT cycle counter
+    assert [image.predicted for image in parsed.images] == [7, 6, 3, 7, 7]
+    assert all(len(image.scores) == 10 and image.ticks > 0 for image in parsed.images)
+    assert [index for index, _, _ in parsed.profile] == list(range(65))  # one line per operator of the model
+    rows = profile_by_operator(parsed)
+    assert [name for name, *_ in rows][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert sum(count for _, count, _, _ in rows) == 65 and abs(sum(share for *_, share in rows) - 1) < 1e-9
+
+
 @needs_arm
 def test_test_images_cross_compile(with_test_images, tmp_path):
     out, _ = with_test_images
