@@ -152,7 +152,10 @@ def firmware_section() -> list[str]:
         f"with `make run-app` (how: benchmarks/firmware/README.md). QEMU is not cycle-accurate: with `-icount "
         f"shift=0` each instruction takes 1 ns and SysTick counts at 25 MHz, so instructions = "
         f"{INSTRUCTIONS_PER_TICK} x SysTick ticks, a proxy for cost, not cycles. Arena used on the M4: "
-        f"{first.arena_used:,} of {first.arena_size:,} B (the host TFLM runtime's measure plus 1 KiB).",
+        + ", ".join(f"{out.arena_used:,} B ({k})" for k, out in kernels.items())
+        + f" of the emitted {first.arena_size:,} B (the 64-bit host TFLM runtime's measure plus 1 KiB). The five "
+        "embedded test images' scores equal the host TFLM runtime's bit for bit with either kernel set "
+        "(`keras-mbv2 check-app`).",
         "",
         "| operator | count | " + " | ".join(f"{k} M instructions | share" for k in tables)
         + (" | reference / CMSIS-NN" if len(tables) == 2 else "") + " |",

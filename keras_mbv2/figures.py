@@ -555,7 +555,7 @@ def figure6(rows: list[dict], path: str) -> None:
     ax.set_xlim(min(min(r["mean"] - r["std"], r["ptq"], r["qat"]) for r in rows) * 100 - 5, 100)
     ax.set_xlabel("test accuracy (%), digits 32x32, equal multiply-adds")
     ax.set_title("MobileNetV2 paper, Figure 6, measured with the keras_mbv2 blocks", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
