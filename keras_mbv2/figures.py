@@ -231,7 +231,7 @@ def draw_graph(graph: Trace, ax: Any, title: str = "", note: str = "", channels:
 DRAWING_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str = "block.png",
+def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str | None = None,
          columns: int = 3) -> list[Trace]:
     """Draw a block as the paper draws it, or a model's blocks one panel each in order, from their own `compose()`:
     a box per tensor (thickness ~ channels, labelled HxWxC, hatched where linear), the operator between tensors,
@@ -245,7 +245,7 @@ def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str
 
     from .files import atomic_write
 
-    if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(DRAWING_SUFFIXES):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(DRAWING_SUFFIXES):
         raise ValueError(f"`path` must end in {', '.join(DRAWING_SUFFIXES)}. Received: path={path!r}")
     if isinstance(block_or_model, Block):
         if input_shape is None:

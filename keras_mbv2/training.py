@@ -4,8 +4,8 @@ figures' ablation.
 Without a distribution strategy, Keras 3 on TensorFlow creates the optimizer's variables while tracing the first
 training step and then traces the step again; building the optimizer before `fit` traces it once (MobileNetV2
 0.35 at 32x32: 37 s -> 23 s before the first epoch ends, measured on 2 cores). XLA is left to Keras' "auto",
-which already turns it off on a machine with only CPUs (there it runs these depthwise networks' training steps
-3.6-4.7x slower, measured on 2 cores with TensorFlow 2.21).
+which turns it off on a machine with only CPUs, where XLA-compiled training steps of these depthwise networks
+are slower.
 """
 
 from __future__ import annotations
