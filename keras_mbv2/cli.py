@@ -18,7 +18,9 @@ import argparse
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from typing import Any, Callable, Sequence
@@ -27,6 +29,26 @@ from .files import atomic_write, check_receiving_folder, check_replaceable, writ
 from .models.networks import NETWORKS, build_network
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+# Set by Ctrl-C. Python raises KeyboardInterrupt where the main thread happens to be, and a library may swallow it
+# there (seen once in CI: `train` went on for its 200 epochs); training checks this after every batch.
+INTERRUPTED = threading.Event()
+
+
+def _on_ctrl_c(signum: int, frame: Any) -> None:
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _stop_on_ctrl_c() -> Any:
+    """A Keras callback that raises KeyboardInterrupt at the next batch once Ctrl-C was pressed."""
+    import keras
+
+    class StopOnCtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
+
+    return StopOnCtrlC()
 # Library arguments that a differently named flag sets: the library's messages name them, the user typed the flag.
 LIBRARY_ALIASES = {"alpha": "width", "scale": "width", "directory": "data"}
 COMMAND_ALIASES = {
@@ -229,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     compile_classifier(model, args.learning_rate)
     history = model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(data.x_test, data.y_test), verbose=2,
-                        callbacks=[keras.callbacks.TerminateOnNaN()])
+                        callbacks=[keras.callbacks.TerminateOnNaN(), _stop_on_ctrl_c()])
     losses = history.history.get("loss", [])
     if not losses or not np.isfinite(losses[-1]):
         raise StepFailed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
@@ -537,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
     warnings.showwarning = one_line_warning
+    INTERRUPTED.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c) if in_main_thread else None
     try:
         with native_stderr_to(captured):
             return args.func(args)
@@ -558,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             " ".join(str(exc).split())[:500]
         print(f"{name}: failed: {reason}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
