@@ -145,6 +145,7 @@ def firmware_section() -> list[str]:
     tables = {label: {op: (count, ticks) for op, count, ticks, _ in profile_by_operator(out)}
               for label, out in kernels.items()}
     first = next(iter(kernels.values()))
+    first_table = next(iter(tables.values()))
     lines = [
         "## The firmware on an emulated Cortex-M4: instructions per operator (micro/app, QEMU mps2-an386)",
         "",
@@ -162,14 +163,14 @@ def firmware_section() -> list[str]:
         "| --- | --- | " + " | ".join("--- | ---" for _ in tables) + (" | ---" if len(tables) == 2 else "") + " |",
     ]
     totals = {k: sum(ticks for _, ticks in t.values()) for k, t in tables.items()}
-    for op, (count, _) in sorted(tables[next(iter(tables))].items(), key=lambda kv: -kv[1][1]):
+    for op, (count, _) in sorted(first_table.items(), key=lambda kv: -kv[1][1]):
         cells = [f"{INSTRUCTIONS_PER_TICK * t[op][1] / 1e6:.2f} | {t[op][1] / totals[k]:.1%}"
                  for k, t in tables.items()]
         ratio = (f" | {tables['reference'][op][1] / tables['CMSIS-NN'][op][1]:.1f}x" if len(tables) == 2 else "")
         lines.append(f"| {op} | {count} | " + " | ".join(cells) + ratio + " |")
     cells = [f"**{INSTRUCTIONS_PER_TICK * total / 1e6:.2f}** | 100%" for total in totals.values()]
     ratio = f" | **{totals['reference'] / totals['CMSIS-NN']:.1f}x**" if len(tables) == 2 else ""
-    lines += [f"| all | {sum(c for c, _ in tables[next(iter(tables))].values())} | " + " | ".join(cells) + ratio
+    lines += [f"| all | {sum(c for c, _ in first_table.values())} | " + " | ".join(cells) + ratio
               + " |", ""]
     return lines
 

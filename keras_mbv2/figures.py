@@ -238,13 +238,6 @@ def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str
     the shortcut's `+`. `input_shape` is the block's (H, W, C), a list of two for a NASNet cell; for a model it
     defaults to the model's own and each block gets the shape it receives there. The suffix of `path` picks the
     format: .png, .svg or .pdf. Written to a temporary name and renamed into place. Returns the traced graphs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .files import atomic_write
-
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(DRAWING_SUFFIXES):
         raise ValueError(f"`path` must end in {', '.join(DRAWING_SUFFIXES)}. Received: path={path!r}")
     if isinstance(block_or_model, Block):
@@ -263,21 +256,36 @@ def draw(block_or_model: Block | keras.Model, input_shape: Any = None, path: str
         raise ValueError(f"`block_or_model` must be a keras_mbv2 block or a Keras model built from them. Received: "
                          f"{type(block_or_model).__name__}")
     graphs = [trace(block, shape) for _, block, shape in panels]
-    columns = min(columns, len(graphs))
+    render(graphs, [name for name, _, _ in panels], os.fspath(path), min(columns, len(graphs)))
+    return graphs
+
+
+def render(graphs: Sequence[Trace], titles: Sequence[str], path: str, columns: int,
+           notes: Sequence[str] | None = None, title: str = "") -> None:
+    """Traced blocks side by side on one scale (channels and resolution), one panel each, written to `path`
+    through a temporary file (format by its suffix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_write
+
     rows = -(-len(graphs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows), squeeze=False)
     channels = max(t.shape[2] for g in graphs for t in g.tensors)
     spatial = max(t.shape[0] for g in graphs for t in g.tensors)
-    for ax, (name, _, _), graph in zip(axes.ravel(), panels, graphs):
-        draw_graph(graph, ax, name, channels=channels, spatial=spatial)
+    for ax, graph, name, note in zip(axes.ravel(), graphs, titles, notes or [""] * len(graphs)):
+        draw_graph(graph, ax, name, note, channels, spatial)
     for ax in axes.ravel()[len(graphs):]:
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     try:
-        atomic_write(os.fspath(path), lambda tmp: fig.savefig(tmp, dpi=130))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130))
     finally:
         plt.close(fig)
-    return graphs
 
 
 def _received_shape(layer: keras.layers.Layer) -> Any:
@@ -341,28 +349,9 @@ def _note(numbers: PanelNumbers) -> str:
 
 def figure(panels: Sequence[Panel], path: str, title: str, columns: int = 2) -> list[PanelNumbers]:
     """Draw `panels` into one PNG (or SVG, by the suffix of `path`); returns each panel's numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.2 * rows))
-    axes = np.atleast_1d(axes).ravel()
     graphs = [trace(panel.make(), panel.input_shape) for panel in panels]
-    channels = max(t.shape[2] for g in graphs for t in g.tensors)
-    spatial = max(t.shape[0] for g in graphs for t in g.tensors)
-    numbers = []
-    for ax, panel, graph in zip(axes, panels, graphs):
-        n = panel_numbers(panel)
-        numbers.append(n)
-        draw_graph(graph, ax, panel.title, _note(n), channels, spatial)
-    for ax in axes[len(panels):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    numbers = [panel_numbers(panel) for panel in panels]
+    render(graphs, [panel.title for panel in panels], path, columns, [_note(n) for n in numbers], title)
     return numbers
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..tflite import Agreement, compare_outputs, run_tflm
+from ..tflite import Agreement, compare_outputs, io_details, run_tflm
 from .emitter import file_stem, parse_c_array
 
 
@@ -95,8 +95,6 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
     images = read_test_images(folder, name)
     if [image.index for image in output.images[:len(images)]] != list(range(len(images))):
         raise ValueError(f"The app classified {len(output.images)} of the {len(images)} test images in {folder!r}.")
-    from ..tflite import io_details
-
     shape = io_details(model)["input_shape"]
     host, _ = run_tflm(model, images.reshape((len(images), *shape[1:])))
     return compare_outputs(np.stack([image.scores for image in output.images[:len(images)]]),
