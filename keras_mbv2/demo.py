@@ -236,7 +236,7 @@ def run_demo(
         result = DemoResult(
             out_dir=os.path.abspath(out), network=model.name, float_accuracy=float_acc, ptq_accuracy=ptq_acc,
             qat_accuracy=lite.accuracy, tflm_accuracy=micro.accuracy,
-            tflm_agreement=compare_outputs(micro.outputs, lite.outputs), model_bytes=len(int8),
+            tflm_agreement=compare_outputs(micro.outputs, lite.outputs), model_bytes=report.model_bytes,
             arena_bytes=report.arena_bytes, measured_arena_bytes=report.measured_arena_bytes,
             activation_bytes=report.activation_bytes, macs=prof.macs, params=model.count_params(),
             seconds=time.perf_counter() - start, train_images=len(data.y_train), test_images=len(data.y_test),

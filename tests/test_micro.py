@@ -17,7 +17,7 @@ import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import BOARDS, TFLM_OPS, emit, parse_c_array
 from keras_mbv2.quantization import run_tflm, to_tflite
-from keras_mbv2.tflite import operator_names
+from keras_mbv2.tflite import operator_names, strip_strings
 
 MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
@@ -46,9 +46,12 @@ def test_array_is_byte_identical_and_emission_deterministic(int8_model, emitted,
     out, report = emitted
     with open(os.path.join(out, "digits_model_data.cc")) as f:
         source = f.read()
-    assert parse_c_array(source, "digits") == int8_model
+    array = parse_c_array(source, "digits")
+    assert array == strip_strings(int8_model) and len(array) < len(int8_model)  # names are not flashed
+    x = np.random.default_rng(0).integers(-128, 128, (1, 32, 32, 1)).astype("int8")
+    np.testing.assert_array_equal(run_tflm(array, x)[0], run_tflm(int8_model, x)[0])
     assert "alignas(16) const unsigned char g_digits_model_data[]" in source
-    assert f"g_digits_model_data_size = {len(int8_model)};" in source
+    assert f"g_digits_model_data_size = {len(array)};" in source
     again = str(tmp_path / "again")
     emit(int8_model, again, name="digits", labels=[str(i) for i in range(10)])
     for name in sorted(os.listdir(out)):
@@ -80,7 +83,7 @@ def test_arena_is_measured_and_settings_are_right(int8_model, emitted):
         settings = f.read()
     assert f"kTensorArenaSize = {report.arena_bytes};" in settings
     assert "kNumRows = 32;" in settings and "kCategoryCount = 10;" in settings and '"9"' in settings
-    assert report.macs > 0 and report.model_bytes == len(int8_model)
+    assert report.macs > 0 and report.model_bytes == len(strip_strings(int8_model))
     # the report is a file beside the sources and says the same
     with open(os.path.join(out, "digits_report.txt")) as f:
         assert f"{report.arena_bytes:,} B RAM" in f.read()
@@ -140,7 +143,7 @@ def test_cortex_m4_firmware_on_qemu_prints_the_models_crc32(int8_model, emitted,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     crc = re.search(r"crc32=([0-9a-f]{8}) identifier=TFL3 aligned16=yes", run.stdout).group(1)
-    assert int(crc, 16) == zlib.crc32(int8_model)
+    assert int(crc, 16) == zlib.crc32(strip_strings(int8_model))
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +212,7 @@ def test_offline_memory_plan_beats_tflm_greedy_planner(mobilenet_v1_96, tmp_path
     assert report.online_arena_bytes == online.total and report.measured_arena_bytes == arena_use(planned).total
     assert "offline memory plan" in str(report)
     with open(tmp_path / "planned" / "v1_model_data.cc") as f:
-        assert parse_c_array(f.read(), "v1") == planned
+        assert parse_c_array(f.read(), "v1") == strip_strings(planned)
     kept = emit(mobilenet_v1_96, str(tmp_path / "online"), name="v1", memory_plan=False)
     assert kept.online_arena_bytes is None and kept.measured_arena_bytes == online.total
 
@@ -324,3 +327,24 @@ def test_make_app_says_what_is_missing(tflm_dir, message, with_test_images):
     result = subprocess.run(["make", "-s", "-C", MICRO, "app", f"MODEL_DIR={out}", "MODEL_NAME=digits",
                              f"TFLM_DIR={tflm_dir}"], capture_output=True, text=True)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_untrained_network_reports_the_flash_and_arena_of_a_trained_one(tmp_path):
+    """What a user does first: build, convert and emit an untrained network to see whether it fits a board. Its
+    degenerate quantization cannot run and its equal constants share storage; the report gives what the same
+    architecture needs once trained, and says why it cannot run yet."""
+    x = np.random.default_rng(0).uniform(0, 1, (8, 48, 48, 3)).astype("float32")
+    model = K.MobileNetV2((48, 48, 3), alpha=0.35, classes=10, weights=None)
+    untrained = emit(to_tflite(model, x, num_calibration=8), str(tmp_path / "untrained"))
+    randomize_batch_norms(model)
+    bias = model.get_layer("predictions").bias
+    bias.assign(np.random.default_rng(1).normal(0, 0.1, bias.shape))
+    trained = emit(to_tflite(model, x, num_calibration=8), str(tmp_path / "trained"))
+    assert trained.cannot_run is None and untrained.cannot_run and "train the model" in untrained.cannot_run
+    assert trained.model_bytes == trained.array_bytes
+    # the same content; the converter orders an untrained model's tensors differently, and flatbuffer alignment
+    # padding follows the order (80 B of 611,760 B when written)
+    assert abs(untrained.model_bytes - trained.model_bytes) <= 0.0005 * trained.model_bytes
+    assert untrained.array_bytes < 0.98 * trained.model_bytes  # what was written: equal constants stored once
+    assert untrained.measured_arena_bytes == trained.measured_arena_bytes
+    assert f"{untrained.model_bytes:,} B flash once trained" in str(untrained)

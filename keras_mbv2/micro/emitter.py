@@ -17,7 +17,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..files import write_files
-from ..tflite import arena_use, offline_plan, operator_names, parse_model, read_tflite, require_int8, tflite_macs
+from ..tflite import (
+    arena_use,
+    offline_plan,
+    operator_names,
+    parse_model,
+    read_tflite,
+    require_int8,
+    strip_strings,
+    tflite_macs,
+)
+from ..tflite.flatbuffer import memory_twin
 from ..tflite.runtime import check_input_range, quantize_input
 from .boards import BOARDS, fit_problems
 
@@ -70,10 +80,15 @@ class MicroReport:
     activation_bytes: int | None = None  # the arena's planned activation buffers (TFLM's "head")
     online_arena_bytes: int | None = None  # the arena TFLM planned itself, when an offline plan beat it
     cannot_run: str | None = None  # why the model cannot run yet (an untrained network), when it cannot
+    array_bytes: int | None = None  # the array written, when it differs from model_bytes (an untrained network)
 
     def _summary(self) -> list[str]:
+        flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
+        if self.array_bytes is not None and self.array_bytes != self.model_bytes:
+            flash = (f"model   {self.name}: {self.model_bytes:,} B flash once trained, to within flatbuffer padding "
+                     f"(the untrained array written is {self.array_bytes:,} B: its equal constants are stored once)")
         lines = [
-            f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite)",
+            flash,
             f"arena   {self.arena_bytes:,} B RAM (kTensorArenaSize = measured {self.measured_arena_bytes:,} B "
             f"+ {ARENA_MARGIN:,} B margin)",
             f"ops     {', '.join(self.operators)}",
@@ -267,13 +282,18 @@ def emit(
                 data, online, use = planned, use.total, planned_use
     measured = use.total if use is not None else int(arena_bytes)
     arena = tensor_arena_size(measured)
+    cannot_run = use.cannot_run if use is not None else None
+    data = strip_strings(data)
+    # Flash of the architecture: an untrained network's equal constants (zero biases, ...) share buffers and
+    # vanish once trained, so its size is that of its memory twin, which holds every constant apart.
+    flash = len(strip_strings(memory_twin(data))) if cannot_run else len(data)
     if board is not None:
-        problems = fit_problems(BOARDS[board], len(data), arena)
+        problems = fit_problems(BOARDS[board], flash, arena)
         if problems:
             raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
-    report = MicroReport(name, len(data), arena, measured, ops, tflite_macs(data), board,
+    report = MicroReport(name, flash, arena, measured, ops, tflite_macs(data), board,
                          activation_bytes=use.head if use is not None else None, online_arena_bytes=online,
-                         cannot_run=use.cannot_run if use is not None else None)
+                         cannot_run=cannot_run, array_bytes=len(data))
     files = _files(name, data, details, ops, arena, measured, labels)
     if test_images is not None:
         x = np.asarray(test_images, dtype="float32")

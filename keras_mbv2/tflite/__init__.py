@@ -17,6 +17,7 @@ from .flatbuffer import (
     parse_model,
     read_tflite,
     require_int8,
+    strip_strings,
     tflite_macs,
 )
 from .memory_plan import offline_plan, plan_offsets, with_offline_plan
@@ -48,5 +49,5 @@ __all__ = [
     "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details", "lifetimes", "live_bytes_per_operator",
     "measure_arena", "offline_plan", "operator_names", "pack_model", "parse_arena_bytes", "parse_model",
     "plan_offsets", "quantize_input", "read_tflite", "reorder_operators", "require_int8", "run_isolated",
-    "run_litert", "run_tflm", "schedule_operators", "tflite_macs", "with_offline_plan",
+    "run_litert", "run_tflm", "schedule_operators", "strip_strings", "tflite_macs", "with_offline_plan",
 ]

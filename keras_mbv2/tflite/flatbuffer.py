@@ -168,9 +168,43 @@ def degenerate_tensors(data: bytes, threshold: float = DEGENERATE_SCALE) -> list
     return found
 
 
+def strip_strings(data: bytes) -> bytes:
+    """`data` without the strings a device never reads (tensor and subgraph names, signature defs), with
+    TensorFlow's own `flatbuffer_utils.strip_strings`. Operators, weights, quantization and metadata (an offline
+    memory plan) are kept, so outputs and arena are unchanged. The converter names constant tensors after the
+    values it folded, so only the stripped size depends on the architecture alone."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = parse_model(data)
+    flatbuffer_utils.strip_strings(model)
+    return pack_model(model, len(data))
+
+
+def _insert_tensor(model: Any, graph: Any, at: int, tensor: Any) -> None:
+    """Insert `tensor` at index `at` of `graph`, renumbering every reference to the tensors after it (operators,
+    graph inputs and outputs, and the OfflineMemoryAllocation plan of a single-subgraph model)."""
+    from .memory_plan import METADATA_NAME
+
+    def shift(indices: Any) -> Any:
+        return None if indices is None else np.array([i + 1 if i >= at else i for i in indices], np.int32)
+
+    graph.tensors.insert(at, tensor)
+    for op in graph.operators:
+        op.inputs, op.outputs, op.intermediates = shift(op.inputs), shift(op.outputs), shift(op.intermediates)
+    graph.inputs, graph.outputs = shift(graph.inputs), shift(graph.outputs)
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
+        if name == METADATA_NAME and len(model.subgraphs) == 1:
+            values = np.frombuffer(bytes(model.buffers[entry.buffer].data), dtype="<i4").tolist()
+            values = [*values[:2], values[2] + 1, *values[3:3 + at], -1, *values[3 + at:]]
+            model.buffers[entry.buffer].data = np.frombuffer(np.array(values, "<i4").tobytes(), np.uint8)
+
+
 def memory_twin(data: bytes) -> bytes:
     """A model with the memory of `data` once trained: every quantization scale set to 1/256, constant buffers the
-    converter shared between tensors copied apart, and biases it dropped for being zero restored (zeros).
+    converter shared between tensors copied apart, and biases it dropped for being zero restored (zeros). The
+    copies go into the empty buffer entries the converter leaves where it merged equal constants, so the twin has
+    the trained model's buffer table, and size, exactly.
 
     The arena TFLM needs depends on the shapes, operators and quantization layout, not on the values, so this
     twin measures what a trained model of the same architecture needs even when `data` itself cannot run (an
@@ -185,6 +219,20 @@ def memory_twin(data: bytes) -> bytes:
         buffer = model.buffers[tensor.buffer]
         return buffer.data is not None and len(buffer.data) > 0
 
+    referenced = {t.buffer for g in model.subgraphs for t in g.tensors} | {m.buffer for m in model.metadata or []}
+    free = [i for i, b in enumerate(model.buffers)
+            if i > 0 and i not in referenced and (b.data is None or len(b.data) == 0)]
+
+    def new_buffer(data: np.ndarray) -> int:
+        """Index of a buffer holding `data`: an unused empty entry when there is one, else a new one."""
+        buffer = schema.BufferT()
+        buffer.data = data
+        if free:
+            model.buffers[free[0]] = buffer
+            return free.pop(0)
+        model.buffers.append(buffer)
+        return len(model.buffers) - 1
+
     for graph in model.subgraphs:
         for op in graph.operators:
             kind = names[op.opcodeIndex]
@@ -195,25 +243,21 @@ def memory_twin(data: bytes) -> bytes:
                 n = len(wq.scale) if wq is not None and wq.scale is not None and len(wq.scale) else 1
                 bias = schema.TensorT()
                 bias.shape, bias.type, bias.name = np.array([channels], np.int32), schema.TensorType.INT32, b"bias"
+                bias.hasRank = True  # as the converter writes a bias
                 bias.quantization = schema.QuantizationParametersT()
                 bias.quantization.scale = np.full(n, 1 / 256, np.float32)
                 bias.quantization.zeroPoint = np.zeros(n, np.int64)
-                buffer = schema.BufferT()
-                buffer.data = np.zeros(4 * channels, np.uint8)
-                bias.buffer = len(model.buffers)
-                model.buffers.append(buffer)
-                graph.tensors.append(bias)
+                bias.buffer = new_buffer(np.zeros(4 * channels, np.uint8))
+                at = int(op.inputs[1])  # where the converter puts a bias: just before its weights
+                _insert_tensor(model, graph, at, bias)
                 inputs = [*op.inputs, -1, -1][:max(3, len(op.inputs))]
-                inputs[2] = len(graph.tensors) - 1
+                inputs[2] = at
                 op.inputs = np.array(inputs, np.int32)
         seen: set[int] = set()
         for tensor in graph.tensors:
             if constant(tensor):
                 if tensor.buffer in seen:
-                    copy = schema.BufferT()
-                    copy.data = np.array(model.buffers[tensor.buffer].data, copy=True)
-                    tensor.buffer = len(model.buffers)
-                    model.buffers.append(copy)
+                    tensor.buffer = new_buffer(np.array(model.buffers[tensor.buffer].data, copy=True))
                 seen.add(tensor.buffer)
             q = tensor.quantization
             if q is not None and q.scale is not None and len(q.scale):
