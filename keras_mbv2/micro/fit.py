@@ -8,20 +8,34 @@ checks the result on the TFLM host runtime:
 2. budget for activations = RAM - persistent data - `ARENA_MARGIN`;
 3. `plan_memory_splits` picks the splits from the profiler's operator-level liveness;
 4. convert the split model, measure again; if more slices added persistent data beyond the budget,
-   lower the activation budget by the excess and repeat.
+   lower the activation budget by the excess and repeat;
+5. below the floor no split can lower (the operator on the stem's output), run the early stage in spatial
+   patches (`keras_mbv2.tflite.patches`, MCUNetV2): the floor's operator then never sees its whole input. The
+   blocks after the stage are split to lower the rest model's activations, round by round, and the device's
+   whole RAM (frame + both arenas) is measured on the TFLM host runtime each time.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from ..checks import check_positive_int
-from ..models.memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
+from ..models.memory_split import (
+    inverted_residual_blocks,
+    memory_splits_of,
+    plan_memory_splits,
+    split_floor,
+    split_model,
+)
 from ..quantization import to_tflite
-from ..tflite import ArenaUse, arena_use, tflite_macs
+from ..tflite import ArenaUse, arena_use, run_tflm, tflite_macs
+from ..tflite.flatbuffer import parse_model
+from ..tflite.patches import PatchedModel, patch_model
 from .emitter import tensor_arena_size
 
 MAX_ROUNDS = 4
@@ -37,6 +51,19 @@ class FitResult:
     macs_before: int
     macs_after: int
     ram_bytes: int
+    patched: PatchedModel | None = None  # the patch plan, when channel splits alone could not fit
+
+    @property
+    def device_ram_bytes(self) -> int:
+        """Everything the device needs for inference, measured on the TFLM host runtime: the arena (the input
+        frame is its input tensor) or, patched, the frame and the two arenas."""
+        return self.patched.device_ram_bytes if self.patched else self.after.total
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """int8 inputs (N, H, W, C) -> int8 outputs on the TFLM host runtime, exactly as the firmware computes
+        them (patch by patch when patched); equal, bit for bit, to `run_tflm(self.tflite, x)`."""
+        x = np.asarray(x)
+        return self.patched.invoke(x) if self.patched else run_tflm(self.tflite, x)[0]
 
     def __str__(self) -> str:
         split = {name: s for name, s in self.memory_splits.items() if s > 1}
@@ -44,10 +71,31 @@ class FitResult:
             f"fit-ram {self.ram_bytes:,} B (kTensorArenaSize = measured arena + margin, rounded to 16 B)",
             f"{'':<8}{'arena':>12}{'activations':>14}{'persistent':>13}{'MACs':>15}",
             f"{'before':<8}{self.before.total:>12,}{self.before.head:>14,}{self.before.tail:>13,}{self.macs_before:>15,}",
-            f"{'after':<8}{self.after.total:>12,}{self.after.head:>14,}{self.after.tail:>13,}{self.macs_after:>15,}",
+            f"{'after':<8}{self.after.total:>12,}{self.after.head:>14,}{self.after.tail:>13,}"
+            + ("" if self.patched else f"{self.macs_after:>15,}"),
             "splits  " + (", ".join(f"{name}={s}" for name, s in split.items()) if split else "none needed"),
         ]
+        if self.patched is not None:
+            p = self.patched
+            rows[4:4] = [
+                f"{'patch':<8}{p.patch_arena.total:>12,}{p.patch_arena.head:>14,}{p.patch_arena.tail:>13,}"
+                f"{'x' + str(p.plan.patches):>15}",
+                f"{'rest':<8}{p.rest_arena.total:>12,}{p.rest_arena.head:>14,}{p.rest_arena.tail:>13,}"
+                f"{self.macs_after:>15,}",
+            ]
+            rows += [
+                f"{p.plan.describe()}",
+                f"device  {p.frame_bytes:,} B input frame + {p.patch_arena.total:,} B patch arena + "
+                f"{p.rest_arena.total:,} B rest arena = {p.device_ram_bytes:,} B RAM (emitted with margins: "
+                f"{emitted_ram(p):,} B)",
+            ]
         return "\n".join(rows)
+
+
+def emitted_ram(patched: PatchedModel) -> int:
+    """RAM of a patched model as emitted: the frame and each arena's kTensorArenaSize."""
+    return patched.frame_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
+        patched.rest_arena.total)
 
 
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
@@ -79,11 +127,10 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             plan = plan_memory_splits(model, budget)
         except ValueError as exc:
             floor = split_floor(model)[0]
-            raise ValueError(
-                f"`ram_bytes` is below what the model needs on TFLM: {exc} With TFLM's persistent data "
-                f"({before.tail:,} B unsplit, more with more operators) and the margin, the arena needs at least "
-                f"{tensor_arena_size(floor + before.tail):,} B. Received: ram_bytes={ram_bytes!r}"
-            ) from None
+            why = (f"{exc} With TFLM's persistent data ({before.tail:,} B unsplit, more with more operators) and the "
+                   f"margin, one arena needs at least {tensor_arena_size(floor + before.tail):,} B")
+            log("below the channel-split floor: patch-based inference")
+            return _fit_patches(model, ram_bytes, representative_data, log, before, macs_before, data, why)
         if plan == splits and current is not model:
             break  # the estimate cannot improve: the planner's placement needs more than the estimate
         current, splits = split_model(model, plan), plan
@@ -102,3 +149,48 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
 def _describe(plan: dict[str, int]) -> str:
     split = {name: s for name, s in plan.items() if s > 1}
     return ", ".join(f"{name}={s}" for name, s in split.items()) or "none"
+
+
+def _stage_blocks(model: keras.Model, data: bytes, cut: int) -> set[str]:
+    """Names of the inverted residual blocks whose operators lie in the patch stage (the first `cut` operators),
+    read from the converter's tensor names, which carry the Keras layer names."""
+    graph = parse_model(data).subgraphs[0]
+    names = " ".join(
+        (graph.tensors[t].name or b"").decode(errors="replace") for op in graph.operators[:cut] for t in op.outputs)
+    return {b.name for b in inverted_residual_blocks(model) if re.search(rf"\b{re.escape(b.name)}(_|/)", names)}
+
+
+def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, log: Callable[[str], None],
+                 before: ArenaUse, macs_before: int, data: bytes, why: str) -> FitResult:
+    """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
+    device's RAM fits `ram_bytes` (or no round improves)."""
+    current, splits = model, memory_splits_of(model)
+    best = None
+    for _ in range(MAX_ROUNDS):
+        patched = patch_model(data)
+        need = emitted_ram(patched)
+        log(f"patches {patched.plan.grid[0]}x{patched.plan.grid[1]} after {patched.plan.cut} operators, splits "
+            f"{_describe(splits)}: device RAM {patched.device_ram_bytes:,} B measured ({need:,} B emitted)")
+        if best is None or need < best[0]:
+            best = (need, current, splits, data, patched)
+        elif need >= best[0]:
+            break
+        if need <= ram_bytes:
+            break
+        inside = _stage_blocks(model, data, patched.plan.cut)
+        plan = plan_memory_splits(model, max(1, patched.rest_arena.head // 2), best_effort=True)
+        plan = {name: 1 if name in inside else s for name, s in plan.items()}
+        if plan == splits:
+            break
+        current, splits = split_model(model, plan), plan
+        data = to_tflite(current, representative_data)
+    need, current, splits, data, patched = best
+    if need > ram_bytes:
+        arenas = [tensor_arena_size(a.total) for a in (patched.patch_arena, patched.rest_arena)]
+        raise ValueError(
+            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
+            f"{need:,} B (input frame {patched.frame_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
+            f"{arenas[1]:,} B with splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
+        )
+    return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
+                     patched)

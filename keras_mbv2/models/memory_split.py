@@ -120,8 +120,11 @@ def _floor(model: keras.Model, layers: list[Any]) -> tuple[int, str]:
 
 
 def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_activation: int = 1,
-                       max_splits: int | None = None) -> dict[str, int]:
+                       max_splits: int | None = None, best_effort: bool = False) -> dict[str, int]:
     """The smallest split per block such that the block's operator-level peak fits `activation_budget`.
+
+    With `best_effort`, a block that cannot fit gets the split with its smallest peak instead of an error, and
+    the floor is not checked (patch-based inference runs the floor's layer one patch at a time).
 
     A block's peak with s slices is estimated with the profiler's operator-level liveness (BN and
     activations fused into the operator before them, as the TFLite converter does; this equals the head
@@ -136,7 +139,7 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
         raise ValueError(f"`model` has no InvertedResidual blocks to split. Received: model={model.name!r}")
     layers = profile(model, bytes_per_activation).layers
     floor, where = _floor(model, layers)
-    if floor > activation_budget:
+    if floor > activation_budget and not best_effort:
         raise ValueError(
             f"Layer {where!r} needs {floor:,} B of activations and cannot be split, so no split fits an "
             f"activation budget of {activation_budget:,} B."
@@ -151,13 +154,19 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
             continue
         outer = layer.operator_bytes - layer.inner_operator_bytes  # other tensors alive meanwhile
         limit = min(sum(block.slice_channels), max_splits or sum(block.slice_channels))
+        best = None
         for s in range(1, limit + 1):
             inner = (layer.inner_operator_bytes if s == block.memory_splits
                      else _inner_operator_bytes(block, s, bytes_per_activation))
+            if best is None or outer + inner < best[0]:
+                best = (outer + inner, s)
             if outer + inner <= activation_budget:
                 plan[block.name] = s
                 break
         else:
+            if best_effort:
+                plan[block.name] = best[1]
+                continue
             raise ValueError(
                 f"Block {block.name!r} needs {outer + inner:,} B of activations even in {limit} slices, more "
                 f"than the activation budget of {activation_budget:,} B."

@@ -44,7 +44,11 @@ def run_tflm(model: bytes, inputs: np.ndarray, arena_size: int) -> tuple[np.ndar
         interp.set_input(x[None, ...], 0)
         interp.invoke()
         outputs.append(np.array(interp.get_output(0))[0])
-    # print_allocations writes to the C stderr: capture file descriptor 2 around it
+    return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), _allocations(interp)
+
+
+def _allocations(interp) -> str:
+    """TFLM's allocation report (print_allocations writes to the C stderr: captured around it)."""
     with tempfile.TemporaryFile() as log:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -56,14 +60,57 @@ def run_tflm(model: bytes, inputs: np.ndarray, arena_size: int) -> tuple[np.ndar
             os.dup2(saved, 2)
             os.close(saved)
         log.seek(0)
-        report = log.read().decode(errors="replace")
+        return log.read().decode(errors="replace")
+
+
+def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.ndarray,
+                arena_size: int) -> tuple[np.ndarray, str]:
+    """The firmware's patch loop (keras_mbv2.tflite.patches) on the TFLM host runtime: two interpreters, each with
+    its own arena; every patch's output is written into the rest model's input, which then runs once."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    patch = runtime.Interpreter.from_bytes(patch_model, arena_size=arena_size)
+    rest = runtime.Interpreter.from_bytes(rest_model, arena_size=arena_size)
+    (ay, ax), masks = plan["input"], plan["masks"]
+    ph, pw = plan["patch"]
+    outputs = []
+    for frame in inputs:
+        stage = np.zeros(plan["stage_shape"], "int8")
+        height, width = frame.shape[:2]
+        for oy in plan["starts"][0]:
+            for ox in plan["starts"][1]:
+                y0, x0 = ay[0] * oy + ay[1], ax[0] * ox + ax[1]
+                region = np.full((ay[2], ax[2], frame.shape[2]), plan["input_zero_point"], "int8")
+                top, left = max(y0, 0), max(x0, 0)
+                bottom, right = min(y0 + ay[2], height), min(x0 + ax[2], width)
+                region[top - y0:bottom - y0, left - x0:right - x0] = frame[top:bottom, left:right]
+                patch.set_input(region[None], 0)
+                for j, (my, mx) in enumerate(masks, start=1):
+                    rows = np.arange(my[2]) + my[0] * oy + my[1]
+                    cols = np.arange(mx[2]) + mx[0] * ox + mx[1]
+                    inside = ((rows >= 0) & (rows < my[3]))[:, None] & ((cols >= 0) & (cols < mx[3]))[None, :]
+                    patch.set_input(inside.astype("int8")[None, :, :, None], j)
+                patch.invoke()
+                stage[oy:oy + ph, ox:ox + pw] = np.array(patch.get_output(0))[0]
+        rest.set_input(stage[None], 0)
+        rest.invoke()
+        outputs.append(np.array(rest.get_output(0))[0])
+    report = "[patch model]\n" + _allocations(patch) + "[rest model]\n" + _allocations(rest)
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
 def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_size: int) -> None:
+    inputs = np.load(inputs_path)
+    if runtime == "tflm-patched":  # MODEL is an .npz: patch and rest models and the plan as JSON
+        import json
+
+        models = np.load(model_path)
+        outputs, report = run_patched(models["patch"].tobytes(), models["rest"].tobytes(),
+                                      json.loads(str(models["plan"])), inputs, arena_size)
+        np.savez(out_path, outputs=outputs, allocations=np.array(report))
+        return
     with open(model_path, "rb") as f:
         model = f.read()
-    inputs = np.load(inputs_path)
     if runtime == "litert":
         outputs, report = run_litert(model, inputs), ""
     else:

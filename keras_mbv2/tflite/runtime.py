@@ -89,12 +89,48 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
-    arena = arena_size or max(len(tflite) * 10, 1 << 20)
-    label = "TFLite Micro" if runtime == "tflm" else "LiteRT"
-    with tempfile.TemporaryDirectory(prefix="keras_mbv2_run_") as tmp:
-        model_path, in_path, out_path = (os.path.join(tmp, n) for n in ("model.tflite", "in.npy", "out.npz"))
-        with open(model_path, "wb") as f:
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
             f.write(tflite)
+
+    arena = arena_size or max(len(tflite) * 10, 1 << 20)
+    return _run_child(runtime, write, x, arena, timeout, lambda: _likely_cause(tflite))
+
+
+def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray, arena_size: int | None = None,
+                timeout: float = 600) -> tuple[np.ndarray, str]:
+    """The patch loop of `keras_mbv2.tflite.patches` on the TFLite Micro host runtime, in a child process, exactly
+    as the firmware runs it: `x` is a batch of int8 frames; returns (outputs, the two models' allocation reports,
+    the patch model's first)."""
+    import json
+    from dataclasses import asdict
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
+            np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),
+                     plan=np.array(json.dumps(_plan_json(asdict(plan)))))
+
+    arena = arena_size or max(len(patch_model) * 10, len(rest_model) * 10, 1 << 20)
+    return _run_child("tflm-patched", write, x, arena, timeout, lambda: "")
+
+
+def _plan_json(plan: dict) -> dict:
+    """A plan as the worker reads it: each Axis as [stride, offset, size, full]."""
+    def axis(a: dict) -> list[int]:
+        return [a["stride"], a["offset"], a["size"], a["full"]]
+
+    return {"input": [axis(a) for a in plan["input"]], "masks": [[axis(a) for a in m] for m in plan["masks"]],
+            "patch": list(plan["patch"]), "starts": [list(s) for s in plan["starts"]],
+            "stage_shape": list(plan["stage_shape"]), "input_zero_point": plan["input_zero_point"]}
+
+
+def _run_child(runtime: str, write_model: Any, x: np.ndarray, arena: int, timeout: float,
+               cause: Any) -> tuple[np.ndarray, str]:
+    label = "LiteRT" if runtime == "litert" else "TFLite Micro"
+    with tempfile.TemporaryDirectory(prefix="keras_mbv2_run_") as tmp:
+        model_path, in_path, out_path = (os.path.join(tmp, n) for n in ("model", "in.npy", "out.npz"))
+        write_model(model_path)
         np.save(in_path, x)
         proc = subprocess.run(
             # by path, not -m: the child then imports only numpy and the runtime, not TensorFlow
@@ -107,7 +143,7 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
                 else f"exited with code {proc.returncode}"
             )
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise RuntimeError(f"{label} {how} while running the model ({tail}).{_likely_cause(tflite)} "
+            raise RuntimeError(f"{label} {how} while running the model ({tail}).{cause()} "
                                "The calling process is unaffected.")
         result = np.load(out_path)
         return result["outputs"], str(result["allocations"])

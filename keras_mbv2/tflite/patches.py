@@ -1,0 +1,493 @@
+"""Patch-based inference on stock TensorFlow Lite Micro, bit-exact (MCUNetV2, Lin et al., NeurIPS 2021).
+
+The early, high-resolution stage of a MobileNet holds the largest feature maps; no channel split can lower the
+peak of an operator that reads one whole (paper Section 5.1's floor). Here that stage runs one spatial patch of
+its output at a time, so its feature maps never exist whole, and the rest of the network runs as usual on the
+assembled stage output. Two int8 models, run by the firmware (and by `run_patched` on the host) as:
+
+    for each patch (oy, ox) of the stage output:
+        patch model input 0  <- the frame's region for the patch, zero point outside the image
+        patch model input j  <- mask j: 1 where region j of an intermediate tensor lies inside it, else 0
+        invoke the patch model; copy its output into the rest model's input at (oy, ox)
+    invoke the rest model
+
+- **Patch model**: the stage's operators on patch-sized tensors. Every spatial operator reads, besides the
+  patch, the halo its kernel needs (the receptive field is walked back from the stage output), with VALID
+  padding. Where a region crosses the border of a tensor, the whole model reads zero padding — the tensor's
+  zero point in int8 — so the tensor is first multiplied by a 0/1 mask (an int8 MUL at scale 1, whose
+  multiplier is exactly 1: inside the image the value is unchanged, outside it becomes the zero point). A
+  tensor read by two operators with different halos (a residual's input) is cut to each with STRIDED_SLICE.
+  So every output value is computed from the same int8 values, with the same kernels, as in the whole model.
+- **Rest model**: the whole model's remaining operators, with the stage output as its input.
+
+Both are ordinary .tflite models with builtin operators, so stock TFLM (and LiteRT) run them; the firmware's
+loop is plain C++ over TFLM's public API. The patch stage ends where one tensor is all that flows on (after a
+block), and every patch has the same size (the last one in a row overlaps its neighbour when the grid does not
+divide the stage output), so one patch model serves every patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .flatbuffer import activation_sizes, opcode_names, operator_macs, pack_model, parse_model, single_subgraph
+
+SPATIAL = ("CONV_2D", "DEPTHWISE_CONV_2D")
+STAGE_OPERATORS = (*SPATIAL, "ADD")  # what a patch stage may hold: local operators with same-size ADDs
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Where one tensor's region lies, along one axis, for a patch whose output starts at `o`:
+    from `stride * o + offset`, `size` long, in a tensor `full` long (outside [0, full) is padding)."""
+
+    stride: int
+    offset: int
+    size: int
+    full: int
+
+    def start(self, o: int) -> int:
+        return self.stride * o + self.offset
+
+    def inside(self, o: int) -> np.ndarray:
+        """1 where the region of the patch at `o` lies inside the tensor, else 0."""
+        positions = self.start(o) + np.arange(self.size)
+        return ((positions >= 0) & (positions < self.full)).astype("int8")
+
+    def crosses_border(self, starts: list[int]) -> bool:
+        return any(self.start(o) < 0 or self.start(o) + self.size > self.full for o in starts)
+
+
+@dataclass
+class PatchPlan:
+    """Everything the patch loop needs besides the two models (also emitted as C constants)."""
+
+    cut: int  # the whole model's first `cut` operators form the patch stage
+    stage_tensor: int  # index in the whole model of the stage output, the rest model's input
+    grid: tuple[int, int]  # patches along y and x
+    stage_shape: tuple[int, int, int]  # (H, W, C) of the stage output
+    patch: tuple[int, int]  # output rows and columns of one patch
+    starts: tuple[list[int], list[int]]  # output start of each patch row / column
+    input: tuple[Axis, Axis]  # the frame region a patch reads (y, x)
+    input_zero_point: int
+    masks: list[tuple[Axis, Axis]] = field(default_factory=list)  # patch model inputs 1..: y and x regions
+    macs: int = 0  # multiply-adds of one patched inference (patch model x patches + rest model)
+    macs_whole: int = 0
+
+    @property
+    def patches(self) -> int:
+        return len(self.starts[0]) * len(self.starts[1])
+
+    @property
+    def mac_overhead(self) -> float:
+        """Extra multiply-adds of the halos (and overlapping last patches), as a fraction of the whole model's."""
+        return self.macs / self.macs_whole - 1
+
+    def describe(self) -> str:
+        h, w, c = self.stage_shape
+        return (f"patches {self.grid[0]}x{self.grid[1]} of {self.patch[0]}x{self.patch[1]} over the first "
+                f"{self.cut} operators (stage output {h}x{w}x{c}), input patch {self.input[0].size}x"
+                f"{self.input[1].size} of the frame, {len(self.masks)} border masks, "
+                f"MACs {self.mac_overhead:+.1%}")
+
+
+def _options(op: Any) -> Any:
+    return op.builtinOptions
+
+
+def _pad_before(full_in: int, full_out: int, stride: int, kernel: int, dilation: int, same: bool) -> int:
+    """TensorFlow's padding before the first element (SAME puts the odd one after)."""
+    if not same:
+        return 0
+    total = max((full_out - 1) * stride + (kernel - 1) * dilation + 1 - full_in, 0)
+    return total // 2
+
+
+def _spatial_geometry(kind: str, graph: Any, op: Any) -> list[tuple[int, int, int, int]]:
+    """Per axis (y, x): (stride, kernel, dilation, padding before) of a CONV_2D or DEPTHWISE_CONV_2D."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    options = _options(op)
+    x, w, y = (graph.tensors[i].shape for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    kernel = (int(w[1]), int(w[2]))  # OHWI for conv, 1HWC for depthwise
+    stride = (int(options.strideH), int(options.strideW))
+    dilation = (int(options.dilationHFactor or 1), int(options.dilationWFactor or 1))
+    same = options.padding == schema.Padding.SAME
+    return [(stride[a], kernel[a], dilation[a],
+             _pad_before(int(x[1 + a]), int(y[1 + a]), stride[a], kernel[a], dilation[a], same)) for a in (0, 1)]
+
+
+def stage_cuts(data: bytes) -> list[tuple[int, int]]:
+    """(cut, tensor) for every place a patch stage can end: after operator cut - 1, where the operators so far are
+    all `STAGE_OPERATORS` and exactly one 4-D activation tensor (`tensor`) flows on to the rest."""
+    model, graph = single_subgraph(data, "patched")
+    names = opcode_names(model)
+    sizes = activation_sizes(model, graph)
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.inputs:
+            if t in sizes:
+                last_use[t] = i
+    produced: set[int] = set(int(t) for t in graph.inputs)
+    cuts = []
+    for i, op in enumerate(graph.operators[:-1]):
+        if names[op.opcodeIndex] not in STAGE_OPERATORS:
+            break
+        produced.update(int(t) for t in op.outputs)
+        live = [t for t in produced if last_use.get(t, -1) > i]
+        if len(live) == 1 and len(graph.tensors[live[0]].shape) == 4 and live[0] not in graph.inputs:
+            cuts.append((i + 1, live[0]))
+    return cuts
+
+
+def _regions(model: Any, graph: Any, cut: int, stage: int, patch: tuple[int, int]) -> tuple[dict, dict]:
+    """Walk the receptive field back from a patch of the stage output.
+
+    Returns ({tensor: (Axis y, Axis x)} the region each stage tensor must hold — the hull of what its readers
+    need — and {(operator, input position): (Axis y, Axis x)} the region each operator reads."""
+    names = opcode_names(model)
+    full = {t: (int(graph.tensors[t].shape[1]), int(graph.tensors[t].shape[2])) for t in range(len(graph.tensors))
+            if graph.tensors[t].shape is not None and len(graph.tensors[t].shape) == 4}
+    # (stride, start offset, end offset) per axis: the region is [stride * o + start, stride * o + end)
+    need: dict[int, list[tuple[int, int, int]]] = {stage: [(1, 0, patch[0]), (1, 0, patch[1])]}
+    reads: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+
+    def merge(t: int, region: list[tuple[int, int, int]]) -> None:
+        if t not in need:
+            need[t] = region
+            return
+        merged = []
+        for (s0, a0, b0), (s1, a1, b1) in zip(need[t], region):
+            if s0 != s1:
+                raise ValueError(f"tensor {t} is read at two strides ({s0}, {s1}): not a patchable stage")
+            merged.append((s0, min(a0, a1), max(b0, b1)))
+        need[t] = merged
+
+    sizes = activation_sizes(model, graph)
+    for i in reversed(range(cut)):
+        op = graph.operators[i]
+        kind = names[op.opcodeIndex]
+        out = need.get(int(op.outputs[0]))
+        if out is None:
+            raise ValueError(f"operator {i} ({kind}) of the stage does not lead to its output")
+        if kind in SPATIAL:
+            region = [(s * stride, stride * a - pad, stride * (b - 1) - pad + dilation * (kernel - 1) + 1)
+                      for (s, a, b), (stride, kernel, dilation, pad) in zip(out, _spatial_geometry(kind, graph, op))]
+            reads[(i, 0)] = region
+            merge(int(op.inputs[0]), region)
+        else:  # ADD of two same-shape tensors
+            for position, t in enumerate(op.inputs):
+                if int(t) in sizes:
+                    if full[int(t)] != full[int(op.outputs[0])]:
+                        raise ValueError(f"operator {i} (ADD) broadcasts: not a patchable stage")
+                    reads[(i, position)] = out
+                    merge(int(t), out)
+
+    def axes(t: int, region: list[tuple[int, int, int]]) -> tuple[Axis, Axis]:
+        return tuple(Axis(s, a, b - a, full[t][k]) for k, (s, a, b) in enumerate(region))  # type: ignore[return-value]
+
+    tensors = {t: axes(t, r) for t, r in need.items()}
+    operator_reads = {key: axes(int(graph.operators[key[0]].inputs[key[1]]), r) for key, r in reads.items()}
+    return tensors, operator_reads
+
+
+def _starts(full: int, grid: int) -> tuple[int, list[int]]:
+    """(patch size, starts): `grid` equal patches covering [0, full), the last shifted back to end at `full`."""
+    size = math.ceil(full / grid)
+    return size, sorted({min(i * size, full - size) for i in range(grid)})
+
+
+def _opcode(model: Any, name: str) -> int:
+    """Index of builtin operator `name` in the model's operator-code table, added when missing."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = opcode_names(model)
+    if name in names:
+        return names.index(name)
+    code = schema.OperatorCodeT()
+    value = getattr(schema.BuiltinOperator, name)
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = value, min(value, 127), 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, bytes, PatchPlan]:
+    """(patch model, rest model, plan) for the stage of the first `cut` operators (a cut from `stage_cuts`) run
+    in `grid` = (rows, columns) patches of its output."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    cuts = dict(stage_cuts(data))
+    if cut not in cuts:
+        raise ValueError(f"`cut` must end a patchable stage, one of {sorted(cuts)}. Received: cut={cut!r}")
+    stage = cuts[cut]
+    model, graph = single_subgraph(data, "patched")
+    names = opcode_names(model)
+    h, w, c = (int(v) for v in graph.tensors[stage].shape[1:])
+    if not (1 <= grid[0] <= h and 1 <= grid[1] <= w):
+        raise ValueError(f"`grid` must be between 1x1 and the stage output's {h}x{w}. Received: grid={grid!r}")
+    (ph, starts_y), (pw, starts_x) = _starts(h, grid[0]), _starts(w, grid[1])
+    tensors, reads = _regions(model, graph, cut, stage, (ph, pw))
+    source = int(graph.inputs[0])
+    if source not in tensors:
+        raise ValueError("the patch stage does not start at the model's input")
+
+    # --- the patch model: the stage's operators on patch-sized tensors, VALID padding, masks and slices
+    patch = schema.ModelT()
+    patch.version, patch.description = model.version, b"keras_mbv2 patch stage"
+    patch.operatorCodes = copy.deepcopy(model.operatorCodes)
+    empty = schema.BufferT()
+    patch.buffers = [empty]
+    sub = schema.SubGraphT()
+    sub.tensors, sub.operators = [], []
+    patch.subgraphs = [sub]
+
+    def new_tensor(shape: list[int], like: Any, data_: np.ndarray | None = None, quantization: Any = "like",
+                   dtype: int | None = None) -> int:
+        tensor = schema.TensorT()
+        tensor.shape = np.array(shape, np.int32)
+        tensor.type = like.type if dtype is None else dtype
+        tensor.quantization = copy.deepcopy(like.quantization) if quantization == "like" else quantization
+        tensor.hasRank = True
+        buffer = schema.BufferT()
+        if data_ is not None:
+            buffer.data = np.frombuffer(np.ascontiguousarray(data_).tobytes(), np.uint8)
+        patch.buffers.append(buffer)
+        tensor.buffer = len(patch.buffers) - 1
+        sub.tensors.append(tensor)
+        return len(sub.tensors) - 1
+
+    def region_shape(t: int, axes: tuple[Axis, Axis]) -> list[int]:
+        return [1, axes[0].size, axes[1].size, int(graph.tensors[t].shape[3])]
+
+    activations = activation_sizes(model, graph)
+    mapped = {source: new_tensor(region_shape(source, tensors[source]), graph.tensors[source])}
+    constants: dict[int, int] = {}
+    masks: list[tuple[Axis, Axis]] = []
+    mask_inputs: list[int] = []
+    mul, strided_slice = _opcode(patch, "MUL"), _opcode(patch, "STRIDED_SLICE")
+    one = schema.QuantizationParametersT()
+    one.scale, one.zeroPoint = np.array([1.0], np.float32), np.array([0], np.int64)
+
+    def add_op(opcode: int, inputs: list[int], outputs: list[int], options_type: int, options: Any) -> None:
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = opcode, np.array(inputs, np.int32), np.array(outputs, np.int32)
+        op.builtinOptionsType, op.builtinOptions = options_type, options
+        sub.operators.append(op)
+
+    def sliced(t: int, have: tuple[Axis, Axis], want: tuple[Axis, Axis]) -> int:
+        """The patch tensor of `t` cut from region `have` to `want` (STRIDED_SLICE), or itself when equal."""
+        begin = [0, want[0].offset - have[0].offset, want[1].offset - have[1].offset, 0]
+        if begin[1:3] == [0, 0] and (want[0].size, want[1].size) == (have[0].size, have[1].size):
+            return mapped[t]
+        shape = region_shape(t, want)
+        end = [b + s for b, s in zip(begin, shape)]
+        ints = schema.TensorType.INT32
+        args = [new_tensor([4], graph.tensors[t], np.array(v, "<i4"), None, ints) for v in (begin, end, [1] * 4)]
+        out = new_tensor(shape, graph.tensors[t])
+        add_op(strided_slice, [mapped[t], *args], [out], schema.BuiltinOptions.StridedSliceOptions,
+               schema.StridedSliceOptionsT())
+        return out
+
+    for i in range(cut):
+        op = graph.operators[i]
+        kind = names[op.opcodeIndex]
+        inputs = []
+        for position, t in enumerate(int(v) for v in op.inputs):
+            if t < 0:
+                inputs.append(t)
+            elif t not in activations:  # weights, biases: the same constant
+                if t not in constants:
+                    tensor = graph.tensors[t]
+                    constants[t] = new_tensor(list(tensor.shape), tensor, np.array(model.buffers[tensor.buffer].data))
+                inputs.append(constants[t])
+            else:
+                want = reads[(i, position)]
+                fed = sliced(t, tensors[t], want)
+                starts = (starts_y, starts_x)
+                if (kind in SPATIAL and t != source and any(a.crosses_border(s) for a, s in zip(want, starts))):
+                    mask = new_tensor([1, want[0].size, want[1].size, 1], graph.tensors[t], None, one,
+                                      schema.TensorType.INT8)
+                    out = new_tensor(region_shape(t, want), graph.tensors[t])
+                    options = schema.MulOptionsT()
+                    add_op(mul, [fed, mask], [out], schema.BuiltinOptions.MulOptions, options)
+                    masks.append(want)
+                    mask_inputs.append(mask)
+                    fed = out
+                inputs.append(fed)
+        outputs = []
+        for t in (int(v) for v in op.outputs):
+            mapped[t] = new_tensor(region_shape(t, tensors[t]), graph.tensors[t])
+            outputs.append(mapped[t])
+        options = copy.deepcopy(op.builtinOptions)
+        if kind in SPATIAL:
+            options.padding = schema.Padding.VALID
+        add_op(op.opcodeIndex, inputs, outputs, op.builtinOptionsType, options)
+    sub.inputs = np.array([mapped[source], *mask_inputs], np.int32)
+    sub.outputs = np.array([mapped[stage]], np.int32)
+    patch_bytes = pack_model(patch)
+
+    # --- the rest model: the remaining operators, the stage output as input
+    rest = parse_model(data)
+    rest_graph = rest.subgraphs[0]
+    rest_graph.operators = rest_graph.operators[cut:]
+    rest_graph.inputs = np.array([stage], np.int32)
+    rest.signatureDefs = None
+    rest.metadata = [m for m in rest.metadata or [] if _name(m) != "OfflineMemoryAllocation"]
+    rest_bytes = pack_model(_pruned(rest))
+
+    patch_graph = parse_model(patch_bytes).subgraphs[0]
+    patch_names = opcode_names(parse_model(patch_bytes))
+    per_patch = sum(operator_macs(patch_names[op.opcodeIndex], patch_graph, op) for op in patch_graph.operators)
+    whole = sum(operator_macs(names[op.opcodeIndex], graph, op) for op in graph.operators)
+    rest_macs = whole - sum(operator_macs(names[op.opcodeIndex], graph, op) for op in graph.operators[:cut])
+    q = graph.tensors[source].quantization
+    plan = PatchPlan(cut, stage, (len(starts_y), len(starts_x)), (h, w, c), (ph, pw), (starts_y, starts_x),
+                     tensors[source], int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None else 0,
+                     masks, per_patch * len(starts_y) * len(starts_x) + rest_macs, whole)
+    return patch_bytes, rest_bytes, plan
+
+
+def _name(metadata: Any) -> str:
+    name = metadata.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _pruned(model: Any) -> Any:
+    """`model` without the tensors no operator or graph input/output refers to, and the buffers they held."""
+    graph = model.subgraphs[0]
+    used = sorted({int(t) for op in graph.operators for t in [*op.inputs, *op.outputs] if t >= 0}
+                  | {int(t) for t in [*graph.inputs, *graph.outputs]})
+    index = {old: new for new, old in enumerate(used)}
+
+    def remap(values: Any) -> Any:
+        return None if values is None else np.array([index[int(v)] if v >= 0 else -1 for v in values], np.int32)
+
+    graph.tensors = [graph.tensors[t] for t in used]
+    for op in graph.operators:
+        op.inputs, op.outputs, op.intermediates = remap(op.inputs), remap(op.outputs), remap(op.intermediates)
+    graph.inputs, graph.outputs = remap(graph.inputs), remap(graph.outputs)
+    buffers = sorted({0} | {t.buffer for t in graph.tensors} | {m.buffer for m in model.metadata or []})
+    where = {old: new for new, old in enumerate(buffers)}
+    model.buffers = [model.buffers[b] for b in buffers]
+    for t in graph.tensors:
+        t.buffer = where[t.buffer]
+    for m in model.metadata or []:
+        m.buffer = where[m.buffer]
+    return model
+
+
+def _peak(ops: list[Any], sizes: dict[int, int], first: list[int], keep: list[int]) -> int:
+    """Liveness peak of `ops` in order: tensors in `first` exist before the first, those in `keep` to the end."""
+    from ..profiler import liveness_peak
+
+    born = {t: -1 for t in first if t in sizes}
+    last = {t: len(ops) for t in keep if t in sizes}
+    for step, op in enumerate(ops):
+        for t in op.outputs:
+            if t in sizes:
+                born.setdefault(int(t), step)
+        for t in op.inputs:
+            if t in sizes:
+                last[int(t)] = max(last.get(int(t), step), step)
+    return liveness_peak(born, last, sizes, len(ops))[0]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A patch plan estimated from shapes alone: activation peaks by liveness (what TFLM's planner places at
+    best), before any model is built."""
+
+    cut: int
+    grid: tuple[int, int]
+    patch_peak: int  # the patch model's activations (its input patch and masks included)
+    rest_peak: int  # the rest model's activations (the stage output, its input, included)
+    mac_overhead: float
+
+    @property
+    def activations(self) -> int:
+        return self.patch_peak + self.rest_peak
+
+
+def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) -> list[Candidate]:
+    """Every (cut, square grid) whose halos add at most `max_mac_overhead` multiply-adds, smallest estimated
+    activations (patch model + rest model, two arenas) first; ties go to fewer patches, then the earlier cut."""
+    model, graph = single_subgraph(data, "patched")
+    names = opcode_names(model)
+    sizes = activation_sizes(model, graph)
+    macs = [operator_macs(names[op.opcodeIndex], graph, op) for op in graph.operators]
+    whole = sum(macs)
+    found = []
+    for cut, stage in stage_cuts(data):
+        rest_peak = _peak(graph.operators[cut:], sizes, [stage], list(graph.outputs))
+        h, w = (int(v) for v in graph.tensors[stage].shape[1:3])
+        for g in range(1, min(max_grid, h, w) + 1):
+            (ph, starts_y), (pw, starts_x) = _starts(h, g), _starts(w, g)
+            tensors, reads = _regions(model, graph, cut, stage, (ph, pw))
+            region = {t: sizes[t] // (int(graph.tensors[t].shape[1]) * int(graph.tensors[t].shape[2]))
+                      * a[0].size * a[1].size for t, a in tensors.items() if t in sizes}
+            masks = sum(a[0].size * a[1].size for (i, pos), a in reads.items()
+                        if names[graph.operators[i].opcodeIndex] in SPATIAL
+                        and int(graph.operators[i].inputs[0]) != int(graph.inputs[0]))
+            patch_peak = _peak(graph.operators[:cut], region, [int(graph.inputs[0])], [stage]) + masks
+            per_patch = 0
+            for i in range(cut):
+                op = graph.operators[i]
+                out = tensors[int(op.outputs[0])]
+                full = graph.tensors[int(op.outputs[0])].shape
+                per_patch += macs[i] * out[0].size * out[1].size // max(1, int(full[1]) * int(full[2]))
+            overhead = (per_patch * len(starts_y) * len(starts_x) + sum(macs[cut:])) / whole - 1
+            if overhead <= max_mac_overhead:
+                found.append(Candidate(cut, (g, g), patch_peak, rest_peak, overhead))
+    return sorted(found, key=lambda c: (c.activations, c.grid, c.cut))
+
+
+@dataclass
+class PatchedModel:
+    """A model run as patch stage + rest on TFLM, with what the device needs measured on the host runtime."""
+
+    patch: bytes  # the patch model (.tflite)
+    rest: bytes  # the rest model (.tflite)
+    plan: PatchPlan
+    patch_arena: Any = None  # ArenaUse of each, measured on the TFLM host runtime
+    rest_arena: Any = None
+    frame_bytes: int = 0  # the whole int8 input frame the patches are copied from
+
+    @property
+    def device_ram_bytes(self) -> int:
+        """Everything the device needs, measured: the frame and the two TFLM arenas. The stage output is the rest
+        model's input tensor, already in its arena (the two arenas are separate, so the patch model's
+        invocations never overwrite it)."""
+        return self.frame_bytes + self.patch_arena.total + self.rest_arena.total
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime."""
+        from .runtime import run_patched
+
+        return run_patched(self.patch, self.rest, self.plan, np.asarray(x))[0]
+
+
+def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | None = None,
+                max_mac_overhead: float = 0.2) -> PatchedModel:
+    """Split an int8 model into patch stage and rest (the best `candidates` entry unless `cut` and `grid` are
+    given) and measure both arenas on the TFLM host runtime."""
+    from .flatbuffer import require_int8
+    from .runtime import arena_use
+
+    details = require_int8(data)
+    if not isinstance(max_mac_overhead, (int, float)) or not max_mac_overhead >= 0:
+        raise ValueError(f"`max_mac_overhead` must be a fraction >= 0 (0.2: 20% more multiply-adds). "
+                         f"Received: max_mac_overhead={max_mac_overhead!r}")
+    if cut is None or grid is None:
+        found = candidates(data, max_mac_overhead)
+        if not found:
+            raise ValueError(f"No patch stage keeps the extra multiply-adds within max_mac_overhead="
+                             f"{max_mac_overhead!r}.")
+        cut, grid = found[0].cut, found[0].grid
+    patch, rest, plan = split_model(data, cut, grid)
+    frame = int(np.prod(details["input_shape"][1:]))
+    return PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame)

@@ -1,0 +1,105 @@
+"""Patch-based inference on stock TFLM (MCUNetV2): the patched loop equals the whole int8 model bit for bit.
+
+The digits at 64x64x3 through MobileNetV2 0.35 (stem 32x32, stage outputs 16x16 after block 1 and 8x8 after
+block 3). Every grid below has patches at the border, where the whole model reads zero padding, and grids that
+do not divide the stage output (the last patch overlaps its neighbour).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import keras_mbv2 as K
+from keras_mbv2.datasets import load_digits
+from keras_mbv2.models import recalibrate_batch_norms
+from keras_mbv2.quantization import run_tflm, to_tflite
+from keras_mbv2.tflite import quantize_input, require_int8, tflite_macs
+from keras_mbv2.tflite.patches import candidates, patch_model, split_model, stage_cuts
+from keras_mbv2.tflite.runtime import run_patched
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(image_size=64, channels=3)
+
+
+def _int8(model, digits):
+    """Batch-norm statistics from the data, so that the scores depend on the image (the initial statistics give
+    every image the same scores)."""
+    recalibrate_batch_norms(model, digits.x_train[:256])
+    return to_tflite(model, digits.x_train[:64], num_calibration=64)
+
+
+@pytest.fixture(scope="module")
+def mbv2(digits):
+    return _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None), digits)
+
+
+@pytest.fixture(scope="module")
+def frames(mbv2, digits):
+    frames = quantize_input(digits.x_test[:3], require_int8(mbv2))
+    scores = run_tflm(mbv2, frames)[0]
+    assert len({row.tobytes() for row in scores}) == len(scores)  # every image scores differently
+    return frames
+
+
+def _cut_after(data, shape):
+    """The last cut whose stage output has `shape` (H, W, C)."""
+    from keras_mbv2.tflite import parse_model
+
+    graph = parse_model(data).subgraphs[0]
+    return max(cut for cut, t in stage_cuts(data) if tuple(graph.tensors[t].shape[1:]) == shape)
+
+
+@pytest.mark.parametrize("stage, grid", [
+    ((16, 16, 8), (2, 2)),  # after block 2's ADD: a residual inside the stage
+    ((16, 16, 8), (3, 3)),  # 16 = 6 + 6 + 4: the last patch overlaps
+    ((16, 16, 8), (4, 1)),  # strips
+    ((8, 8, 16), (2, 2)),  # after block 5: halos through two stride-2 layers
+    ((8, 8, 16), (8, 8)),  # one output pixel per patch
+])
+def test_patched_outputs_equal_the_whole_model_bit_for_bit(mbv2, frames, stage, grid):
+    whole, _ = run_tflm(mbv2, frames)
+    patch, rest, plan = split_model(mbv2, _cut_after(mbv2, stage), grid)
+    got, report = run_patched(patch, rest, plan, frames)
+    np.testing.assert_array_equal(got, whole)
+    assert plan.masks and plan.input[0].size > 64 // stage[0] * plan.patch[0]  # halos and border masks were needed
+    assert "[patch model]" in report and "[rest model]" in report
+
+
+def test_without_its_masks_the_border_is_wrong(mbv2, frames):
+    """The masks are what reproduces the whole model's zero padding: all ones (no padding) changes the output."""
+    whole, _ = run_tflm(mbv2, frames)
+    patch, rest, plan = split_model(mbv2, _cut_after(mbv2, (8, 8, 16)), (2, 2))
+    ones = [tuple(replace(axis, offset=0, full=10 ** 6) for axis in mask) for mask in plan.masks]
+    unmasked = replace(plan, masks=ones)
+    got, _ = run_patched(patch, rest, unmasked, frames)
+    assert not np.array_equal(got, whole)
+
+
+def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits):
+    split = _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None,
+                                memory_splits={"block_1": 3, "block_3": 2}), digits)
+    v1 = _int8(K.MobileNetV1((64, 64, 3), alpha=0.25, classes=10, weights=None), digits)
+    for data in (split, v1):
+        frames = quantize_input(digits.x_test[:2], require_int8(data))
+        best = candidates(data)[0]
+        patched = patch_model(data)
+        assert (patched.plan.cut, patched.plan.grid) == (best.cut, best.grid)
+        np.testing.assert_array_equal(patched.invoke(frames), run_tflm(data, frames)[0])
+        assert 0 <= patched.plan.mac_overhead <= 0.2 and patched.plan.macs_whole == tflite_macs(data)
+        assert patched.device_ram_bytes == (patched.frame_bytes + patched.patch_arena.total
+                                            + patched.rest_arena.total)
+
+
+def test_plan_arguments_are_checked(mbv2):
+    with pytest.raises(ValueError, match="`cut` must end a patchable stage.*cut=7"):
+        split_model(mbv2, 7, (2, 2))
+    cut = _cut_after(mbv2, (8, 8, 16))
+    with pytest.raises(ValueError, match=r"`grid` must be .*8x8.*grid=\(9, 2\)"):
+        split_model(mbv2, cut, (9, 2))
+    with pytest.raises(ValueError, match="max_mac_overhead=-0.1"):
+        patch_model(mbv2, max_mac_overhead=-0.1)
