@@ -217,9 +217,25 @@ def test_fit_ram_splits_only_as_far_as_the_budget_needs(mbv2):
     assert tensor_arena_size(tight.after.total) <= 160_000 < tensor_arena_size(tight.before.total)
     assert tight.macs_after == tight.macs_before
     assert "block_1=3" in str(tight)
-    with pytest.raises(ValueError, match="ram_bytes=120000") as exc:
-        fit_ram(mbv2, 120_000, calib)
-    assert "'expanded_conv' needs 73,728 B" in str(exc.value)
+    with pytest.raises(ValueError, match="ram_bytes=90000") as exc:
+        fit_ram(mbv2, 90_000, calib)
+    assert "'expanded_conv' needs 73,728 B" in str(exc.value) and "input frame (27,648 B)" in str(exc.value)
+
+
+def test_fit_ram_goes_below_the_split_floor_in_patches(mbv2):
+    """Below the channel-split floor (147,600 B here), the stem's stage runs in spatial patches and the blocks
+    after it are split: everything the device needs, frame and both arenas, measured on TFLM."""
+    calib = np.random.default_rng(8).uniform(-1, 1, (8, 96, 96, 3)).astype("float32")
+    result = fit_ram(mbv2, 145_000, calib)
+    patched = result.patched
+    assert patched is not None and result.device_ram_bytes <= 145_000
+    assert result.device_ram_bytes == 27_648 + patched.patch_arena.total + patched.rest_arena.total
+    assert result.device_ram_bytes < arena_use(result.tflite).total  # the same splits as one arena need more
+    assert 0 < patched.plan.mac_overhead <= 0.2 and result.macs_after == patched.plan.macs
+    x = np.random.default_rng(9).integers(-128, 128, (2, 96, 96, 3)).astype("int8")
+    np.testing.assert_array_equal(result.invoke(x), run_isolated(result.tflite, x, "tflm")[0])
+    text = str(result)
+    assert "patches 8x8" in text and f"= {result.device_ram_bytes:,} B RAM" in text
 
 
 def test_cli_profile_shows_the_split_operator_peak(capsys):

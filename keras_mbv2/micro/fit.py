@@ -164,6 +164,13 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
                  before: ArenaUse, macs_before: int, data: bytes, why: str) -> FitResult:
     """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
     device's RAM fits `ram_bytes` (or no round improves)."""
+    frame = int(np.prod(model.input_shape[1:]))
+    if ram_bytes < frame + before.tail:  # what no patch plan lowers: the int8 frame and the per-channel data
+        raise ValueError(
+            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, it needs at least the "
+            f"input frame ({frame:,} B) and TFLM's persistent data ({before.tail:,} B) = {frame + before.tail:,} B. "
+            f"Received: ram_bytes={ram_bytes!r}"
+        )
     current, splits = model, memory_splits_of(model)
     best = None
     for _ in range(MAX_ROUNDS):
