@@ -344,7 +344,7 @@ def cmd_micro(args: argparse.Namespace) -> int:
     print(result)
     if args.test_images:
         emit_args.update(test_images=data.x_test[:args.test_images], test_labels=data.y_test[:args.test_images])
-    print(emit(result.tflite, args.out, **emit_args))
+    print(emit(result.patched or result.tflite, args.out, **emit_args))
     if args.save_model:
         atomic_write(args.save_model, result.model.save, ".keras")
         print(f"split model saved to {args.save_model} (quantization-aware training: keras-mbv2 qat --model ...)")

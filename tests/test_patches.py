@@ -103,3 +103,49 @@ def test_plan_arguments_are_checked(mbv2):
         split_model(mbv2, cut, (9, 2))
     with pytest.raises(ValueError, match="max_mac_overhead=-0.1"):
         patch_model(mbv2, max_mac_overhead=-0.1)
+
+
+HOST_MAIN = r"""
+#include <cstdio>
+#include "model_settings.h"
+#include "model_patches.h"
+int main() {
+  int mask_values = 0;
+  for (int m = 0; m < kPatchMaskCount; ++m) mask_values += kPatchMasks[m][0].size * kPatchMasks[m][1].size;
+  std::printf("%d %d %d %d %d %d %u\n", kPatchRowCount, kPatchColCount, kPatchInput[0].size, kPatchMaskCount,
+              mask_values, kPatchArenaSize, g_model_patch_data_size);
+  return MODEL_PATCH_DATA[4] == 'T' ? 0 : 1;
+}
+"""
+
+
+def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path):
+    """What micro/app's patch loop reads: the rest model as the model array, the patch model, arena and plan as
+    C constants (compiled here on the host), and the plan as JSON for check_app_output."""
+    import json
+    import subprocess
+
+    from keras_mbv2.micro import emit, parse_c_array
+    from keras_mbv2.tflite import strip_strings
+    from keras_mbv2.tflite.patches import plan_from_json
+
+    patched = patch_model(mbv2, _cut_after(mbv2, (8, 8, 16)), (3, 3))
+    out = tmp_path / "micro"
+    report = emit(patched, str(out), test_images=digits.x_test[:2], test_labels=digits.y_test[:2])
+    assert parse_c_array((out / "model_data.cc").read_text()) == strip_strings(patched.rest)
+    patch = parse_c_array((out / "model_patches.cc").read_text(), symbol="g_model_patch_data")
+    assert patch == strip_strings(patched.patch)
+    assert plan_from_json(json.loads((out / "model_patches.json").read_text())) == patched.plan
+    assert "kNumRows = 64;" in (out / "model_settings.h").read_text()  # the app's input is the whole frame
+    assert "AddMul" in (out / "model_op_resolver.h").read_text()  # both models' operators
+    assert report.device_ram_bytes == report.arena_bytes + report.patch_arena_bytes + 64 * 64 * 3
+    assert "patches 3x3 of 3x3" in (out / "model_report.txt").read_text()
+    (tmp_path / "main.cc").write_text(HOST_MAIN)
+    exe = str(tmp_path / "host")
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(out), str(tmp_path / "main.cc"),
+                    str(out / "model_patches.cc"), "-o", exe], check=True)
+    printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
+    plan = patched.plan
+    assert printed == [str(v) for v in (3, 3, plan.input[0].size, len(plan.masks),
+                                        sum(y.size * x.size for y, x in plan.masks), report.patch_arena_bytes,
+                                        len(patch))]

@@ -28,6 +28,7 @@ from ..tflite import (
     tflite_macs,
 )
 from ..tflite.flatbuffer import memory_twin
+from ..tflite.patches import PatchedModel, PatchPlan, plan_to_json
 from ..tflite.runtime import check_input_range, quantize_input
 from .boards import BOARDS, fit_problems
 
@@ -81,6 +82,14 @@ class MicroReport:
     online_arena_bytes: int | None = None  # the arena TFLM planned itself, when an offline plan beat it
     cannot_run: str | None = None  # why the model cannot run yet (an untrained network), when it cannot
     array_bytes: int | None = None  # the array written, when it differs from model_bytes (an untrained network)
+    patches: PatchPlan | None = None  # patch-based inference: the plan; model_bytes then counts both arrays
+    patch_arena_bytes: int | None = None  # kPatchArenaSize
+    frame_bytes: int | None = None  # the input frame the patches are copied from
+
+    @property
+    def device_ram_bytes(self) -> int:
+        """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize and the frame."""
+        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.frame_bytes or 0)
 
     def _summary(self) -> list[str]:
         flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
@@ -100,6 +109,13 @@ class MicroReport:
         if self.online_arena_bytes is not None:
             lines.append(f"plan    offline memory plan in the model (OfflineMemoryAllocation): arena "
                          f"{self.online_arena_bytes:,} B -> {self.measured_arena_bytes:,} B")
+        if self.patches is not None:
+            lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash (patch model + rest model, int8 .tflite, "
+                        "tensor names stripped)")
+            lines[1] = (f"arena   {self.arena_bytes:,} B rest model (kTensorArenaSize) + {self.patch_arena_bytes:,} B "
+                        f"patch model (kPatchArenaSize) + {self.frame_bytes:,} B input frame = "
+                        f"{self.device_ram_bytes:,} B RAM")
+            lines.insert(2, f"patches {self.patches.describe()}")
         if self.board:
             lines.append(f"board   {self.board}: fits")
         if self.cannot_run:
@@ -123,10 +139,12 @@ def file_stem(name: str) -> str:
 
 
 def emitted_names(name: str) -> list[str]:
-    """The file names `emit(..., name=name)` writes (with test images, also `<stem>_test_images.h/.cc`)."""
+    """The file names `emit(..., name=name)` writes (with test images, also `<stem>_test_images.h/.cc`; for a
+    patched model, also `<stem>_patches.h/.cc/.json`)."""
     stem = file_stem(name)
     return [f"{stem}_data.h", f"{stem}_data.cc", f"{stem}_settings.h", f"{name}_op_resolver.h", f"{name}_report.txt",
-            f"{stem}_test_images.h", f"{stem}_test_images.cc"]
+            f"{stem}_test_images.h", f"{stem}_test_images.cc", f"{stem}_patches.h", f"{stem}_patches.cc",
+            f"{stem}_patches.json"]
 
 
 def _identifier(name: str) -> str:
@@ -261,6 +279,8 @@ def emit(
     name = _identifier(name)
     if board is not None and board not in BOARDS:
         raise ValueError(f"`board` must be one of {sorted(BOARDS)}. Received: board={board!r}")
+    if isinstance(tflite, PatchedModel):
+        return _emit_patched(tflite, out_dir, name, board, labels, test_images, test_labels)
     data = read_tflite(tflite)
     details = require_int8(data)
     ops = sorted(set(operator_names(data)))
@@ -295,17 +315,7 @@ def emit(
                          activation_bytes=use.head if use is not None else None, online_arena_bytes=online,
                          cannot_run=cannot_run, array_bytes=len(data))
     files = _files(name, data, details, ops, arena, measured, labels)
-    if test_images is not None:
-        x = np.asarray(test_images, dtype="float32")
-        if x.ndim != 4 or x.shape[1:] != tuple(details["input_shape"][1:]) or len(x) == 0:
-            raise ValueError(f"`test_images` must have shape (N, *{tuple(details['input_shape'][1:])}). "
-                             f"Received: test_images with shape {x.shape}")
-        if test_labels is not None and len(test_labels) != len(x):
-            raise ValueError(f"`test_labels` must have one entry per test image ({len(x)}). "
-                             f"Received: {len(test_labels)} labels")
-        check_input_range(x, details)
-        files.update(_test_image_files(file_stem(name), quantize_input(x, details),
-                                       None if test_labels is None else np.asarray(test_labels)))
+    _add_test_images(files, name, details, test_images, test_labels)
     report_name = f"{name}_report.txt"
     report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
     files[report_name] = report.file_report()
@@ -313,9 +323,108 @@ def emit(
     return report
 
 
-def parse_c_array(source: str, name: str = "model") -> bytes:
-    """Read back the bytes of the model array (`g_<file_stem(name)>_data`) from a generated .cc file."""
-    symbol = f"g_{file_stem(name)}_data"
+def _add_test_images(files: dict[str, str], name: str, details: dict[str, Any], test_images: np.ndarray | None,
+                     test_labels: Sequence[int] | None) -> None:
+    if test_images is None:
+        return
+    x = np.asarray(test_images, dtype="float32")
+    if x.ndim != 4 or x.shape[1:] != tuple(details["input_shape"][1:]) or len(x) == 0:
+        raise ValueError(f"`test_images` must have shape (N, *{tuple(details['input_shape'][1:])}). "
+                         f"Received: test_images with shape {x.shape}")
+    if test_labels is not None and len(test_labels) != len(x):
+        raise ValueError(f"`test_labels` must have one entry per test image ({len(x)}). "
+                         f"Received: {len(test_labels)} labels")
+    check_input_range(x, details)
+    files.update(_test_image_files(file_stem(name), quantize_input(x, details),
+                                   None if test_labels is None else np.asarray(test_labels)))
+
+
+def _patch_files(stem: str, patch: bytes, plan: PatchPlan, arena: int, measured: int) -> dict[str, str]:
+    """`<stem>_patches.h/.cc`: the patch model's array, its arena and the plan as constants for the app's loop;
+    `<stem>_patches.json`: the same plan for host tools (`check_app_output`)."""
+    import json
+
+    header = "// Generated by keras_mbv2.micro.emit; do not edit.\n"
+    guard = stem.upper() + "_PATCHES_H_"
+
+    def axis(a: Any) -> str:
+        return f"{{{a.stride}, {a.offset}, {a.size}, {a.full}}}"
+
+    masks = ",\n".join(f"    {{{axis(y)}, {axis(x)}}}" for y, x in plan.masks) or "    {{0, 0, 0, 0}, {0, 0, 0, 0}}"
+    h, w, c = plan.stage_shape
+    return {
+        f"{stem}_patches.h": (
+            f"{header}#ifndef {guard}\n#define {guard}\n\n"
+            "// Patch-based inference (keras_mbv2.tflite.patches): the patch model runs once per patch of the stage\n"
+            "// output, on the frame's region for it (zero point outside the image) and one 0/1 mask per border\n"
+            "// region; its output goes into the rest model's input at the patch's place; then the rest model runs.\n"
+            "#define KERAS_MBV2_PATCHED 1\n\n"
+            f"extern const unsigned char g_{stem}_patch_data[];\nextern const unsigned int g_{stem}_patch_data_size;\n"
+            f"#define MODEL_PATCH_DATA g_{stem}_patch_data\n\n"
+            f"// Patch model arena: {measured} B measured with the TFLM host runtime + {ARENA_MARGIN} B margin.\n"
+            f"constexpr int kPatchArenaSize = {arena};\n"
+            f"constexpr int kStageRows = {h};\nconstexpr int kStageCols = {w};\nconstexpr int kStageChannels = {c};\n"
+            f"constexpr int kPatchOutRows = {plan.patch[0]};\nconstexpr int kPatchOutCols = {plan.patch[1]};\n"
+            f"constexpr int kPatchRowCount = {len(plan.starts[0])};\n"
+            f"constexpr int kPatchColCount = {len(plan.starts[1])};\n"
+            f"constexpr int kPatchRowStarts[kPatchRowCount] = {{{', '.join(map(str, plan.starts[0]))}}};\n"
+            f"constexpr int kPatchColStarts[kPatchColCount] = {{{', '.join(map(str, plan.starts[1]))}}};\n\n"
+            "// A region along one axis: from stride * (patch output start) + offset, size long, in a tensor full\n"
+            "// long; outside [0, full) is padding.\n"
+            "struct PatchAxis {\n  int stride, offset, size, full;\n};\n"
+            f"constexpr PatchAxis kPatchInput[2] = {{{axis(plan.input[0])}, {axis(plan.input[1])}}};  // rows, cols\n"
+            f"constexpr int kPatchMaskCount = {len(plan.masks)};  // patch model inputs 1..kPatchMaskCount\n"
+            f"constexpr PatchAxis kPatchMasks[{max(1, len(plan.masks))}][2] = {{\n{masks}\n}};\n\n"
+            f"#endif  // {guard}\n"
+        ),
+        f"{stem}_patches.cc": (
+            f'{header}#include "{stem}_patches.h"\n\n'
+            f"// The patch model: int8 TFLite flatbuffer, {len(patch)} bytes, in flash.\n"
+            f"alignas(16) const unsigned char g_{stem}_patch_data[] = {{\n{_c_array(patch)}\n}};\n"
+            f"const unsigned int g_{stem}_patch_data_size = {len(patch)};\n"
+        ),
+        f"{stem}_patches.json": json.dumps(plan_to_json(plan), indent=1) + "\n",
+    }
+
+
+def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | None, labels: Sequence[str] | None,
+                  test_images: np.ndarray | None, test_labels: Sequence[int] | None) -> MicroReport:
+    """`emit` for a patched model: the rest model as the model array (its settings give the frame's geometry and
+    quantization, the app's input), the patch model and plan beside it."""
+    if not patched.source:
+        raise ValueError("`tflite` is a PatchedModel without its source model: make it with patch_model(data).")
+    details = require_int8(patched.source)
+    rest, patch = strip_strings(patched.rest), strip_strings(patched.patch)
+    ops = sorted(set(operator_names(rest)) | set(operator_names(patch)))
+    missing = [op for op in ops if op not in TFLM_OPS]
+    if missing:
+        raise ValueError(f"The model uses operators TFLite Micro does not provide: {missing}.")
+    classes = int(np.prod(details["output_shape"][1:]))
+    if labels is not None and len(labels) != classes:
+        raise ValueError(f"`labels` must have one entry per class ({classes}). Received: {len(labels)} labels")
+    measured = patched.rest_arena.total
+    arena, patch_arena = tensor_arena_size(measured), tensor_arena_size(patched.patch_arena.total)
+    if board is not None:
+        problems = fit_problems(BOARDS[board], len(rest) + len(patch), arena + patch_arena + patched.frame_bytes)
+        if problems:
+            raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
+    report = MicroReport(name, len(rest) + len(patch), arena, measured, ops, patched.plan.macs, board,
+                         activation_bytes=patched.rest_arena.head, patches=patched.plan,
+                         patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes)
+    files = _files(name, rest, details, ops, arena, measured, labels)
+    files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
+    _add_test_images(files, name, details, test_images, test_labels)
+    report_name = f"{name}_report.txt"
+    report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
+    files[report_name] = report.file_report()
+    write_files(out_dir, files)
+    return report
+
+
+def parse_c_array(source: str, name: str = "model", symbol: str | None = None) -> bytes:
+    """Read back the bytes of the model array (`g_<file_stem(name)>_data`, or `symbol`) from a generated .cc
+    file."""
+    symbol = symbol or f"g_{file_stem(name)}_data"
     match = re.search(rf"{symbol}\[\] = \{{(.*?)\}};", source, re.S)
     if match is None:
         raise ValueError(f"No {symbol} array in the source.")

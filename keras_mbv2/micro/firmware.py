@@ -46,7 +46,8 @@ class AppOutput:
     done: bool = False  # the app reached the end of its test images
 
 
-_HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes \(kTensorArenaSize\), (\d+) images, clock: (.+)$")
+_HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes \(kTensorArenaSize(?: \+ kPatchArenaSize)?\), "
+                   r"(\d+) images, clock: (.+)$")
 _IMAGE = re.compile(r"image (\d+): class (\d+) \(.*\) scores ([-\d,]+) ticks (\d+) (.+)$")
 _PROFILE = re.compile(r"profile: operator (\d+) (\S+) (\d+)$")
 
@@ -95,8 +96,23 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
     images = read_test_images(folder, name)
     if [image.index for image in output.images[:len(images)]] != list(range(len(images))):
         raise ValueError(f"The app classified {len(output.images)} of the {len(images)} test images in {folder!r}.")
-    shape = io_details(model)["input_shape"]
-    host, _ = run_tflm(model, images.reshape((len(images), *shape[1:])))
+    patches = os.path.join(folder, f"{file_stem(name)}_patches.json")
+    if os.path.isfile(patches):  # patch-based: the model array is the rest model; run the app's loop on the host
+        import json
+
+        from ..tflite.patches import plan_from_json
+        from ..tflite.runtime import run_patched
+
+        with open(patches) as f:
+            plan = plan_from_json(json.load(f))
+        with open(os.path.join(folder, f"{file_stem(name)}_patches.cc")) as f:
+            patch = parse_c_array(f.read(), symbol=f"g_{file_stem(name)}_patch_data")
+        shape = io_details(patch)["input_shape"]  # the frame: the patch model's input has its channels
+        frame = (len(images), plan.input[0].full, plan.input[1].full, shape[3])
+        host, _ = run_patched(patch, model, plan, images.reshape(frame))
+    else:
+        shape = io_details(model)["input_shape"]
+        host, _ = run_tflm(model, images.reshape((len(images), *shape[1:])))
     return compare_outputs(np.stack([image.scores for image in output.images[:len(images)]]),
                            host.reshape(len(images), -1))
 

@@ -84,7 +84,7 @@ class FitResult:
                 f"{self.macs_after:>15,}",
             ]
             rows += [
-                f"{p.plan.describe()}",
+                f"patches {p.plan.describe()}",
                 f"device  {p.frame_bytes:,} B input frame + {p.patch_arena.total:,} B patch arena + "
                 f"{p.rest_arena.total:,} B rest arena = {p.device_ram_bytes:,} B RAM (emitted with margins: "
                 f"{emitted_ram(p):,} B)",
@@ -184,9 +184,17 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
             break
         if need <= ram_bytes:
             break
+        # halve the larger model's activations: blocks after the stage at the rest model's budget; blocks inside it
+        # unsplit (each split adds persistent data) unless the patch model is the larger, then at its budget scaled
+        # up by how much smaller a patch's region is than the whole (the frame's ratio)
         inside = _stage_blocks(model, data, patched.plan.cut)
-        plan = plan_memory_splits(model, max(1, patched.rest_arena.head // 2), best_effort=True)
-        plan = {name: 1 if name in inside else s for name, s in plan.items()}
+        y, x = patched.plan.input
+        shrink = (y.full * x.full) / (y.size * x.size)
+        patch_budget = int(patched.patch_arena.head // 2 * shrink)
+        budgets = {name: 10 ** 12 if patched.patch_arena.head < patched.rest_arena.head else max(1, patch_budget)
+                   for name in inside}
+        plan = plan_memory_splits(model, max(1, patched.rest_arena.head // 2), best_effort=True,
+                                  block_budgets=budgets)
         if plan == splits:
             break
         current, splits = split_model(model, plan), plan

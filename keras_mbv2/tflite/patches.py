@@ -90,7 +90,7 @@ class PatchPlan:
 
     def describe(self) -> str:
         h, w, c = self.stage_shape
-        return (f"patches {self.grid[0]}x{self.grid[1]} of {self.patch[0]}x{self.patch[1]} over the first "
+        return (f"{self.grid[0]}x{self.grid[1]} of {self.patch[0]}x{self.patch[1]} over the first "
                 f"{self.cut} operators (stage output {h}x{w}x{c}), input patch {self.input[0].size}x"
                 f"{self.input[1].size} of the frame, {len(self.masks)} border masks, "
                 f"MACs {self.mac_overhead:+.1%}")
@@ -456,6 +456,7 @@ class PatchedModel:
     patch_arena: Any = None  # ArenaUse of each, measured on the TFLM host runtime
     rest_arena: Any = None
     frame_bytes: int = 0  # the whole int8 input frame the patches are copied from
+    source: bytes = b""  # the whole int8 model it was split from
 
     @property
     def device_ram_bytes(self) -> int:
@@ -490,4 +491,28 @@ def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | Non
         cut, grid = found[0].cut, found[0].grid
     patch, rest, plan = split_model(data, cut, grid)
     frame = int(np.prod(details["input_shape"][1:]))
-    return PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame)
+    return PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame, data)
+
+
+def plan_to_json(plan: PatchPlan) -> dict:
+    """The plan as plain data (what `run_patched` passes to the TFLM worker and `emit` writes beside the C files):
+    each Axis as [stride, offset, size, full]."""
+    def axis(a: Axis) -> list[int]:
+        return [a.stride, a.offset, a.size, a.full]
+
+    return {"cut": plan.cut, "stage_tensor": plan.stage_tensor, "grid": list(plan.grid),
+            "stage_shape": list(plan.stage_shape), "patch": list(plan.patch),
+            "starts": [list(s) for s in plan.starts], "input": [axis(a) for a in plan.input],
+            "input_zero_point": plan.input_zero_point, "masks": [[axis(a) for a in m] for m in plan.masks],
+            "macs": plan.macs, "macs_whole": plan.macs_whole}
+
+
+def plan_from_json(data: dict) -> PatchPlan:
+    """Inverse of `plan_to_json`."""
+    def axis(v: list[int]) -> Axis:
+        return Axis(*v)
+
+    return PatchPlan(data["cut"], data["stage_tensor"], tuple(data["grid"]), tuple(data["stage_shape"]),
+                     tuple(data["patch"]), (list(data["starts"][0]), list(data["starts"][1])),
+                     (axis(data["input"][0]), axis(data["input"][1])), data["input_zero_point"],
+                     [(axis(m[0]), axis(m[1])) for m in data["masks"]], data["macs"], data["macs_whole"])

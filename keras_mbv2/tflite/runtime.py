@@ -104,25 +104,16 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray,
     as the firmware runs it: `x` is a batch of int8 frames; returns (outputs, the two models' allocation reports,
     the patch model's first)."""
     import json
-    from dataclasses import asdict
+
+    from .patches import plan_to_json
 
     def write(path: str) -> None:
         with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
             np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),
-                     plan=np.array(json.dumps(_plan_json(asdict(plan)))))
+                     plan=np.array(json.dumps(plan_to_json(plan))))
 
     arena = arena_size or max(len(patch_model) * 10, len(rest_model) * 10, 1 << 20)
     return _run_child("tflm-patched", write, x, arena, timeout, lambda: "")
-
-
-def _plan_json(plan: dict) -> dict:
-    """A plan as the worker reads it: each Axis as [stride, offset, size, full]."""
-    def axis(a: dict) -> list[int]:
-        return [a["stride"], a["offset"], a["size"], a["full"]]
-
-    return {"input": [axis(a) for a in plan["input"]], "masks": [[axis(a) for a in m] for m in plan["masks"]],
-            "patch": list(plan["patch"]), "starts": [list(s) for s in plan["starts"]],
-            "stage_shape": list(plan["stage_shape"]), "input_zero_point": plan["input_zero_point"]}
 
 
 def _run_child(runtime: str, write_model: Any, x: np.ndarray, arena: int, timeout: float,

@@ -3,6 +3,9 @@
 #include <cstdio>
 
 #include MODEL_SETTINGS_HEADER
+#ifdef MODEL_PATCHES_HEADER
+#include MODEL_PATCHES_HEADER
+#endif
 #include "image_provider.h"
 #include "model_runner.h"
 #include "platform.h"
@@ -21,8 +24,16 @@ void setup() {
     PlatformFinished(1);
     return;
   }
+#ifdef KERAS_MBV2_PATCHED
+  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize + kPatchArenaSize), %d images, "
+              "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize + kPatchArenaSize,
+              ImageCount(), PlatformTickUnit());
+  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input frame %d bytes\n", kPatchRowCount,
+              kPatchColCount, kInputSize);
+#else
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
               static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());
+#endif
 }
 
 void loop() {

@@ -1,8 +1,13 @@
 #include "model_runner.h"
 
+#include <cstring>
+
 #include MODEL_DATA_HEADER
 #include MODEL_OP_RESOLVER_HEADER
 #include MODEL_SETTINGS_HEADER
+#ifdef MODEL_PATCHES_HEADER
+#include MODEL_PATCHES_HEADER
+#endif
 #include "operator_profiler.h"
 #include "platform.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
@@ -13,14 +18,76 @@ namespace {
 alignas(16) uint8_t tensor_arena[kTensorArenaSize];
 tflite::MicroInterpreter* interpreter = nullptr;
 OperatorProfiler profiler;
+
+const tflite::Model* LoadModel(const unsigned char* data) {
+  const tflite::Model* model = tflite::GetModel(data);
+  if (model->version() != TFLITE_SCHEMA_VERSION) {
+    MicroPrintf("Model schema %d, runtime supports %d", model->version(), TFLITE_SCHEMA_VERSION);
+    return nullptr;
+  }
+  return model;
+}
+
+#ifdef KERAS_MBV2_PATCHED
+// Patch-based inference (keras_mbv2.tflite.patches): the model array is the rest of the network, whose input is
+// the stage output; the patch model computes that stage one patch at a time from the frame. Separate arenas, so
+// the patch model's invocations never overwrite the rest model's input, which the patches fill.
+alignas(16) uint8_t patch_arena[kPatchArenaSize];
+tflite::MicroInterpreter* patch_interpreter = nullptr;
+int8_t frame[kInputSize];
+
+// 1 where position stride * start + offset + i of a tensor `full` long lies inside it.
+inline bool Inside(const PatchAxis& axis, int start, int i) {
+  const int position = axis.stride * start + axis.offset + i;
+  return position >= 0 && position < axis.full;
+}
+
+TfLiteStatus InvokePatches() {
+  const PatchAxis& rows = kPatchInput[0];
+  const PatchAxis& cols = kPatchInput[1];
+  int8_t* stage = interpreter->input(0)->data.int8;
+  for (int py = 0; py < kPatchRowCount; ++py) {
+    for (int px = 0; px < kPatchColCount; ++px) {
+      const int oy = kPatchRowStarts[py], ox = kPatchColStarts[px];
+      // the frame's region for this patch, the input zero point outside the image (the whole model's padding)
+      int8_t* in = patch_interpreter->input(0)->data.int8;
+      for (int r = 0; r < rows.size; ++r) {
+        const int y = rows.stride * oy + rows.offset + r;
+        for (int c = 0; c < cols.size; ++c) {
+          const int x = cols.stride * ox + cols.offset + c;
+          int8_t* to = in + (r * cols.size + c) * kNumChannels;
+          if (Inside(rows, oy, r) && Inside(cols, ox, c)) {
+            std::memcpy(to, frame + (y * kNumCols + x) * kNumChannels, kNumChannels);
+          } else {
+            std::memset(to, kInputZeroPoint, kNumChannels);
+          }
+        }
+      }
+      // each intermediate tensor's border: 1 inside, 0 where the whole model reads padding
+      for (int m = 0; m < kPatchMaskCount; ++m) {
+        int8_t* mask = patch_interpreter->input(1 + m)->data.int8;
+        const PatchAxis& my = kPatchMasks[m][0];
+        const PatchAxis& mx = kPatchMasks[m][1];
+        for (int r = 0; r < my.size; ++r) {
+          for (int c = 0; c < mx.size; ++c) mask[r * mx.size + c] = Inside(my, oy, r) && Inside(mx, ox, c);
+        }
+      }
+      if (patch_interpreter->Invoke() != kTfLiteOk) return kTfLiteError;
+      const int8_t* out = patch_interpreter->output(0)->data.int8;
+      for (int r = 0; r < kPatchOutRows; ++r) {
+        std::memcpy(stage + ((oy + r) * kStageCols + ox) * kStageChannels, out + r * kPatchOutCols * kStageChannels,
+                    kPatchOutCols * kStageChannels);
+      }
+    }
+  }
+  return interpreter->Invoke();
+}
+#endif
 }  // namespace
 
 TfLiteStatus ModelRunnerInit() {
-  const tflite::Model* model = tflite::GetModel(MODEL_DATA);
-  if (model->version() != TFLITE_SCHEMA_VERSION) {
-    MicroPrintf("Model schema %d, runtime supports %d", model->version(), TFLITE_SCHEMA_VERSION);
-    return kTfLiteError;
-  }
+  const tflite::Model* model = LoadModel(MODEL_DATA);
+  if (model == nullptr) return kTfLiteError;
   static MODEL_RESOLVER_TYPE resolver;  // exactly the model's operators (generated <name>_op_resolver.h)
   if (MODEL_REGISTER_OPS(resolver) != kTfLiteOk) return kTfLiteError;
   static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena, kTensorArenaSize,
@@ -30,21 +97,45 @@ TfLiteStatus ModelRunnerInit() {
     MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small", kTensorArenaSize);
     return kTfLiteError;
   }
+#ifdef KERAS_MBV2_PATCHED
+  const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
+  if (patch_model == nullptr) return kTfLiteError;
+  static tflite::MicroInterpreter static_patch_interpreter(patch_model, resolver, patch_arena, kPatchArenaSize);
+  patch_interpreter = &static_patch_interpreter;
+  if (patch_interpreter->AllocateTensors() != kTfLiteOk) {
+    MicroPrintf("AllocateTensors failed: kPatchArenaSize %d is too small", kPatchArenaSize);
+    return kTfLiteError;
+  }
+#endif
   return kTfLiteOk;
 }
 
+#ifdef KERAS_MBV2_PATCHED
+int8_t* ModelInput() { return frame; }
+#else
 int8_t* ModelInput() { return interpreter->input(0)->data.int8; }
+#endif
 
 const int8_t* ModelOutput() { return interpreter->output(0)->data.int8; }
 
 TfLiteStatus ModelRunnerInvoke(uint64_t* ticks) {
   profiler.Reset();
   const uint64_t start = PlatformTicks();
+#ifdef KERAS_MBV2_PATCHED
+  const TfLiteStatus status = InvokePatches();
+#else
   const TfLiteStatus status = interpreter->Invoke();
+#endif
   *ticks = PlatformTicks() - start;
   return status;
 }
 
-size_t ModelArenaUsedBytes() { return interpreter->arena_used_bytes(); }
+size_t ModelArenaUsedBytes() {
+#ifdef KERAS_MBV2_PATCHED
+  return interpreter->arena_used_bytes() + patch_interpreter->arena_used_bytes();
+#else
+  return interpreter->arena_used_bytes();
+#endif
+}
 
 void ModelRunnerPrintProfile() { profiler.Print(); }
