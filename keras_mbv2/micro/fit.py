@@ -171,6 +171,27 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
             f"input frame ({frame:,} B) and TFLM's persistent data ({before.tail:,} B) = {frame + before.tail:,} B. "
             f"Received: ram_bytes={ram_bytes!r}"
         )
+    best = search_patches(model, representative_data, data, ram_bytes, log)
+    need, current, splits, data, patched = best
+    if need > ram_bytes:
+        arenas = [tensor_arena_size(a.total) for a in (patched.patch_arena, patched.rest_arena)]
+        raise ValueError(
+            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
+            f"{need:,} B (input frame {patched.frame_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
+            f"{arenas[1]:,} B with splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
+        )
+    return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
+                     patched)
+
+
+def search_patches(model: keras.Model, representative_data: Any, data: bytes | None = None, ram_bytes: int = 0,
+                   log: Callable[[str], None] | None = None) -> tuple[int, keras.Model, dict[str, int], bytes,
+                                                                        PatchedModel]:
+    """The patch plan and splits that need the least device RAM, searched in up to `MAX_ROUNDS` conversions:
+    (RAM as emitted, split model, splits, its int8 model, the patched model). Stops early once `ram_bytes` fits
+    or a round does not improve. `data`: `model` already converted."""
+    log = log or (lambda message: None)
+    data = data if data is not None else to_tflite(model, representative_data)
     current, splits = model, memory_splits_of(model)
     best = None
     for _ in range(MAX_ROUNDS):
@@ -178,11 +199,10 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
         need = emitted_ram(patched)
         log(f"patches {patched.plan.grid[0]}x{patched.plan.grid[1]} after {patched.plan.cut} operators, splits "
             f"{_describe(splits)}: device RAM {patched.device_ram_bytes:,} B measured ({need:,} B emitted)")
-        if best is None or need < best[0]:
-            best = (need, current, splits, data, patched)
-        elif need >= best[0]:
+        if best is not None and need >= best[0]:
             break
-        if need <= ram_bytes:
+        best = (need, current, splits, data, patched)
+        if need <= ram_bytes or not any(b.expansion > 1 for b in inverted_residual_blocks(model)):
             break
         # halve the larger model's activations: blocks after the stage at the rest model's budget; blocks inside it
         # unsplit (each split adds persistent data) unless the patch model is the larger, then at its budget scaled
@@ -199,13 +219,4 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
             break
         current, splits = split_model(model, plan), plan
         data = to_tflite(current, representative_data)
-    need, current, splits, data, patched = best
-    if need > ram_bytes:
-        arenas = [tensor_arena_size(a.total) for a in (patched.patch_arena, patched.rest_arena)]
-        raise ValueError(
-            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
-            f"{need:,} B (input frame {patched.frame_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
-            f"{arenas[1]:,} B with splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
-        )
-    return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
-                     patched)
+    return best
