@@ -29,7 +29,7 @@ from keras_mbv2.micro.fit import search_patches
 from keras_mbv2.models import plan_memory_splits, recalibrate_batch_norms, split_floor, split_model
 from keras_mbv2.quantization import to_tflite
 from keras_mbv2.tflite import arena_use, operator_names, parse_model, run_tflm
-from keras_mbv2.tflite.runtime import run_patched
+from keras_mbv2.tflite.patches import run_patched
 
 NETWORKS = {  # label -> (builder, width, resolution)
     "MobileNetV2 0.35 @ 96": ("v2", 0.35, 96),

@@ -17,8 +17,7 @@ from keras_mbv2.datasets import load_digits
 from keras_mbv2.models import recalibrate_batch_norms
 from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.tflite import quantize_input, require_int8, tflite_macs
-from keras_mbv2.tflite.patches import candidates, patch_model, split_model, stage_cuts
-from keras_mbv2.tflite.runtime import run_patched
+from keras_mbv2.tflite.patches import candidates, patch_model, run_patched, split_model, stage_cuts
 
 
 @pytest.fixture(scope="module")

@@ -100,8 +100,7 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
     if os.path.isfile(patches):  # patch-based: the model array is the rest model; run the app's loop on the host
         import json
 
-        from ..tflite.patches import plan_from_json
-        from ..tflite.runtime import run_patched
+        from ..tflite.patches import plan_from_json, run_patched
 
         with open(patches) as f:
             plan = plan_from_json(json.load(f))

@@ -4,6 +4,8 @@
   multiply-adds, activation tensor sizes, input/output quantization;
 - `schedule`: tensor lifetimes in an operator order, the activation peak, depth-first reordering;
 - `memory_plan`: an offline memory plan stored in the model's `OfflineMemoryAllocation` metadata;
+- `patches`: patch-based inference (MCUNetV2) on stock TFLM: a patch model for the early stage, a rest model,
+  the plan, and the firmware's loop (`run_patched`) on the host runtime, bit-exact with the whole model;
 - `runtime`: LiteRT (reference kernels) and the TensorFlow Lite Micro host runtime, each in a child process,
   accuracy evaluation, and TFLM's measured arena.
 """
@@ -21,6 +23,7 @@ from .flatbuffer import (
     tflite_macs,
 )
 from .memory_plan import offline_plan, plan_offsets, with_offline_plan
+from .patches import PatchedModel, PatchPlan, patch_model, run_patched
 from .runtime import (
     Agreement,
     ArenaUse,
@@ -45,9 +48,10 @@ from .schedule import (
 )
 
 __all__ = [
-    "Agreement", "ArenaUse", "TFLITE_IDENTIFIER", "TFLiteResult", "activation_peak", "activation_sizes", "arena_use",
-    "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details", "lifetimes", "live_bytes_per_operator",
-    "measure_arena", "offline_plan", "operator_names", "pack_model", "parse_arena_bytes", "parse_model",
-    "plan_offsets", "quantize_input", "read_tflite", "reorder_operators", "require_int8", "run_isolated",
-    "run_litert", "run_tflm", "schedule_operators", "strip_strings", "tflite_macs", "with_offline_plan",
+    "Agreement", "ArenaUse", "PatchPlan", "PatchedModel", "TFLITE_IDENTIFIER", "TFLiteResult", "activation_peak",
+    "activation_sizes", "arena_use", "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details",
+    "lifetimes", "live_bytes_per_operator", "measure_arena", "offline_plan", "operator_names", "pack_model",
+    "parse_arena_bytes", "parse_model", "patch_model", "plan_offsets", "quantize_input", "read_tflite",
+    "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_patched", "run_tflm", "schedule_operators",
+    "strip_strings", "tflite_macs", "with_offline_plan",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 TFLITE_IDENTIFIER = b"TFL3"
+METADATA_NAME = "OfflineMemoryAllocation"  # the metadata entry TFLM reads an offline memory plan from
 
 # TFLite TensorType -> bytes per element (schema.fbs).
 TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 8, 15: 2, 16: 2}
@@ -183,8 +184,6 @@ def strip_strings(data: bytes) -> bytes:
 def _insert_tensor(model: Any, graph: Any, at: int, tensor: Any) -> None:
     """Insert `tensor` at index `at` of `graph`, renumbering every reference to the tensors after it (operators,
     graph inputs and outputs, and the OfflineMemoryAllocation plan of a single-subgraph model)."""
-    from .memory_plan import METADATA_NAME
-
     def shift(indices: Any) -> Any:
         return None if indices is None else np.array([i + 1 if i >= at else i for i in indices], np.int32)
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .flatbuffer import activation_sizes, pack_model, parse_model, single_subgraph
+from .flatbuffer import METADATA_NAME, activation_sizes, pack_model, parse_model, single_subgraph
 from .schedule import lifetimes
 
-METADATA_NAME = "OfflineMemoryAllocation"
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment
 
 

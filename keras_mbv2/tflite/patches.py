@@ -35,7 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from .flatbuffer import activation_sizes, opcode_names, operator_macs, pack_model, parse_model, single_subgraph
+from .flatbuffer import (
+    METADATA_NAME,
+    activation_sizes,
+    opcode_names,
+    operator_macs,
+    pack_model,
+    parse_model,
+    single_subgraph,
+)
 
 SPATIAL = ("CONV_2D", "DEPTHWISE_CONV_2D")
 STAGE_OPERATORS = (*SPATIAL, "ADD")  # what a patch stage may hold: local operators with same-size ADDs
@@ -52,6 +60,7 @@ class Axis:
     full: int
 
     def start(self, o: int) -> int:
+        """Where the region of the patch whose output starts at `o` begins (negative: in the padding)."""
         return self.stride * o + self.offset
 
     def inside(self, o: int) -> np.ndarray:
@@ -60,6 +69,7 @@ class Axis:
         return ((positions >= 0) & (positions < self.full)).astype("int8")
 
     def crosses_border(self, starts: list[int]) -> bool:
+        """Whether the region of any patch in `starts` reaches outside the tensor (into padding)."""
         return any(self.start(o) < 0 or self.start(o) + self.size > self.full for o in starts)
 
 
@@ -81,6 +91,7 @@ class PatchPlan:
 
     @property
     def patches(self) -> int:
+        """How many times the patch model runs per inference."""
         return len(self.starts[0]) * len(self.starts[1])
 
     @property
@@ -89,6 +100,7 @@ class PatchPlan:
         return self.macs / self.macs_whole - 1
 
     def describe(self) -> str:
+        """One line: grid, patch, stage, input patch, masks, extra multiply-adds."""
         h, w, c = self.stage_shape
         return (f"{self.grid[0]}x{self.grid[1]} of {self.patch[0]}x{self.patch[1]} over the first "
                 f"{self.cut} operators (stage output {h}x{w}x{c}), input patch {self.input[0].size}x"
@@ -337,7 +349,7 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
     rest_graph.operators = rest_graph.operators[cut:]
     rest_graph.inputs = np.array([stage], np.int32)
     rest.signatureDefs = None
-    rest.metadata = [m for m in rest.metadata or [] if _name(m) != "OfflineMemoryAllocation"]
+    rest.metadata = [m for m in rest.metadata or [] if _name(m) != METADATA_NAME]
     rest_bytes = pack_model(_pruned(rest))
 
     patch_graph = parse_model(patch_bytes).subgraphs[0]
@@ -410,6 +422,7 @@ class Candidate:
 
     @property
     def activations(self) -> int:
+        """Both models' activations: what the two arenas' heads need at least."""
         return self.patch_peak + self.rest_peak
 
 
@@ -467,8 +480,6 @@ class PatchedModel:
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime."""
-        from .runtime import run_patched
-
         return run_patched(self.patch, self.rest, self.plan, np.asarray(x))[0]
 
 
@@ -516,3 +527,21 @@ def plan_from_json(data: dict) -> PatchPlan:
                      tuple(data["patch"]), (list(data["starts"][0]), list(data["starts"][1])),
                      (axis(data["input"][0]), axis(data["input"][1])), data["input_zero_point"],
                      [(axis(m[0]), axis(m[1])) for m in data["masks"]], data["macs"], data["macs_whole"])
+
+
+def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray, arena_size: int | None = None,
+                timeout: float = 600) -> tuple[np.ndarray, str]:
+    """The patch loop of `keras_mbv2.tflite.patches` on the TFLite Micro host runtime, in a child process, exactly
+    as the firmware runs it: `x` is a batch of int8 frames; returns (outputs, the two models' allocation reports,
+    the patch model's first)."""
+    import json
+
+    from .runtime import _run_child
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
+            np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),
+                     plan=np.array(json.dumps(plan_to_json(plan))))
+
+    arena = arena_size or max(len(patch_model) * 10, len(rest_model) * 10, 1 << 20)
+    return _run_child("tflm-patched", write, x, arena, timeout, lambda: "")

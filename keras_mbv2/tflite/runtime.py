@@ -98,24 +98,6 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
     return _run_child(runtime, write, x, arena, timeout, lambda: _likely_cause(tflite))
 
 
-def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray, arena_size: int | None = None,
-                timeout: float = 600) -> tuple[np.ndarray, str]:
-    """The patch loop of `keras_mbv2.tflite.patches` on the TFLite Micro host runtime, in a child process, exactly
-    as the firmware runs it: `x` is a batch of int8 frames; returns (outputs, the two models' allocation reports,
-    the patch model's first)."""
-    import json
-
-    from .patches import plan_to_json
-
-    def write(path: str) -> None:
-        with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
-            np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),
-                     plan=np.array(json.dumps(plan_to_json(plan))))
-
-    arena = arena_size or max(len(patch_model) * 10, len(rest_model) * 10, 1 << 20)
-    return _run_child("tflm-patched", write, x, arena, timeout, lambda: "")
-
-
 def _run_child(runtime: str, write_model: Any, x: np.ndarray, arena: int, timeout: float,
                cause: Any) -> tuple[np.ndarray, str]:
     label = "LiteRT" if runtime == "litert" else "TFLite Micro"
