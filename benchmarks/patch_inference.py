@@ -10,7 +10,9 @@ benchmarks/memory_split.py:
 - channel split: the splits that reach the floor no split can lower (MobileNetV2 only: MobileNetV1 has no
   inverted residuals);
 - patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan and splits with the least device RAM:
-  the input frame + the patch model's arena + the rest model's arena, all measured;
+  the input band (the frame rows one row of patches reads; micro/app fetches rows in order, so the whole frame
+  is never in RAM) + the patch model's arena + the rest model's arena, all measured; and the same with the
+  whole frame in RAM instead of the band;
 - the patched outputs against the whole model's on the TFLM host runtime (random int8 frames);
 - host latency: the patched loop against one whole inference, both on the TFLM host runtime in one process,
   per frame (each run's start-up and allocation subtracted with a 0-frame run).
@@ -86,7 +88,8 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
     identical = np.array_equal(patched.invoke(x), run_tflm(data, x)[0])
     plan = patched.plan
     result.update(
-        patched=patched.device_ram_bytes, emitted=need, frame=patched.frame_bytes,
+        patched=patched.device_ram_bytes, emitted=need, band=patched.band_bytes,
+        whole_frame=patched.whole_frame_ram_bytes,
         patch_arena=patched.patch_arena.total, rest_arena=patched.rest_arena.total,
         splits=", ".join(f"{k}={v}" for k, v in splits.items() if v > 1) or "none",
         plan=plan.describe(), mac_overhead=plan.mac_overhead,
@@ -106,19 +109,21 @@ def section(rows: list[dict]) -> list[str]:
         "The early stage runs one spatial patch of its output at a time (a patch model invoked per patch, with the "
         "halo its receptive field needs and 0/1 border masks that reproduce the zero-point padding), the rest of "
         "the network once on the assembled stage output (`keras_mbv2.tflite.patches`, `fit_ram`). RAM counts "
-        "everything the device needs: TFLM arena(s) and, patched, the int8 input frame the patches are cut from "
-        "(unpatched, the frame is the model's input tensor, inside the arena). Measured on the TFLM host runtime "
-        "(`print_allocations`), without the emitted 1,024 B margins.",
+        "everything the device needs: TFLM arena(s) and, patched, the input band the patches are cut from (the "
+        "frame rows one row of patches reads, fetched in order with `GetImageRow`) or, in the next column, the whole "
+        "int8 frame (unpatched, the frame is the model's input tensor, inside the arena). Measured on the TFLM host "
+        "runtime (`print_allocations`), without the emitted 1,024 B margins.",
         "",
-        "| network | default | channel split | patches (+ splits) | = frame + patch arena + rest arena | splits "
-        "| plan | extra MACs | operators | outputs vs whole int8 | host latency patched / whole |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| network | default | channel split | patches (+ splits) | = band + patch arena + rest arena | with the "
+        "whole frame | splits | plan | extra MACs | operators | outputs vs whole int8 | host latency patched / whole |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         split = f"{r['split']:,}" if r["split"] else "n/a (no inverted residuals)"
         lines.append(
-            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['frame']:,} + "
-            f"{r['patch_arena']:,} + {r['rest_arena']:,} | {r['splits']} | {r['plan']} | {r['mac_overhead']:+.1%} "
+            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['band']:,} + "
+            f"{r['patch_arena']:,} + {r['rest_arena']:,} | {r['whole_frame']:,} | {r['splits']} | {r['plan']} "
+            f"| {r['mac_overhead']:+.1%} "
             f"| {r['ops']} -> {r['patched_ops']} (+{', '.join(r['new_ops'])}) "
             f"| {'identical' if r['identical'] else 'DIFFERENT'} on {FRAMES} frames | {r['latency']:.2f} |")
     lines += [
@@ -128,7 +133,7 @@ def section(rows: list[dict]) -> list[str]:
         "MobileNetV2's peak memory 1,372 kB -> 172 kB with patch-based inference (activations only, TinyEngine "
         "in-place kernels); the STM32 model zoo (STM32Cube.AI) lists MobileNetV2 1.0 @ 224 int8 at 1,727 KiB of "
         "activation RAM. What stock TFLM adds and patches cannot remove: the per-channel quantization data of "
-        "every operator (the arenas' persistent part) and the input frame.",
+        "every operator (the arenas' persistent part).",
         "",
     ]
     return lines

@@ -9,7 +9,9 @@ Run: python benchmarks/run.py [--repeats 7] [--out benchmarks/RESULTS.md]
    lower bound, and vs the keras.applications twin exported the same way; flash bytes beside it.
 4. Memory-efficient inference (paper Section 5.1, `benchmarks/memory_split.py`): MobileNetV2's TFLM arena
    unsplit and split (0.35 at 96, 1.0 at 224), and QAT accuracy on the digits at 96x96, split vs unsplit.
-5. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of micro/app with
+5. Patch-based inference on stock TFLM (`benchmarks/patch_inference.py`): the whole device RAM (frame and
+   arenas) default, channel split and patched, extra MACs, outputs against the whole model, host latency.
+6. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of micro/app with
    CMSIS-NN and with TFLM's reference kernels, from the logs recorded there (TFLM is built by hand: see its README).
 """
 
@@ -25,6 +27,7 @@ import time
 import keras
 import memory_split  # benchmarks/memory_split.py, beside this file
 import numpy as np
+import patch_inference  # benchmarks/patch_inference.py
 import tensorflow as tf
 
 import keras_mbv2 as K
@@ -235,6 +238,8 @@ def main(argv=None) -> int:
     arena = memory_split.arena_rows()
     qat = None if args.skip_memory_qat else memory_split.qat_rows(**qat_args)
     lines += memory_split.markdown(arena, qat, qat_args)
+    lines += patch_inference.section(
+        [patch_inference.row(label, *spec) for label, spec in patch_inference.NETWORKS.items()])
     lines += firmware_section()
     text = "\n".join(lines)
     write_file(args.out, text)

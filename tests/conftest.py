@@ -35,6 +35,8 @@ HEAVY = (
     "test_a_finished_qat_run",  # 50
     "test_from_keras_application_carries_weights",  # up to 49
     "test_fit_ram_splits_only",  # 45
+    "test_fit_ram_goes_below_the_split_floor",  # about 60
+    "test_patches_combine",  # about 40
 )
 
 

@@ -217,19 +217,23 @@ def test_fit_ram_splits_only_as_far_as_the_budget_needs(mbv2):
     assert tensor_arena_size(tight.after.total) <= 160_000 < tensor_arena_size(tight.before.total)
     assert tight.macs_after == tight.macs_before
     assert "block_1=3" in str(tight)
-    with pytest.raises(ValueError, match="ram_bytes=90000") as exc:
-        fit_ram(mbv2, 90_000, calib)
-    assert "'expanded_conv' needs 73,728 B" in str(exc.value) and "input frame (27,648 B)" in str(exc.value)
+    with pytest.raises(ValueError, match="ram_bytes=60000") as exc:
+        fit_ram(mbv2, 60_000, calib)
+    assert "'expanded_conv' needs 73,728 B" in str(exc.value) and "persistent data (72,032 B)" in str(exc.value)
 
 
 def test_fit_ram_goes_below_the_split_floor_in_patches(mbv2):
     """Below the channel-split floor (147,600 B here), the stem's stage runs in spatial patches and the blocks
-    after it are split: everything the device needs, frame and both arenas, measured on TFLM."""
+    after it are split: everything the device needs, input band and both arenas, measured on TFLM. 125,000 B is
+    the issue's target for MobileNetV2 0.35 @ 96."""
     calib = np.random.default_rng(8).uniform(-1, 1, (8, 96, 96, 3)).astype("float32")
-    result = fit_ram(mbv2, 145_000, calib)
+    result = fit_ram(mbv2, 125_000, calib)
     patched = result.patched
-    assert patched is not None and result.device_ram_bytes <= 145_000
-    assert result.device_ram_bytes == 27_648 + patched.patch_arena.total + patched.rest_arena.total
+    assert patched is not None and result.device_ram_bytes <= 125_000
+    band = patched.plan.input[0].size * 96 * 3  # the frame rows one row of patches reads
+    assert patched.band_bytes == band < 27_648
+    assert result.device_ram_bytes == band + patched.patch_arena.total + patched.rest_arena.total
+    assert patched.whole_frame_ram_bytes == result.device_ram_bytes - band + 27_648
     assert result.device_ram_bytes < arena_use(result.tflite).total  # the same splits as one arena need more
     assert 0 < patched.plan.mac_overhead <= 0.2 and result.macs_after == patched.plan.macs
     x = np.random.default_rng(9).integers(-128, 128, (2, 96, 96, 3)).astype("int8")

@@ -90,8 +90,9 @@ def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits):
         assert (patched.plan.cut, patched.plan.grid) == (best.cut, best.grid)
         np.testing.assert_array_equal(patched.invoke(frames), run_tflm(data, frames)[0])
         assert 0 <= patched.plan.mac_overhead <= 0.2 and patched.plan.macs_whole == tflite_macs(data)
-        assert patched.device_ram_bytes == (patched.frame_bytes + patched.patch_arena.total
+        assert patched.device_ram_bytes == (patched.band_bytes + patched.patch_arena.total
                                             + patched.rest_arena.total)
+        assert patched.band_bytes == min(patched.plan.input[0].size, 64) * 64 * 3
 
 
 def test_plan_arguments_are_checked(mbv2):
@@ -137,7 +138,7 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     assert plan_from_json(json.loads((out / "model_patches.json").read_text())) == patched.plan
     assert "kNumRows = 64;" in (out / "model_settings.h").read_text()  # the app's input is the whole frame
     assert "AddMul" in (out / "model_op_resolver.h").read_text()  # both models' operators
-    assert report.device_ram_bytes == report.arena_bytes + report.patch_arena_bytes + 64 * 64 * 3
+    assert report.device_ram_bytes == report.arena_bytes + report.patch_arena_bytes + patched.band_bytes
     assert "patches 3x3 of 3x3" in (out / "model_report.txt").read_text()
     (tmp_path / "main.cc").write_text(HOST_MAIN)
     exe = str(tmp_path / "host")

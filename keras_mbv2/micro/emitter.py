@@ -84,12 +84,13 @@ class MicroReport:
     array_bytes: int | None = None  # the array written, when it differs from model_bytes (an untrained network)
     patches: PatchPlan | None = None  # patch-based inference: the plan; model_bytes then counts both arrays
     patch_arena_bytes: int | None = None  # kPatchArenaSize
-    frame_bytes: int | None = None  # the input frame the patches are copied from
+    frame_bytes: int | None = None  # the whole input frame
+    band_bytes: int | None = None  # the input band the patch loop holds instead of the frame
 
     @property
     def device_ram_bytes(self) -> int:
         """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize and the frame."""
-        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.frame_bytes or 0)
+        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.band_bytes or 0)
 
     def _summary(self) -> list[str]:
         flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
@@ -113,8 +114,9 @@ class MicroReport:
             lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash (patch model + rest model, int8 .tflite, "
                         "tensor names stripped)")
             lines[1] = (f"arena   {self.arena_bytes:,} B rest model (kTensorArenaSize) + {self.patch_arena_bytes:,} B "
-                        f"patch model (kPatchArenaSize) + {self.frame_bytes:,} B input frame = "
-                        f"{self.device_ram_bytes:,} B RAM")
+                        f"patch model (kPatchArenaSize) + {self.band_bytes:,} B input band = "
+                        f"{self.device_ram_bytes:,} B RAM (the whole {self.frame_bytes:,} B frame is never in RAM: "
+                        f"the app reads rows with GetImageRow)")
             lines.insert(2, f"patches {self.patches.describe()}")
         if self.board:
             lines.append(f"board   {self.board}: fits")
@@ -271,6 +273,11 @@ def emit(
     and stored in the model's metadata when TFLM then reports a smaller arena than its own greedy plan;
     the C array holds that model (same operators and weights, so the same outputs).
 
+    `tflite` may also be a `keras_mbv2.tflite.PatchedModel` (`fit_ram(...).patched`): the model array is then the
+    rest model, `<stem>_patches.h/.cc` hold the patch model, `kPatchArenaSize` and the plan for micro/app's patch
+    loop, and `<stem>_patches.json` the plan for `check_app_output`; both arenas as measured (`arena_bytes` and
+    `memory_plan` apply to whole models only).
+
     With `test_images` (float images in the range the model was trained on, shape (N, H, W, C)), also write
     `<stem>_test_images.h/.cc`: the images quantized with the model's input parameters, exactly as
     `evaluate_tflite` quantizes them, for the app's image_provider (`make run-app` classifies them on QEMU, and
@@ -405,12 +412,13 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     measured = patched.rest_arena.total
     arena, patch_arena = tensor_arena_size(measured), tensor_arena_size(patched.patch_arena.total)
     if board is not None:
-        problems = fit_problems(BOARDS[board], len(rest) + len(patch), arena + patch_arena + patched.frame_bytes)
+        problems = fit_problems(BOARDS[board], len(rest) + len(patch), arena + patch_arena + patched.band_bytes)
         if problems:
             raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
     report = MicroReport(name, len(rest) + len(patch), arena, measured, ops, patched.plan.macs, board,
                          activation_bytes=patched.rest_arena.head, patches=patched.plan,
-                         patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes)
+                         patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes,
+                         band_bytes=patched.band_bytes)
     files = _files(name, rest, details, ops, arena, measured, labels)
     files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
     _add_test_images(files, name, details, test_images, test_labels)

@@ -85,16 +85,17 @@ class FitResult:
             ]
             rows += [
                 f"patches {p.plan.describe()}",
-                f"device  {p.frame_bytes:,} B input frame + {p.patch_arena.total:,} B patch arena + "
-                f"{p.rest_arena.total:,} B rest arena = {p.device_ram_bytes:,} B RAM (emitted with margins: "
-                f"{emitted_ram(p):,} B)",
+                f"device  {p.band_bytes:,} B input band ({p.plan.input[0].size} rows) + {p.patch_arena.total:,} B "
+                f"patch arena + {p.rest_arena.total:,} B rest arena = {p.device_ram_bytes:,} B RAM (emitted with "
+                f"margins: {emitted_ram(p):,} B; with the whole {p.frame_bytes:,} B frame in RAM: "
+                f"{p.whole_frame_ram_bytes:,} B)",
             ]
         return "\n".join(rows)
 
 
 def emitted_ram(patched: PatchedModel) -> int:
-    """RAM of a patched model as emitted: the frame and each arena's kTensorArenaSize."""
-    return patched.frame_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
+    """RAM of a patched model as emitted: the input band and each arena's kTensorArenaSize."""
+    return patched.band_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
         patched.rest_arena.total)
 
 
@@ -164,12 +165,10 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
                  before: ArenaUse, macs_before: int, data: bytes, why: str) -> FitResult:
     """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
     device's RAM fits `ram_bytes` (or no round improves)."""
-    frame = int(np.prod(model.input_shape[1:]))
-    if ram_bytes < frame + before.tail:  # what no patch plan lowers: the int8 frame and the per-channel data
+    if ram_bytes < before.tail:  # what no patch plan lowers: the per-channel quantization data
         raise ValueError(
-            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, it needs at least the "
-            f"input frame ({frame:,} B) and TFLM's persistent data ({before.tail:,} B) = {frame + before.tail:,} B. "
-            f"Received: ram_bytes={ram_bytes!r}"
+            f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, it still needs TFLM's "
+            f"persistent data ({before.tail:,} B). Received: ram_bytes={ram_bytes!r}"
         )
     best = search_patches(model, representative_data, data, ram_bytes, log)
     need, current, splits, data, patched = best
@@ -177,7 +176,7 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
         arenas = [tensor_arena_size(a.total) for a in (patched.patch_arena, patched.rest_arena)]
         raise ValueError(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
-            f"{need:,} B (input frame {patched.frame_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
+            f"{need:,} B (input band {patched.band_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
             f"{arenas[1]:,} B with splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
         )
     return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,

@@ -468,14 +468,26 @@ class PatchedModel:
     plan: PatchPlan
     patch_arena: Any = None  # ArenaUse of each, measured on the TFLM host runtime
     rest_arena: Any = None
-    frame_bytes: int = 0  # the whole int8 input frame the patches are copied from
+    frame_bytes: int = 0  # the whole int8 input frame
     source: bytes = b""  # the whole int8 model it was split from
 
     @property
+    def band_bytes(self) -> int:
+        """The input band: the frame rows one row of patches reads (full width), which is all of the frame the
+        loop holds when the sensor delivers rows in order (micro/app reads them with GetImageRow into a ring)."""
+        rows = self.plan.input[0].full
+        return min(self.plan.input[0].size, rows) * (self.frame_bytes // rows)
+
+    @property
     def device_ram_bytes(self) -> int:
-        """Everything the device needs, measured: the frame and the two TFLM arenas. The stage output is the rest
-        model's input tensor, already in its arena (the two arenas are separate, so the patch model's
+        """Everything the device needs, measured: the input band and the two TFLM arenas. The stage output is the
+        rest model's input tensor, already in its arena (the two arenas are separate, so the patch model's
         invocations never overwrite it)."""
+        return self.band_bytes + self.patch_arena.total + self.rest_arena.total
+
+    @property
+    def whole_frame_ram_bytes(self) -> int:
+        """`device_ram_bytes` with the whole frame in RAM instead of the band (a camera that writes whole frames)."""
         return self.frame_bytes + self.patch_arena.total + self.rest_arena.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:

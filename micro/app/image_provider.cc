@@ -25,3 +25,16 @@ TfLiteStatus GetImage(int index, int8_t* input) {
 #endif
   return kTfLiteOk;
 }
+
+TfLiteStatus GetImageRow(int index, int row, int8_t* row_values) {
+  const int size = kNumCols * kNumChannels;
+  if (row < 0 || row >= kNumRows) return kTfLiteError;
+#ifdef MODEL_TEST_IMAGES_HEADER
+  if (index < 0 || index >= kNumTestImages) return kTfLiteError;
+  std::memcpy(row_values, g_test_images[index] + row * size, size);
+#else
+  (void)index;
+  std::memset(row_values, kInputZeroPoint, size);  // replace with your sensor's line
+#endif
+  return kTfLiteOk;
+}

@@ -15,4 +15,9 @@ int ImageCount();
 // (camera, microphone) and quantize each float value v as round(v / kInputScale) + kInputZeroPoint.
 TfLiteStatus GetImage(int index, int8_t* input);
 
+// Fills `row_values` (kNumCols * kNumChannels int8 values) with row `row` of image `index`: how a patch-based
+// model reads its input, a band of rows at a time, so the whole frame never has to be in RAM (a camera that
+// delivers lines, or images in flash). Same quantization as GetImage.
+TfLiteStatus GetImageRow(int index, int row, int8_t* row_values);
+
 #endif  // KERAS_MBV2_IMAGE_PROVIDER_H_

@@ -28,8 +28,10 @@ void setup() {
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize + kPatchArenaSize), %d images, "
               "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize + kPatchArenaSize,
               ImageCount(), PlatformTickUnit());
-  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input frame %d bytes\n", kPatchRowCount,
-              kPatchColCount, kInputSize);
+  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input band %d rows = %d bytes (frame %d bytes)\n",
+              kPatchRowCount, kPatchColCount, kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows,
+              (kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows) * kNumCols * kNumChannels,
+              kInputSize);
 #else
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
               static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());
@@ -38,7 +40,11 @@ void setup() {
 
 void loop() {
   if (!ready) return;
+#ifdef KERAS_MBV2_PATCHED
+  ModelRunnerSetImage(image);  // the patch loop reads the image's rows itself, a band at a time
+#else
   if (GetImage(image, ModelInput()) != kTfLiteOk) return;
+#endif
   uint64_t ticks = 0;
   if (ModelRunnerInvoke(&ticks) != kTfLiteOk) {
     std::printf("keras_mbv2 app: Invoke failed on image %d\n", image);

@@ -8,6 +8,7 @@
 #ifdef MODEL_PATCHES_HEADER
 #include MODEL_PATCHES_HEADER
 #endif
+#include "image_provider.h"
 #include "operator_profiler.h"
 #include "platform.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
@@ -34,7 +35,11 @@ const tflite::Model* LoadModel(const unsigned char* data) {
 // the patch model's invocations never overwrite the rest model's input, which the patches fill.
 alignas(16) uint8_t patch_arena[kPatchArenaSize];
 tflite::MicroInterpreter* patch_interpreter = nullptr;
-int8_t frame[kInputSize];
+// The frame is never whole in RAM: a ring of the kBandRows rows one row of patches reads, fetched in order.
+constexpr int kRowValues = kNumCols * kNumChannels;
+constexpr int kBandRows = kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows;
+int8_t band[kBandRows * kRowValues];
+int image_index = 0;
 
 // 1 where position stride * start + offset + i of a tensor `full` long lies inside it.
 inline bool Inside(const PatchAxis& axis, int start, int i) {
@@ -46,7 +51,14 @@ TfLiteStatus InvokePatches() {
   const PatchAxis& rows = kPatchInput[0];
   const PatchAxis& cols = kPatchInput[1];
   int8_t* stage = interpreter->input(0)->data.int8;
+  int next_row = 0;  // the next frame row to fetch into the band
   for (int py = 0; py < kPatchRowCount; ++py) {
+    const int last = rows.stride * kPatchRowStarts[py] + rows.offset + rows.size;  // one past the rows needed
+    for (; next_row < last && next_row < kNumRows; ++next_row) {
+      if (GetImageRow(image_index, next_row, band + (next_row % kBandRows) * kRowValues) != kTfLiteOk) {
+        return kTfLiteError;
+      }
+    }
     for (int px = 0; px < kPatchColCount; ++px) {
       const int oy = kPatchRowStarts[py], ox = kPatchColStarts[px];
       // the frame's region for this patch, the input zero point outside the image (the whole model's padding)
@@ -57,7 +69,7 @@ TfLiteStatus InvokePatches() {
           const int x = cols.stride * ox + cols.offset + c;
           int8_t* to = in + (r * cols.size + c) * kNumChannels;
           if (Inside(rows, oy, r) && Inside(cols, ox, c)) {
-            std::memcpy(to, frame + (y * kNumCols + x) * kNumChannels, kNumChannels);
+            std::memcpy(to, band + (y % kBandRows) * kRowValues + x * kNumChannels, kNumChannels);
           } else {
             std::memset(to, kInputZeroPoint, kNumChannels);
           }
@@ -111,9 +123,11 @@ TfLiteStatus ModelRunnerInit() {
 }
 
 #ifdef KERAS_MBV2_PATCHED
-int8_t* ModelInput() { return frame; }
+int8_t* ModelInput() { return nullptr; }
+void ModelRunnerSetImage(int index) { image_index = index; }
 #else
 int8_t* ModelInput() { return interpreter->input(0)->data.int8; }
+void ModelRunnerSetImage(int index) { (void)index; }
 #endif
 
 const int8_t* ModelOutput() { return interpreter->output(0)->data.int8; }

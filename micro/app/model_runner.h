@@ -14,6 +14,10 @@ TfLiteStatus ModelRunnerInit();
 int8_t* ModelInput();
 const int8_t* ModelOutput();
 
+// Patch-based models read their input a band of rows at a time (GetImageRow) during ModelRunnerInvoke: this
+// names the image; ModelInput() is then not used.
+void ModelRunnerSetImage(int index);
+
 // Runs one inference on the current input; `ticks` receives its duration (PlatformTicks).
 TfLiteStatus ModelRunnerInvoke(uint64_t* ticks);
 
