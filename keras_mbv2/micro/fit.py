@@ -12,7 +12,7 @@ checks the result on the TFLM host runtime:
 5. below the floor no split can lower (the operator on the stem's output), run the early stage in spatial
    patches (`keras_mbv2.tflite.patches`, MCUNetV2): the floor's operator then never sees its whole input. The
    blocks after the stage are split to lower the rest model's activations, round by round, and the device's
-   whole RAM (frame + both arenas) is measured on the TFLM host runtime each time.
+   whole RAM (the input band + both arenas) is measured on the TFLM host runtime each time.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class FitResult:
     @property
     def device_ram_bytes(self) -> int:
         """Everything the device needs for inference, measured on the TFLM host runtime: the arena (the input
-        frame is its input tensor) or, patched, the frame and the two arenas."""
+        frame is its input tensor) or, patched, the input band and the two arenas (`PatchedModel`)."""
         return self.patched.device_ram_bytes if self.patched else self.after.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
@@ -131,7 +131,9 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             why = (f"{exc} With TFLM's persistent data ({before.tail:,} B unsplit, more with more operators) and the "
                    f"margin, one arena needs at least {tensor_arena_size(floor + before.tail):,} B")
             log("below the channel-split floor: patch-based inference")
-            return _fit_patches(model, ram_bytes, representative_data, log, before, macs_before, data, why)
+            # the as-built conversion when no split was tried yet; the search converts its own splits
+            return _fit_patches(model, ram_bytes, representative_data, log, before, macs_before,
+                                data if current is model else None, why)
         if plan == splits and current is not model:
             break  # the estimate cannot improve: the planner's placement needs more than the estimate
         current, splits = split_model(model, plan), plan
@@ -162,7 +164,7 @@ def _stage_blocks(model: keras.Model, data: bytes, cut: int) -> set[str]:
 
 
 def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, log: Callable[[str], None],
-                 before: ArenaUse, macs_before: int, data: bytes, why: str) -> FitResult:
+                 before: ArenaUse, macs_before: int, data: bytes | None, why: str) -> FitResult:
     """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
     device's RAM fits `ram_bytes` (or no round improves)."""
     if ram_bytes < before.tail:  # what no patch plan lowers: the per-channel quantization data

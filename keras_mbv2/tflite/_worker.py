@@ -6,7 +6,8 @@ Run by file path, so that only numpy and the runtime are imported:
 
     python _runtime_worker.py RUNTIME MODEL INPUTS OUT ARENA
 
-RUNTIME is "litert" or "tflm"; INPUTS is a .npy of already-quantized inputs (N, ...); OUT is the .npz to
+RUNTIME is "litert", "tflm" or "tflm-patched" (MODEL is then an .npz of the patch model, the rest model and the
+plan; see keras_mbv2.tflite.patches); INPUTS is a .npy of already-quantized inputs (N, ...); OUT is the .npz to
 write (outputs, and TFLM's allocation report); ARENA is TFLM's arena size in bytes. With N = 0, TFLM only
 allocates (and prepares every operator), which already fixes the arena it reports.
 """
