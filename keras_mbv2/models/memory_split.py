@@ -119,13 +119,17 @@ def _floor(model: keras.Model, layers: list[Any]) -> tuple[int, str]:
     return worst.operator_bytes, worst.name
 
 
+BEST_EFFORT_SPLITS = 16
+
+
 def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_activation: int = 1,
                        max_splits: int | None = None, best_effort: bool = False,
                        block_budgets: dict[str, int] | None = None) -> dict[str, int]:
     """The smallest split per block such that the block's operator-level peak fits `activation_budget`.
 
-    With `best_effort`, a block that cannot fit gets the split with its smallest peak instead of an error, and
-    the floor is not checked (patch-based inference runs the floor's layer one patch at a time).
+    With `best_effort`, a block that cannot fit gets the split with its smallest peak (among up to
+    `BEST_EFFORT_SPLITS` slices unless `max_splits`) instead of an error, and the floor is not checked
+    (patch-based inference runs the floor's layer one patch at a time).
     `block_budgets` gives some blocks their own budget (a block run in patches sees a fraction of its tensors).
 
     A block's peak with s slices is estimated with the profiler's operator-level liveness (BN and
@@ -156,6 +160,8 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
             continue
         outer = layer.operator_bytes - layer.inner_operator_bytes  # other tensors alive meanwhile
         limit = min(sum(block.slice_channels), max_splits or sum(block.slice_channels))
+        if best_effort:  # each split is a profiled probe model; past 16 slices the gain is small, the cost is not
+            limit = min(limit, max_splits or BEST_EFFORT_SPLITS)
         best = None
         for s in range(1, limit + 1):
             inner = (layer.inner_operator_bytes if s == block.memory_splits
