@@ -14,8 +14,8 @@ benchmarks/memory_split.py:
   is never in RAM) + the patch model's arena + the rest model's arena, all measured; and the same with the
   whole frame in RAM instead of the band;
 - the patched outputs against the whole model's on the TFLM host runtime (random int8 frames);
-- host latency: the patched loop against one whole inference, both on the TFLM host runtime in one process,
-  per frame (each run's start-up and allocation subtracted with a 0-frame run).
+- host latency: the patched loop against one whole inference, both on the TFLM host runtime in this process,
+  per frame (interpreter set-up subtracted with a 0-frame run), median of 3.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import keras_mbv2 as K
 from keras_mbv2.micro.fit import search_patches
 from keras_mbv2.models import plan_memory_splits, recalibrate_batch_norms, split_floor, split_model
 from keras_mbv2.quantization import to_tflite
+from keras_mbv2.tflite import _worker as worker
 from keras_mbv2.tflite import arena_use, operator_names, parse_model, run_tflm
-from keras_mbv2.tflite.patches import run_patched
+from keras_mbv2.tflite.patches import plan_to_json
 
 NETWORKS = {  # label -> (builder, width, resolution)
     "MobileNetV2 0.35 @ 96": ("v2", 0.35, 96),
@@ -39,6 +40,7 @@ NETWORKS = {  # label -> (builder, width, resolution)
     "MobileNetV1 0.25 @ 96": ("v1", 0.25, 96),
 }
 FRAMES = 3
+ARENA = 8 << 20  # bytes given to each TFLM interpreter for the timing
 
 
 def _randomized(model: keras.Model) -> keras.Model:
@@ -63,13 +65,17 @@ def _operators(data: bytes) -> int:
     return len(parse_model(data).subgraphs[0].operators)
 
 
-def _per_frame(run, x: np.ndarray) -> float:
-    start = time.perf_counter()
-    run(x[:0])
-    empty = time.perf_counter() - start
-    start = time.perf_counter()
-    run(x)
-    return (time.perf_counter() - start - empty) / len(x)
+def _per_frame(run, x: np.ndarray, repeats: int = 3) -> float:
+    """Seconds per frame of `run` in this process (interpreter set-up subtracted with a 0-frame run), median."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x[:0])
+        empty = time.perf_counter() - start
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start - empty) / len(x))
+    return float(np.median(times))
 
 
 def row(label: str, kind: str, width: float, size: int) -> dict:
@@ -96,8 +102,9 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
         patched_ops=f"{_operators(patched.patch)} + {_operators(patched.rest)}",
         new_ops=sorted(set(operator_names(patched.patch)) - set(operator_names(whole))),
         identical=identical,
-        latency=_per_frame(lambda f: run_patched(patched.patch, patched.rest, plan, f), x)
-        / _per_frame(lambda f: run_tflm(data, f), x),
+        # in this process (the models ran cleanly in the child processes above): no process start-up in the time
+        latency=_per_frame(lambda f: worker.run_patched(patched.patch, patched.rest, plan_to_json(plan), f, ARENA), x)
+        / _per_frame(lambda f: worker.run_tflm(data, f, ARENA), x),
     )
     return result
 
