@@ -418,7 +418,8 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     report = MicroReport(name, len(rest) + len(patch), arena, measured, ops, patched.plan.macs, board,
                          activation_bytes=patched.rest_arena.head, patches=patched.plan,
                          patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes,
-                         band_bytes=patched.band_bytes)
+                         band_bytes=patched.band_bytes,
+                         cannot_run=patched.patch_arena.cannot_run or patched.rest_arena.cannot_run)
     files = _files(name, rest, details, ops, arena, measured, labels)
     files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
     _add_test_images(files, name, details, test_images, test_labels)
