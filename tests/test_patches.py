@@ -144,6 +144,8 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     exe = str(tmp_path / "host")
     subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(out), str(tmp_path / "main.cc"),
                     str(out / "model_patches.cc"), "-o", exe], check=True)
+    with pytest.raises(ValueError, match="holds a patched model's files"):  # the app would build as patched
+        emit(mbv2, str(out))
     printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
     plan = patched.plan
     assert printed == [str(v) for v in (3, 3, plan.input[0].size, len(plan.masks),

@@ -89,7 +89,8 @@ class MicroReport:
 
     @property
     def device_ram_bytes(self) -> int:
-        """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize and the frame."""
+        """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize and the input
+        band."""
         return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.band_bytes or 0)
 
     def _summary(self) -> list[str]:
@@ -288,6 +289,10 @@ def emit(
         raise ValueError(f"`board` must be one of {sorted(BOARDS)}. Received: board={board!r}")
     if isinstance(tflite, PatchedModel):
         return _emit_patched(tflite, out_dir, name, board, labels, test_images, test_labels)
+    stale = os.path.join(out_dir, f"{file_stem(name)}_patches.h")
+    if os.path.exists(stale):  # micro/Makefile would build the app as patched, around the wrong model
+        raise ValueError(f"`out_dir` holds a patched model's files ({os.path.basename(stale)} ...): emit into another "
+                         f"folder or remove {file_stem(name)}_patches.* first. Received: out_dir={out_dir!r}")
     data = read_tflite(tflite)
     details = require_int8(data)
     ops = sorted(set(operator_names(data)))
