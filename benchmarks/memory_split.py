@@ -31,6 +31,17 @@ from keras_mbv2.tflite import activation_peak, operator_names, parse_model
 ARENA_MODELS = {"MobileNetV2 0.35 @ 96": (0.35, 96), "MobileNetV2 1.0 @ 224": (1.0, 224)}
 
 
+def randomized_batch_norms(model: keras.Model) -> keras.Model:
+    """Batch-norm weights and statistics drawn at random (seed 0), standing in for trained ones."""
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+    return model
+
+
 def _floor_plan(model: keras.Model) -> dict[str, int]:
     """The splits that bring every block down to the largest unsplittable operator."""
     return plan_memory_splits(model, split_floor(model)[0])
@@ -41,13 +52,7 @@ def arena_rows() -> list[dict]:
     for label, (alpha, size) in ARENA_MODELS.items():
         keras.utils.set_random_seed(0)
         app = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None)
-        rng = np.random.default_rng(0)
-        for layer in app.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                g, b, m, v = layer.get_weights()
-                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                                   rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
-        model = K.from_keras_application(app)
+        model = K.from_keras_application(randomized_batch_norms(app))
         calib = np.random.default_rng(1).uniform(-1, 1, (8, size, size, 3)).astype("float32")
         plan = _floor_plan(model)
         split = split_model(model, plan)

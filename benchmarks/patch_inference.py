@@ -25,6 +25,7 @@ import time
 
 import keras
 import numpy as np
+from memory_split import randomized_batch_norms  # benchmarks/memory_split.py, beside this file
 
 import keras_mbv2 as K
 from keras_mbv2.micro.fit import search_patches
@@ -43,22 +44,12 @@ FRAMES = 3
 ARENA = 8 << 20  # bytes given to each TFLM interpreter for the timing
 
 
-def _randomized(model: keras.Model) -> keras.Model:
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
-    return model
-
-
 def _model(kind: str, width: float, size: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     if kind == "v2":
         app = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=width, weights=None)
-        return K.from_keras_application(_randomized(app))
-    return _randomized(K.MobileNetV1((size, size, 3), alpha=width, weights=None))
+        return K.from_keras_application(randomized_batch_norms(app))
+    return randomized_batch_norms(K.MobileNetV1((size, size, 3), alpha=width, weights=None))
 
 
 def _operators(data: bytes) -> int:

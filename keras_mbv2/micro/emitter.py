@@ -296,14 +296,7 @@ def emit(
     data = read_tflite(tflite)
     details = require_int8(data)
     ops = sorted(set(operator_names(data)))
-    missing = [op for op in ops if op not in TFLM_OPS]
-    if missing:
-        raise ValueError(
-            f"The model uses operators TFLite Micro does not provide: {missing}. Rebuild the model without them."
-        )
-    if labels is not None and len(labels) != int(np.prod(details["output_shape"][1:])):
-        raise ValueError(f"`labels` must have one entry per class ({int(np.prod(details['output_shape'][1:]))}). "
-                         f"Received: {len(labels)} labels")
+    _check_operators_and_labels(ops, details, labels)
     use = arena_use(data, details["input_shape"]) if arena_bytes is None else None
     online = None
     if use is not None and memory_plan and len(parse_model(data).subgraphs) == 1:
@@ -319,16 +312,36 @@ def emit(
     # Flash of the architecture: an untrained network's equal constants (zero biases, ...) share buffers and
     # vanish once trained, so its size is that of its memory twin, which holds every constant apart.
     flash = len(strip_strings(memory_twin(data))) if cannot_run else len(data)
-    if board is not None:
-        problems = fit_problems(BOARDS[board], flash, arena)
-        if problems:
-            raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
+    _check_board(board, flash, arena)
     report = MicroReport(name, flash, arena, measured, ops, tflite_macs(data), board,
                          activation_bytes=use.head if use is not None else None, online_arena_bytes=online,
                          cannot_run=cannot_run, array_bytes=len(data))
     files = _files(name, data, details, ops, arena, measured, labels)
     _add_test_images(files, name, details, test_images, test_labels)
-    report_name = f"{name}_report.txt"
+    return _write_with_report(out_dir, report, files)
+
+
+def _check_operators_and_labels(ops: list[str], details: dict[str, Any], labels: Sequence[str] | None) -> None:
+    missing = [op for op in ops if op not in TFLM_OPS]
+    if missing:
+        raise ValueError(
+            f"The model uses operators TFLite Micro does not provide: {missing}. Rebuild the model without them."
+        )
+    classes = int(np.prod(details["output_shape"][1:]))
+    if labels is not None and len(labels) != classes:
+        raise ValueError(f"`labels` must have one entry per class ({classes}). Received: {len(labels)} labels")
+
+
+def _check_board(board: str | None, flash: int, ram: int) -> None:
+    if board is not None:
+        problems = fit_problems(BOARDS[board], flash, ram)
+        if problems:
+            raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
+
+
+def _write_with_report(out_dir: str, report: MicroReport, files: dict[str, str]) -> MicroReport:
+    """Write `files` and `<name>_report.txt` (which lists them all) into `out_dir`; the report knows its files."""
+    report_name = f"{report.name}_report.txt"
     report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
     files[report_name] = report.file_report()
     write_files(out_dir, files)
@@ -408,18 +421,10 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     details = require_int8(patched.source)
     rest, patch = strip_strings(patched.rest), strip_strings(patched.patch)
     ops = sorted(set(operator_names(rest)) | set(operator_names(patch)))
-    missing = [op for op in ops if op not in TFLM_OPS]
-    if missing:
-        raise ValueError(f"The model uses operators TFLite Micro does not provide: {missing}.")
-    classes = int(np.prod(details["output_shape"][1:]))
-    if labels is not None and len(labels) != classes:
-        raise ValueError(f"`labels` must have one entry per class ({classes}). Received: {len(labels)} labels")
+    _check_operators_and_labels(ops, details, labels)
     measured = patched.rest_arena.total
     arena, patch_arena = tensor_arena_size(measured), tensor_arena_size(patched.patch_arena.total)
-    if board is not None:
-        problems = fit_problems(BOARDS[board], len(rest) + len(patch), arena + patch_arena + patched.band_bytes)
-        if problems:
-            raise ValueError(f"The model does not fit board={board!r}: " + "; ".join(problems))
+    _check_board(board, len(rest) + len(patch), arena + patch_arena + patched.band_bytes)
     report = MicroReport(name, len(rest) + len(patch), arena, measured, ops, patched.plan.macs, board,
                          activation_bytes=patched.rest_arena.head, patches=patched.plan,
                          patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes,
@@ -428,11 +433,7 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     files = _files(name, rest, details, ops, arena, measured, labels)
     files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
     _add_test_images(files, name, details, test_images, test_labels)
-    report_name = f"{name}_report.txt"
-    report.files = [os.path.join(out_dir, f) for f in [*files, report_name]]
-    files[report_name] = report.file_report()
-    write_files(out_dir, files)
-    return report
+    return _write_with_report(out_dir, report, files)
 
 
 def parse_c_array(source: str, name: str = "model", symbol: str | None = None) -> bytes:

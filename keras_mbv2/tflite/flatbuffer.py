@@ -19,6 +19,11 @@ METADATA_NAME = "OfflineMemoryAllocation"  # the metadata entry TFLM reads an of
 TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 8, 15: 2, 16: 2}
 
 
+def metadata_name(entry: Any) -> str:
+    """The name of a model's metadata entry (bytes in LiteRT's object API) as text."""
+    return entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
+
+
 def read_tflite(tflite: bytes | str | os.PathLike, name: str = "tflite") -> bytes:
     """The bytes of a .tflite model (bytes or a path), checked to be a TFLite flatbuffer."""
     if isinstance(tflite, (str, os.PathLike)):
@@ -192,8 +197,7 @@ def _insert_tensor(model: Any, graph: Any, at: int, tensor: Any) -> None:
         op.inputs, op.outputs, op.intermediates = shift(op.inputs), shift(op.outputs), shift(op.intermediates)
     graph.inputs, graph.outputs = shift(graph.inputs), shift(graph.outputs)
     for entry in model.metadata or []:
-        name = entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
-        if name == METADATA_NAME and len(model.subgraphs) == 1:
+        if metadata_name(entry) == METADATA_NAME and len(model.subgraphs) == 1:
             values = np.frombuffer(bytes(model.buffers[entry.buffer].data), dtype="<i4").tolist()
             values = [*values[:2], values[2] + 1, *values[3:3 + at], -1, *values[3 + at:]]
             model.buffers[entry.buffer].data = np.frombuffer(np.array(values, "<i4").tobytes(), np.uint8)

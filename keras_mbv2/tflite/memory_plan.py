@@ -11,11 +11,9 @@ writes the tightest it finds. `emit` keeps it only when TFLM then reports a smal
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from .flatbuffer import METADATA_NAME, activation_sizes, pack_model, parse_model, single_subgraph
+from .flatbuffer import METADATA_NAME, activation_sizes, metadata_name, pack_model, parse_model, single_subgraph
 from .schedule import lifetimes
 
 ALIGNMENT = 16  # TFLM's MicroArenaBufferAlignment
@@ -60,7 +58,7 @@ def with_offline_plan(data: bytes, offsets: dict[int, int]) -> bytes:
     model = parse_model(data)
     n = len(model.subgraphs[0].tensors)
     values = np.array([0, 0, n] + [offsets.get(i, -1) for i in range(n)], dtype="<i4")
-    entry = next((m for m in model.metadata or [] if _name(m) == METADATA_NAME), None)
+    entry = next((m for m in model.metadata or [] if metadata_name(m) == METADATA_NAME), None)
     if entry is None:  # a new buffer and metadata entry; a plan already there is overwritten in place
         entry = schema.MetadataT()
         entry.name = METADATA_NAME
@@ -75,8 +73,3 @@ def offline_plan(data: bytes) -> tuple[bytes, int]:
     """(`data` with the tightest offline plan found, its activation bytes)."""
     offsets, used = plan_offsets(data)
     return with_offline_plan(data, offsets), used
-
-
-def _name(metadata: Any) -> str:
-    name = metadata.name
-    return name.decode() if isinstance(name, bytes) else str(name)

@@ -38,6 +38,7 @@ import numpy as np
 from .flatbuffer import (
     METADATA_NAME,
     activation_sizes,
+    metadata_name,
     opcode_names,
     operator_macs,
     pack_model,
@@ -349,7 +350,7 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
     rest_graph.operators = rest_graph.operators[cut:]
     rest_graph.inputs = np.array([stage], np.int32)
     rest.signatureDefs = None
-    rest.metadata = [m for m in rest.metadata or [] if _name(m) != METADATA_NAME]
+    rest.metadata = [m for m in rest.metadata or [] if metadata_name(m) != METADATA_NAME]
     rest_bytes = pack_model(_pruned(rest))
 
     patch_graph = parse_model(patch_bytes).subgraphs[0]
@@ -362,11 +363,6 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
                      tensors[source], int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None else 0,
                      masks, per_patch * len(starts_y) * len(starts_x) + rest_macs, whole)
     return patch_bytes, rest_bytes, plan
-
-
-def _name(metadata: Any) -> str:
-    name = metadata.name
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _pruned(model: Any) -> Any:
