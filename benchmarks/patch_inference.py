@@ -11,8 +11,8 @@ benchmarks/memory_split.py:
   inverted residuals);
 - patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan and splits with the least device RAM:
   the input band (the frame rows one row of patches reads; micro/app fetches rows in order, so the whole frame
-  is never in RAM) + the patch model's arena + the rest model's arena, all measured; and the same with the
-  whole frame in RAM instead of the band;
+  is never in RAM) + the stage buffer + the one arena both models share (the larger model's activations + both
+  models' persistent data, each measured); and the same with the whole frame in RAM instead of the band;
 - the patched outputs against the whole model's on the TFLM host runtime (random int8 frames);
 - host latency: the patched loop against one whole inference, both on the TFLM host runtime in this process,
   per frame (interpreter set-up subtracted with a 0-frame run), median of 3.
@@ -85,9 +85,10 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
     identical = np.array_equal(patched.invoke(x), run_tflm(data, x)[0])
     plan = patched.plan
     result.update(
-        patched=patched.device_ram_bytes, emitted=need, band=patched.band_bytes,
-        whole_frame=patched.whole_frame_ram_bytes,
-        patch_arena=patched.patch_arena.total, rest_arena=patched.rest_arena.total,
+        patched=patched.device_ram_bytes, emitted=need, band=patched.band_bytes, stage=patched.stage_bytes,
+        whole_frame=patched.whole_frame_ram_bytes, arena=patched.arena.total,
+        heads=(patched.patch_arena.head, patched.rest_arena.head),
+        tails=(patched.patch_arena.tail, patched.rest_arena.tail),
         splits=", ".join(f"{k}={v}" for k, v in splits.items() if v > 1) or "none",
         plan=plan.describe(), mac_overhead=plan.mac_overhead,
         patched_ops=f"{_operators(patched.patch)} + {_operators(patched.rest)}",
@@ -107,20 +108,24 @@ def section(rows: list[dict]) -> list[str]:
         "The early stage runs one spatial patch of its output at a time (a patch model invoked per patch, with the "
         "halo its receptive field needs and 0/1 border masks that reproduce the zero-point padding), the rest of "
         "the network once on the assembled stage output (`keras_mbv2.tflite.patches`, `fit_ram`). RAM counts "
-        "everything the device needs: TFLM arena(s) and, patched, the input band the patches are cut from (the "
-        "frame rows one row of patches reads, fetched in order with `GetImageRow`) or, in the next column, the whole "
-        "int8 frame (unpatched, the frame is the model's input tensor, inside the arena). Measured on the TFLM host "
-        "runtime (`print_allocations`), without the emitted 1,024 B margins.",
+        "everything the device needs: the TFLM arena and, patched, the stage buffer the patch outputs are assembled "
+        "in and the input band the patches are cut from (the frame rows one row of patches reads, fetched in order "
+        "with `GetImageRow`) or, in the column after, the whole int8 frame (unpatched, the frame is the model's "
+        "input tensor, inside the arena). Patched, both models share one arena (one `MicroAllocator`, TFLM's "
+        "multi-tenant allocation): the larger model's activations + both models' persistent data, each measured on "
+        "the TFLM host runtime (`print_allocations`) in its own arena. Without the emitted 1,024 B margin.",
         "",
-        "| network | default | channel split | patches (+ splits) | = band + patch arena + rest arena | with the "
-        "whole frame | splits | plan | extra MACs | operators | outputs vs whole int8 | host latency patched / whole |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| network | default | channel split | patches (+ splits) | = band + stage buffer + shared arena | shared "
+        "arena = max(activations patch, rest) + persistent patch + rest | with the whole frame | splits | plan "
+        "| extra MACs | operators | outputs vs whole int8 | host latency patched / whole |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         split = f"{r['split']:,}" if r["split"] else "n/a (no inverted residuals)"
         lines.append(
-            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['band']:,} + "
-            f"{r['patch_arena']:,} + {r['rest_arena']:,} | {r['whole_frame']:,} | {r['splits']} | {r['plan']} "
+            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['band']:,} + {r['stage']:,} + "
+            f"{r['arena']:,} | max({r['heads'][0]:,}, {r['heads'][1]:,}) + {r['tails'][0]:,} + {r['tails'][1]:,} "
+            f"| {r['whole_frame']:,} | {r['splits']} | {r['plan']} "
             f"| {r['mac_overhead']:+.1%} "
             f"| {r['ops']} -> {r['patched_ops']} (+{', '.join(r['new_ops'])}) "
             f"| {'identical' if r['identical'] else 'DIFFERENT'} on {FRAMES} frames | {r['latency']:.2f} |")

@@ -493,7 +493,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite", default=None, help="an int8 .tflite model")
     p.add_argument("--model", default=None, help="a .keras model to split for --fit-ram and convert (int8 PTQ)")
     p.add_argument("--fit-ram", type=positive_int, default=None, metavar="BYTES",
-                   help="RAM for the tensor arena: split blocks until kTensorArenaSize fits")
+                   help="RAM for inference: split blocks until kTensorArenaSize fits; below the split floor, run the "
+                   "early stage in patches (arena + stage buffer + input band must fit)")
     p.add_argument("--data", default="digits", help="calibration data for --model: 'digits' or an image folder")
     p.add_argument("--save-model", default=None, help="also save the split .keras model (for QAT)")
     p.add_argument("--out", required=True, help="output folder")

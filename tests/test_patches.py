@@ -90,8 +90,11 @@ def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits):
         assert (patched.plan.cut, patched.plan.grid) == (best.cut, best.grid)
         np.testing.assert_array_equal(patched.invoke(frames), run_tflm(data, frames)[0])
         assert 0 <= patched.plan.mac_overhead <= 0.2 and patched.plan.macs_whole == tflite_macs(data)
-        assert patched.device_ram_bytes == (patched.band_bytes + patched.patch_arena.total
-                                            + patched.rest_arena.total)
+        # one arena for both models: the larger activation area, both persistent tails; + stage buffer and band
+        p, r = patched.patch_arena, patched.rest_arena
+        assert patched.arena.total == max(p.head, r.head) + p.tail + r.tail < p.total + r.total
+        assert patched.stage_bytes == int(np.prod(patched.plan.stage_shape))
+        assert patched.device_ram_bytes == patched.band_bytes + patched.stage_bytes + patched.arena.total
         assert patched.band_bytes == min(patched.plan.input[0].size, 64) * 64 * 3
 
 
@@ -113,19 +116,19 @@ int main() {
   int mask_values = 0;
   for (int m = 0; m < kPatchMaskCount; ++m) mask_values += kPatchMasks[m][0].size * kPatchMasks[m][1].size;
   std::printf("%d %d %d %d %d %d %u\n", kPatchRowCount, kPatchColCount, kPatchInput[0].size, kPatchMaskCount,
-              mask_values, kPatchArenaSize, g_model_patch_data_size);
+              mask_values, kStageRows * kStageCols * kStageChannels, g_model_patch_data_size);
   return MODEL_PATCH_DATA[4] == 'T' ? 0 : 1;
 }
 """
 
 
 def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path):
-    """What micro/app's patch loop reads: the rest model as the model array, the patch model, arena and plan as
-    C constants (compiled here on the host), and the plan as JSON for check_app_output."""
+    """What micro/app's patch loop reads: the rest model as the model array, the arena both models share, the
+    patch model and plan as C constants (compiled here on the host), and the plan as JSON for check_app_output."""
     import json
     import subprocess
 
-    from keras_mbv2.micro import emit, parse_c_array
+    from keras_mbv2.micro import emit, parse_c_array, tensor_arena_size
     from keras_mbv2.tflite import strip_strings
     from keras_mbv2.tflite.patches import plan_from_json
 
@@ -138,7 +141,9 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     assert plan_from_json(json.loads((out / "model_patches.json").read_text())) == patched.plan
     assert "kNumRows = 64;" in (out / "model_settings.h").read_text()  # the app's input is the whole frame
     assert "AddMul" in (out / "model_op_resolver.h").read_text()  # both models' operators
-    assert report.device_ram_bytes == report.arena_bytes + report.patch_arena_bytes + patched.band_bytes
+    assert report.arena_bytes == tensor_arena_size(patched.arena.total)
+    assert f"kTensorArenaSize = {report.arena_bytes};" in (out / "model_settings.h").read_text()
+    assert report.device_ram_bytes == report.arena_bytes + patched.stage_bytes + patched.band_bytes
     assert "patches 3x3 of 3x3" in (out / "model_report.txt").read_text()
     (tmp_path / "main.cc").write_text(HOST_MAIN)
     exe = str(tmp_path / "host")
@@ -149,5 +154,5 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
     plan = patched.plan
     assert printed == [str(v) for v in (3, 3, plan.input[0].size, len(plan.masks),
-                                        sum(y.size * x.size for y, x in plan.masks), report.patch_arena_bytes,
+                                        sum(y.size * x.size for y, x in plan.masks), patched.stage_bytes,
                                         len(patch))]

@@ -83,15 +83,15 @@ class MicroReport:
     cannot_run: str | None = None  # why the model cannot run yet (an untrained network), when it cannot
     array_bytes: int | None = None  # the array written, when it differs from model_bytes (an untrained network)
     patches: PatchPlan | None = None  # patch-based inference: the plan; model_bytes then counts both arrays
-    patch_arena_bytes: int | None = None  # kPatchArenaSize
+    stage_bytes: int | None = None  # the stage buffer the patch outputs are assembled in
     frame_bytes: int | None = None  # the whole input frame
     band_bytes: int | None = None  # the input band the patch loop holds instead of the frame
 
     @property
     def device_ram_bytes(self) -> int:
-        """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize and the input
+        """The RAM the emitted files need: kTensorArenaSize, and with patches also the stage buffer and the input
         band."""
-        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.band_bytes or 0)
+        return self.arena_bytes + (self.stage_bytes or 0) + (self.band_bytes or 0)
 
     def _summary(self) -> list[str]:
         flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
@@ -114,8 +114,9 @@ class MicroReport:
         if self.patches is not None:
             lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash (patch model + rest model, int8 .tflite, "
                         "tensor names stripped)")
-            lines[1] = (f"arena   {self.arena_bytes:,} B rest model (kTensorArenaSize) + {self.patch_arena_bytes:,} B "
-                        f"patch model (kPatchArenaSize) + {self.band_bytes:,} B input band = "
+            lines[1] = (f"arena   {self.arena_bytes:,} B shared by the patch and rest models (kTensorArenaSize = "
+                        f"measured {self.measured_arena_bytes:,} B + {ARENA_MARGIN:,} B margin) + "
+                        f"{self.stage_bytes:,} B stage buffer + {self.band_bytes:,} B input band = "
                         f"{self.device_ram_bytes:,} B RAM (the whole {self.frame_bytes:,} B frame is never in RAM: "
                         f"the app reads rows with GetImageRow)")
             lines.insert(2, f"patches {self.patches.describe()}")
@@ -193,7 +194,7 @@ def _test_image_files(stem: str, images: np.ndarray, labels: np.ndarray | None) 
 
 
 def _files(name: str, data: bytes, details: dict[str, Any], ops: list[str], arena: int, measured: int,
-           labels: Sequence[str] | None) -> dict[str, str]:
+           labels: Sequence[str] | None, arena_comment: str | None = None) -> dict[str, str]:
     stem = file_stem(name)
     guard = name.upper()
     _, h, w, c = details["input_shape"] if len(details["input_shape"]) == 4 else (1, *details["input_shape"][1:], 1)
@@ -224,9 +225,10 @@ def _files(name: str, data: bytes, details: dict[str, Any], ops: list[str], aren
         f"constexpr float kOutputScale = {details['output_scale']!r}f;\n"
         f"constexpr int kOutputZeroPoint = {details['output_zero_point']};\n"
         f"constexpr int kCategoryCount = {classes};\n"
-        f"// TFLM arena: {measured} B measured with the TFLM host runtime (RecordingMicroAllocator, all\n"
-        f"// operators prepared) + {ARENA_MARGIN} B margin. The 64-bit host over-counts a 32-bit target slightly.\n"
-        f"constexpr int kTensorArenaSize = {arena};\n{label_lines}\n"
+        + (arena_comment or
+           f"// TFLM arena: {measured} B measured with the TFLM host runtime (RecordingMicroAllocator, all\n"
+           f"// operators prepared) + {ARENA_MARGIN} B margin. The 64-bit host over-counts a 32-bit target slightly.\n")
+        + f"constexpr int kTensorArenaSize = {arena};\n{label_lines}\n"
         f"#endif  // {guard}_SETTINGS_H_\n"
     )
     adds = []
@@ -275,9 +277,9 @@ def emit(
     the C array holds that model (same operators and weights, so the same outputs).
 
     `tflite` may also be a `keras_mbv2.tflite.PatchedModel` (`fit_ram(...).patched`): the model array is then the
-    rest model, `<stem>_patches.h/.cc` hold the patch model, `kPatchArenaSize` and the plan for micro/app's patch
-    loop, and `<stem>_patches.json` the plan for `check_app_output`; both arenas as measured (`arena_bytes` and
-    `memory_plan` apply to whole models only).
+    rest model, `<stem>_patches.h/.cc` hold the patch model and the plan for micro/app's patch loop, and
+    `<stem>_patches.json` the plan for `check_app_output`; `kTensorArenaSize` is the arena both models share, as
+    measured (`arena_bytes` and `memory_plan` apply to whole models only).
 
     With `test_images` (float images in the range the model was trained on, shape (N, H, W, C)), also write
     `<stem>_test_images.h/.cc`: the images quantized with the model's input parameters, exactly as
@@ -364,8 +366,8 @@ def _add_test_images(files: dict[str, str], name: str, details: dict[str, Any], 
                                    None if test_labels is None else np.asarray(test_labels)))
 
 
-def _patch_files(stem: str, patch: bytes, plan: PatchPlan, arena: int, measured: int) -> dict[str, str]:
-    """`<stem>_patches.h/.cc`: the patch model's array, its arena and the plan as constants for the app's loop;
+def _patch_files(stem: str, patch: bytes, plan: PatchPlan) -> dict[str, str]:
+    """`<stem>_patches.h/.cc`: the patch model's array and the plan as constants for the app's loop;
     `<stem>_patches.json`: the same plan for host tools (`check_app_output`)."""
     import json
 
@@ -382,12 +384,11 @@ def _patch_files(stem: str, patch: bytes, plan: PatchPlan, arena: int, measured:
             f"{header}#ifndef {guard}\n#define {guard}\n\n"
             "// Patch-based inference (keras_mbv2.tflite.patches): the patch model runs once per patch of the stage\n"
             "// output, on the frame's region for it (zero point outside the image) and one 0/1 mask per border\n"
-            "// region; its output goes into the rest model's input at the patch's place; then the rest model runs.\n"
+            "// region; its output goes into the stage buffer at the patch's place; then the stage buffer is copied\n"
+            "// into the rest model's input and the rest model runs. Both models share kTensorArenaSize.\n"
             "#define KERAS_MBV2_PATCHED 1\n\n"
             f"extern const unsigned char g_{stem}_patch_data[];\nextern const unsigned int g_{stem}_patch_data_size;\n"
             f"#define MODEL_PATCH_DATA g_{stem}_patch_data\n\n"
-            f"// Patch model arena: {measured} B measured with the TFLM host runtime + {ARENA_MARGIN} B margin.\n"
-            f"constexpr int kPatchArenaSize = {arena};\n"
             f"constexpr int kStageRows = {h};\nconstexpr int kStageCols = {w};\nconstexpr int kStageChannels = {c};\n"
             f"constexpr int kPatchOutRows = {plan.patch[0]};\nconstexpr int kPatchOutCols = {plan.patch[1]};\n"
             f"constexpr int kPatchRowCount = {len(plan.starts[0])};\n"
@@ -422,16 +423,18 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     rest, patch = strip_strings(patched.rest), strip_strings(patched.patch)
     ops = sorted(set(operator_names(rest)) | set(operator_names(patch)))
     _check_operators_and_labels(ops, details, labels)
-    measured = patched.rest_arena.total
-    arena, patch_arena = tensor_arena_size(measured), tensor_arena_size(patched.patch_arena.total)
-    _check_board(board, len(rest) + len(patch), arena + patch_arena + patched.band_bytes)
-    report = MicroReport(name, len(rest) + len(patch), arena, measured, ops, patched.plan.macs, board,
-                         activation_bytes=patched.rest_arena.head, patches=patched.plan,
-                         patch_arena_bytes=patch_arena, frame_bytes=patched.frame_bytes,
-                         band_bytes=patched.band_bytes,
-                         cannot_run=patched.patch_arena.cannot_run or patched.rest_arena.cannot_run)
-    files = _files(name, rest, details, ops, arena, measured, labels)
-    files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
+    shared = patched.arena
+    arena = tensor_arena_size(shared.total)
+    _check_board(board, len(rest) + len(patch), arena + patched.stage_bytes + patched.band_bytes)
+    report = MicroReport(name, len(rest) + len(patch), arena, shared.total, ops, patched.plan.macs, board,
+                         activation_bytes=shared.head, patches=patched.plan, stage_bytes=patched.stage_bytes,
+                         frame_bytes=patched.frame_bytes, band_bytes=patched.band_bytes, cannot_run=shared.cannot_run)
+    comment = (f"// TFLM arena shared by the rest model (this array) and the patch model (one MicroAllocator, TFLM's\n"
+               f"// multi-tenant allocation): {shared.head} B activations (the larger model's: patch "
+               f"{patched.patch_arena.head} B, rest\n// {patched.rest_arena.head} B) + {shared.tail} B persistent "
+               f"data of both, measured with the TFLM host runtime, + {ARENA_MARGIN} B margin.\n")
+    files = _files(name, rest, details, ops, arena, shared.total, labels, comment)
+    files.update(_patch_files(file_stem(name), patch, patched.plan))
     _add_test_images(files, name, details, test_images, test_labels)
     return _write_with_report(out_dir, report, files)
 

@@ -11,8 +11,9 @@ checks the result on the TFLM host runtime:
    lower the activation budget by the excess and repeat;
 5. below the floor no split can lower (the operator on the stem's output), run the early stage in spatial
    patches (`keras_mbv2.tflite.patches`, MCUNetV2): the floor's operator then never sees its whole input. The
-   blocks after the stage are split to lower the rest model's activations, round by round, and the device's
-   whole RAM (the input band + both arenas) is measured on the TFLM host runtime each time.
+   blocks after (or inside) the stage are split to lower the larger model's activations, round by round, and the
+   device's whole RAM (the input band + the stage buffer + the arena both models share) is measured on the TFLM
+   host runtime each time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..models.memory_split import (
     split_floor,
     split_model,
 )
+from ..profiler import profile
 from ..quantization import to_tflite
 from ..tflite import ArenaUse, arena_use, run_tflm, tflite_macs
 from ..tflite.flatbuffer import parse_model
@@ -39,6 +41,7 @@ from ..tflite.patches import PatchedModel, patch_model
 from .emitter import tensor_arena_size
 
 MAX_ROUNDS = 4
+PATCH_ROUNDS = 6  # conversions search_patches may try
 
 
 @dataclass
@@ -56,7 +59,8 @@ class FitResult:
     @property
     def device_ram_bytes(self) -> int:
         """Everything the device needs for inference, measured on the TFLM host runtime: the arena (the input
-        frame is its input tensor) or, patched, the input band and the two arenas (`PatchedModel`)."""
+        frame is its input tensor) or, patched, the input band, the stage buffer and the arena both models share
+        (`PatchedModel`)."""
         return self.patched.device_ram_bytes if self.patched else self.after.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
@@ -85,18 +89,19 @@ class FitResult:
             ]
             rows += [
                 f"patches {p.plan.describe()}",
-                f"device  {p.band_bytes:,} B input band ({p.plan.input[0].size} rows) + {p.patch_arena.total:,} B "
-                f"patch arena + {p.rest_arena.total:,} B rest arena = {p.device_ram_bytes:,} B RAM (emitted with "
-                f"margins: {emitted_ram(p):,} B; with the whole {p.frame_bytes:,} B frame in RAM: "
+                f"device  {p.band_bytes:,} B input band ({p.plan.input[0].size} rows) + {p.stage_bytes:,} B stage "
+                f"buffer + {p.arena.total:,} B arena shared by both models ({p.arena.head:,} B activations, the "
+                f"larger model's, + {p.arena.tail:,} B persistent) = {p.device_ram_bytes:,} B RAM (emitted with the "
+                f"margin: {emitted_ram(p):,} B; with the whole {p.frame_bytes:,} B frame in RAM: "
                 f"{p.whole_frame_ram_bytes:,} B)",
             ]
         return "\n".join(rows)
 
 
 def emitted_ram(patched: PatchedModel) -> int:
-    """RAM of a patched model as emitted: the input band and each arena's kTensorArenaSize."""
-    return patched.band_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
-        patched.rest_arena.total)
+    """RAM of a patched model as emitted: the input band, the stage buffer and the shared arena's
+    kTensorArenaSize."""
+    return patched.band_bytes + patched.stage_bytes + tensor_arena_size(patched.arena.total)
 
 
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
@@ -106,7 +111,9 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
     Args:
         model: a functional Keras 3 model with `InvertedResidual` blocks (e.g. `keras_mbv2.MobileNetV2`),
             float, unsplit or already split.
-        ram_bytes: RAM for the tensor arena (the `kTensorArenaSize` the emitted settings will hold).
+        ram_bytes: RAM for inference: the tensor arena (the `kTensorArenaSize` the emitted settings will hold)
+            or, run in patches, that arena + the stage buffer + the input band (`FitResult.device_ram_bytes`
+            plus the emitted margin).
         representative_data: calibration images for the int8 conversion (post-training quantization; for
             QAT, run `quantize_aware` on the returned `model`).
 
@@ -175,11 +182,11 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
     best = search_patches(model, representative_data, data, ram_bytes, log)
     need, current, splits, data, patched = best
     if need > ram_bytes:
-        arenas = [tensor_arena_size(a.total) for a in (patched.patch_arena, patched.rest_arena)]
         raise ValueError(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
-            f"{need:,} B (input band {patched.band_bytes:,} B, patch arena {arenas[0]:,} B, rest arena "
-            f"{arenas[1]:,} B with splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
+            f"{need:,} B (input band {patched.band_bytes:,} B, stage buffer {patched.stage_bytes:,} B, arena "
+            f"{tensor_arena_size(patched.arena.total):,} B with splits {_describe(splits)}). "
+            f"Received: ram_bytes={ram_bytes!r}"
         )
     return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
                      patched)
@@ -188,14 +195,14 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
 def search_patches(model: keras.Model, representative_data: Any, data: bytes | None = None, ram_bytes: int = 0,
                    log: Callable[[str], None] | None = None) -> tuple[int, keras.Model, dict[str, int], bytes,
                                                                         PatchedModel]:
-    """The patch plan and splits that need the least device RAM, searched in up to `MAX_ROUNDS` conversions:
+    """The patch plan and splits that need the least device RAM, searched in up to `PATCH_ROUNDS` conversions:
     (RAM as emitted, split model, splits, its int8 model, the patched model). Stops early once `ram_bytes` fits
     or a round does not improve. `data`: `model` already converted."""
     log = log or (lambda message: None)
     data = data if data is not None else to_tflite(model, representative_data)
     current, splits = model, memory_splits_of(model)
     best = None
-    for _ in range(MAX_ROUNDS):
+    for _ in range(PATCH_ROUNDS):
         patched = patch_model(data)
         need = emitted_ram(patched)
         log(f"patches {patched.plan.grid[0]}x{patched.plan.grid[1]} after {patched.plan.cut} operators, splits "
@@ -205,17 +212,21 @@ def search_patches(model: keras.Model, representative_data: Any, data: bytes | N
         best = (need, current, splits, data, patched)
         if need <= ram_bytes or not any(b.expansion > 1 for b in inverted_residual_blocks(model)):
             break
-        # halve the larger model's activations: blocks after the stage at the rest model's budget; blocks inside it
-        # unsplit (each split adds persistent data) unless the patch model is the larger, then at its budget scaled
-        # up by how much smaller a patch's region is than the whole (the frame's ratio)
+        # halve the larger model's activations (the shared arena holds the larger), not below the smaller's; only
+        # that model's blocks change (each split adds persistent data): blocks after the stage at the rest model's
+        # budget, or blocks inside it at the patch model's, scaled up by how much larger the stage blocks'
+        # whole-frame peaks are than the patch model's (measured, so the border masks' copies are counted)
+        patch_head, rest_head = patched.patch_arena.head, patched.rest_arena.head
+        target = max(min(patch_head, rest_head), max(patch_head, rest_head) // 2)
         inside = _stage_blocks(model, data, patched.plan.cut)
-        y, x = patched.plan.input
-        shrink = (y.full * x.full) / (y.size * x.size)
-        patch_budget = int(patched.patch_arena.head // 2 * shrink)
-        budgets = {name: 10 ** 12 if patched.patch_arena.head < patched.rest_arena.head else max(1, patch_budget)
-                   for name in inside}
-        plan = plan_memory_splits(model, max(1, patched.rest_arena.head // 2), best_effort=True,
-                                  block_budgets=budgets)
+        if patch_head > rest_head:
+            peaks = [layer.operator_bytes for layer in profile(current).layers if layer.name in inside]
+            budget = max(1, int(target * max(peaks, default=0) / patch_head))
+            plan = plan_memory_splits(model, budget, best_effort=True)
+            plan = {name: plan[name] if name in inside else s for name, s in splits.items()}
+        else:
+            plan = plan_memory_splits(model, max(1, target), best_effort=True)
+            plan = {name: s if name in inside else plan[name] for name, s in splits.items()}
         if plan == splits:
             break
         current, splits = split_model(model, plan), plan

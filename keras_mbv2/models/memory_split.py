@@ -123,14 +123,12 @@ BEST_EFFORT_SPLITS = 16
 
 
 def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_activation: int = 1,
-                       max_splits: int | None = None, best_effort: bool = False,
-                       block_budgets: dict[str, int] | None = None) -> dict[str, int]:
+                       max_splits: int | None = None, best_effort: bool = False) -> dict[str, int]:
     """The smallest split per block such that the block's operator-level peak fits `activation_budget`.
 
     With `best_effort`, a block that cannot fit gets the split with its smallest peak (among up to
     `BEST_EFFORT_SPLITS` slices unless `max_splits`) instead of an error, and the floor is not checked
     (patch-based inference runs the floor's layer one patch at a time).
-    `block_budgets` gives some blocks their own budget (a block run in patches sees a fraction of its tensors).
 
     A block's peak with s slices is estimated with the profiler's operator-level liveness (BN and
     activations fused into the operator before them, as the TFLite converter does; this equals the head
@@ -168,7 +166,7 @@ def plan_memory_splits(model: keras.Model, activation_budget: int, bytes_per_act
                      else _inner_operator_bytes(block, s, bytes_per_activation))
             if best is None or outer + inner < best[0]:
                 best = (outer + inner, s)
-            if outer + inner <= (block_budgets or {}).get(block.name, activation_budget):
+            if outer + inner <= activation_budget:
                 plan[block.name] = s
                 break
         else:

@@ -37,6 +37,7 @@ from .runtime import (
     run_isolated,
     run_litert,
     run_tflm,
+    shared_arena,
 )
 from .schedule import (
     activation_peak,
@@ -53,5 +54,5 @@ __all__ = [
     "lifetimes", "live_bytes_per_operator", "measure_arena", "offline_plan", "operator_names", "pack_model",
     "parse_arena_bytes", "parse_model", "patch_model", "plan_offsets", "quantize_input", "read_tflite",
     "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_patched", "run_tflm", "schedule_operators",
-    "strip_strings", "tflite_macs", "with_offline_plan",
+    "shared_arena", "strip_strings", "tflite_macs", "with_offline_plan",
 ]

@@ -8,8 +8,13 @@ assembled stage output. Two int8 models, run by the firmware (and by `run_patche
     for each patch (oy, ox) of the stage output:
         patch model input 0  <- the frame's region for the patch, zero point outside the image
         patch model input j  <- mask j: 1 where region j of an intermediate tensor lies inside it, else 0
-        invoke the patch model; copy its output into the rest model's input at (oy, ox)
-    invoke the rest model
+        invoke the patch model; copy its output into the stage buffer at (oy, ox)
+    copy the stage buffer into the rest model's input; invoke the rest model
+
+The two models share one TFLM arena (one `MicroAllocator` for both interpreters, TFLM's multi-tenant
+allocation): they never run at once, so their activations overlap and the arena needs the larger of the two
+activation areas plus both models' persistent data (`shared_arena`). Every patch invocation overwrites the
+shared activation area, the rest model's input included, hence the stage buffer beside the arena.
 
 - **Patch model**: the stage's operators on patch-sized tensors. Every spatial operator reads, besides the
   patch, the halo its kernel needs (the receptive field is walked back from the stage output), with VALID
@@ -94,6 +99,11 @@ class PatchPlan:
     def patches(self) -> int:
         """How many times the patch model runs per inference."""
         return len(self.starts[0]) * len(self.starts[1])
+
+    @property
+    def band_rows(self) -> int:
+        """The frame rows one row of patches reads: all of the frame the loop holds when rows arrive in order."""
+        return min(self.input[0].size, self.input[0].full)
 
     @property
     def mac_overhead(self) -> float:
@@ -407,42 +417,43 @@ def _peak(ops: list[Any], sizes: dict[int, int], first: list[int], keep: list[in
 
 @dataclass(frozen=True)
 class Candidate:
-    """A patch plan estimated from shapes alone: activation peaks by liveness (what TFLM's planner places at
-    best), before any model is built."""
+    """A patch plan ranked before any arena is measured: activation peaks by liveness (what TFLM's planner places
+    at best) of the built patch model and of the rest model's operators."""
 
     cut: int
     grid: tuple[int, int]
-    patch_peak: int  # the patch model's activations (its input patch and masks included)
+    patch_peak: int  # the patch model's activations (its input patch, masks, masked copies and slices included)
     rest_peak: int  # the rest model's activations (the stage output, its input, included)
     mac_overhead: float
+    stage_bytes: int  # the stage buffer the patch outputs are assembled in
+    band_bytes: int  # the input band the patches are cut from
 
     @property
-    def activations(self) -> int:
-        """Both models' activations: what the two arenas' heads need at least."""
-        return self.patch_peak + self.rest_peak
+    def ram(self) -> int:
+        """RAM beside the persistent data: the shared arena's head (the larger model's activations), the stage
+        buffer and the input band."""
+        return max(self.patch_peak, self.rest_peak) + self.stage_bytes + self.band_bytes
 
 
 def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) -> list[Candidate]:
-    """Every (cut, square grid) whose halos add at most `max_mac_overhead` multiply-adds, smallest estimated
-    activations (patch model + rest model, two arenas) first; ties go to fewer patches, then the earlier cut."""
+    """Every (cut, square grid) whose halos add at most `max_mac_overhead` multiply-adds, least estimated RAM
+    (`Candidate.ram`) first; ties go to the smaller sum of both models' activations, fewer patches, the earlier
+    cut."""
+    from .schedule import activation_peak
+
     model, graph = single_subgraph(data, "patched")
     names = opcode_names(model)
     sizes = activation_sizes(model, graph)
     macs = [operator_macs(names[op.opcodeIndex], graph, op) for op in graph.operators]
     whole = sum(macs)
+    frame = graph.tensors[int(graph.inputs[0])].shape
     found = []
     for cut, stage in stage_cuts(data):
         rest_peak = _peak(graph.operators[cut:], sizes, [stage], list(graph.outputs))
         h, w = (int(v) for v in graph.tensors[stage].shape[1:3])
         for g in range(1, min(max_grid, h, w) + 1):
             (ph, starts_y), (pw, starts_x) = _starts(h, g), _starts(w, g)
-            tensors, reads = _regions(model, graph, cut, stage, (ph, pw))
-            region = {t: sizes[t] // (int(graph.tensors[t].shape[1]) * int(graph.tensors[t].shape[2]))
-                      * a[0].size * a[1].size for t, a in tensors.items() if t in sizes}
-            masks = sum(a[0].size * a[1].size for (i, pos), a in reads.items()
-                        if names[graph.operators[i].opcodeIndex] in SPATIAL
-                        and int(graph.operators[i].inputs[0]) != int(graph.inputs[0]))
-            patch_peak = _peak(graph.operators[:cut], region, [int(graph.inputs[0])], [stage]) + masks
+            tensors, _ = _regions(model, graph, cut, stage, (ph, pw))
             per_patch = 0
             for i in range(cut):
                 op = graph.operators[i]
@@ -451,8 +462,11 @@ def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) ->
                 per_patch += macs[i] * out[0].size * out[1].size // max(1, int(full[1]) * int(full[2]))
             overhead = (per_patch * len(starts_y) * len(starts_x) + sum(macs[cut:])) / whole - 1
             if overhead <= max_mac_overhead:
-                found.append(Candidate(cut, (g, g), patch_peak, rest_peak, overhead))
-    return sorted(found, key=lambda c: (c.activations, c.grid, c.cut))
+                patch, _, plan = split_model(data, cut, (g, g))
+                band = plan.band_rows * int(frame[2]) * int(frame[3])
+                found.append(Candidate(cut, (g, g), activation_peak(patch)[0], rest_peak, overhead, sizes[stage],
+                                       band))
+    return sorted(found, key=lambda c: (c.ram, c.patch_peak + c.rest_peak, c.grid, c.cut))
 
 
 @dataclass
@@ -462,7 +476,7 @@ class PatchedModel:
     patch: bytes  # the patch model (.tflite)
     rest: bytes  # the rest model (.tflite)
     plan: PatchPlan
-    patch_arena: Any = None  # ArenaUse of each, measured on the TFLM host runtime
+    patch_arena: Any = None  # ArenaUse of each, measured on the TFLM host runtime, each in its own arena
     rest_arena: Any = None
     frame_bytes: int = 0  # the whole int8 input frame
     source: bytes = b""  # the whole int8 model it was split from
@@ -471,20 +485,31 @@ class PatchedModel:
     def band_bytes(self) -> int:
         """The input band: the frame rows one row of patches reads (full width), which is all of the frame the
         loop holds when the sensor delivers rows in order (micro/app reads them with GetImageRow into a ring)."""
-        rows = self.plan.input[0].full
-        return min(self.plan.input[0].size, rows) * (self.frame_bytes // rows)
+        return self.plan.band_rows * (self.frame_bytes // self.plan.input[0].full)
+
+    @property
+    def arena(self) -> Any:
+        """The one TFLM arena both models share (`shared_arena` of the two measured arenas): the larger activation
+        area and both persistent tails."""
+        from .runtime import shared_arena
+
+        return shared_arena(self.patch_arena, self.rest_arena)
+
+    @property
+    def stage_bytes(self) -> int:
+        """The stage buffer: the patch outputs are assembled there, outside the arena (each patch invocation
+        overwrites the shared activation area, the rest model's input included), then copied into that input."""
+        return math.prod(self.plan.stage_shape)
 
     @property
     def device_ram_bytes(self) -> int:
-        """Everything the device needs, measured: the input band and the two TFLM arenas. The stage output is the
-        rest model's input tensor, already in its arena (the two arenas are separate, so the patch model's
-        invocations never overwrite it)."""
-        return self.band_bytes + self.patch_arena.total + self.rest_arena.total
+        """Everything the device needs, measured: the input band, the stage buffer and the shared TFLM arena."""
+        return self.band_bytes + self.stage_bytes + self.arena.total
 
     @property
     def whole_frame_ram_bytes(self) -> int:
         """`device_ram_bytes` with the whole frame in RAM instead of the band (a camera that writes whole frames)."""
-        return self.frame_bytes + self.patch_arena.total + self.rest_arena.total
+        return self.frame_bytes + self.stage_bytes + self.arena.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime."""
@@ -494,7 +519,7 @@ class PatchedModel:
 def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | None = None,
                 max_mac_overhead: float = 0.2) -> PatchedModel:
     """Split an int8 model into patch stage and rest (the best `candidates` entry unless `cut` and `grid` are
-    given) and measure both arenas on the TFLM host runtime."""
+    given) and measure both models' arenas on the TFLM host runtime (`PatchedModel.arena`: the one they share)."""
     from .flatbuffer import require_int8
     from .runtime import arena_use
 

@@ -180,6 +180,16 @@ class ArenaUse:
         return self.total - self.head
 
 
+def shared_arena(*uses: ArenaUse) -> ArenaUse:
+    """One arena for models that run one after another, as TFLM allocates it when one `MicroAllocator` is passed to
+    each `MicroInterpreter` (multi-tenant allocation, tflite-micro's `TestMultiTenantInterpreter`): their
+    activation heads overlap, so the head is the largest of them; each model's persistent tail stays. Each tail
+    here was measured in its own arena, which also holds its own allocator objects (a few hundred bytes the shared
+    arena holds once): the sum is an upper bound by that much."""
+    head = max(u.head for u in uses)
+    return ArenaUse(head + sum(u.tail for u in uses), head, next((u.cannot_run for u in uses if u.cannot_run), None))
+
+
 def arena_use(data: bytes, input_shape: Sequence[int] | None = None) -> ArenaUse:
     """The arena TFLM's recording allocator reports (in a child process).
 

@@ -25,13 +25,14 @@ void setup() {
     return;
   }
 #ifdef KERAS_MBV2_PATCHED
-  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize + kPatchArenaSize), %d images, "
-              "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize + kPatchArenaSize,
-              ImageCount(), PlatformTickUnit());
-  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input band %d rows = %d bytes (frame %d bytes)\n",
+  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize, shared by both models), %d images, "
+              "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(),
+              PlatformTickUnit());
+  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input band %d rows = %d bytes (frame %d bytes), "
+              "stage buffer %d bytes\n",
               kPatchRowCount, kPatchColCount, kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows,
               (kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows) * kNumCols * kNumChannels,
-              kInputSize);
+              kInputSize, kStageRows * kStageCols * kStageChannels);
 #else
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
               static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());

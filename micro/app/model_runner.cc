@@ -11,6 +11,7 @@
 #include "image_provider.h"
 #include "operator_profiler.h"
 #include "platform.h"
+#include "tensorflow/lite/micro/micro_allocator.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/schema/schema_generated.h"
@@ -31,10 +32,12 @@ const tflite::Model* LoadModel(const unsigned char* data) {
 
 #ifdef KERAS_MBV2_PATCHED
 // Patch-based inference (keras_mbv2.tflite.patches): the model array is the rest of the network, whose input is
-// the stage output; the patch model computes that stage one patch at a time from the frame. Separate arenas, so
-// the patch model's invocations never overwrite the rest model's input, which the patches fill.
-alignas(16) uint8_t patch_arena[kPatchArenaSize];
+// the stage output; the patch model computes that stage one patch at a time from the frame. Both interpreters
+// share tensor_arena through one MicroAllocator (TFLM's multi-tenant allocation): they never run at once, so
+// their activations overlap. Each patch invocation overwrites that shared area, the rest model's input included,
+// so the patch outputs are assembled in the stage buffer, copied into the rest model's input before it runs.
 tflite::MicroInterpreter* patch_interpreter = nullptr;
+int8_t stage[kStageRows * kStageCols * kStageChannels];
 // The frame is never whole in RAM: a ring of the kBandRows rows one row of patches reads, fetched in order.
 constexpr int kRowValues = kNumCols * kNumChannels;
 constexpr int kBandRows = kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows;
@@ -50,7 +53,6 @@ inline bool Inside(const PatchAxis& axis, int start, int i) {
 TfLiteStatus InvokePatches() {
   const PatchAxis& rows = kPatchInput[0];
   const PatchAxis& cols = kPatchInput[1];
-  int8_t* stage = interpreter->input(0)->data.int8;
   int next_row = 0;  // the next frame row to fetch into the band
   for (int py = 0; py < kPatchRowCount; ++py) {
     const int last = rows.stride * kPatchRowStarts[py] + rows.offset + rows.size;  // one past the rows needed
@@ -92,6 +94,7 @@ TfLiteStatus InvokePatches() {
       }
     }
   }
+  std::memcpy(interpreter->input(0)->data.int8, stage, sizeof(stage));
   return interpreter->Invoke();
 }
 #endif
@@ -102,20 +105,26 @@ TfLiteStatus ModelRunnerInit() {
   if (model == nullptr) return kTfLiteError;
   static MODEL_RESOLVER_TYPE resolver;  // exactly the model's operators (generated <name>_op_resolver.h)
   if (MODEL_REGISTER_OPS(resolver) != kTfLiteOk) return kTfLiteError;
+#ifdef KERAS_MBV2_PATCHED
+  const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
+  if (patch_model == nullptr) return kTfLiteError;
+  tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(tensor_arena, kTensorArenaSize);
+  if (allocator == nullptr) return kTfLiteError;
+  static tflite::MicroInterpreter static_interpreter(model, resolver, allocator, nullptr, &profiler);
+  static tflite::MicroInterpreter static_patch_interpreter(patch_model, resolver, allocator);
+  patch_interpreter = &static_patch_interpreter;
+#else
   static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena, kTensorArenaSize,
                                                      nullptr, &profiler);
+#endif
   interpreter = &static_interpreter;
   if (interpreter->AllocateTensors() != kTfLiteOk) {
     MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small", kTensorArenaSize);
     return kTfLiteError;
   }
 #ifdef KERAS_MBV2_PATCHED
-  const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
-  if (patch_model == nullptr) return kTfLiteError;
-  static tflite::MicroInterpreter static_patch_interpreter(patch_model, resolver, patch_arena, kPatchArenaSize);
-  patch_interpreter = &static_patch_interpreter;
   if (patch_interpreter->AllocateTensors() != kTfLiteOk) {
-    MicroPrintf("AllocateTensors failed: kPatchArenaSize %d is too small", kPatchArenaSize);
+    MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small for both models", kTensorArenaSize);
     return kTfLiteError;
   }
 #endif
@@ -144,12 +153,6 @@ TfLiteStatus ModelRunnerInvoke(uint64_t* ticks) {
   return status;
 }
 
-size_t ModelArenaUsedBytes() {
-#ifdef KERAS_MBV2_PATCHED
-  return interpreter->arena_used_bytes() + patch_interpreter->arena_used_bytes();
-#else
-  return interpreter->arena_used_bytes();
-#endif
-}
+size_t ModelArenaUsedBytes() { return interpreter->arena_used_bytes(); }  // the shared allocator's, when patched
 
 void ModelRunnerPrintProfile() { profiler.Print(); }
