@@ -15,7 +15,8 @@ benchmarks/memory_split.py:
   models' persistent data, each measured); and the same with the whole frame in RAM instead of the band;
 - the patched outputs against the whole model's on the TFLM host runtime (random int8 frames);
 - host latency: the patched loop against one whole inference, both on the TFLM host runtime in this process,
-  per frame (interpreter set-up subtracted with a 0-frame run), median of 3.
+  per frame over `TIMING_FRAMES` frames (interpreter set-up subtracted with a 0-frame run; with 3 frames the
+  set-up's own jitter swamped the per-frame time and the ratio moved 2x between runs), median of 3.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NETWORKS = {  # label -> (builder, width, resolution)
     "MobileNetV1 0.25 @ 96": ("v1", 0.25, 96),
 }
 FRAMES = 3
+TIMING_FRAMES = 16
 ARENA = 8 << 20  # bytes given to each TFLM interpreter for the timing
 
 
@@ -82,6 +84,7 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
         result["split"] = arena_use(split).total
     need, _, splits, data, patched = search_patches(model, calib, whole, log=lambda m: print(m, file=sys.stderr))
     x = np.random.default_rng(2).integers(-128, 128, (FRAMES, size, size, 3)).astype("int8")
+    timed = np.random.default_rng(3).integers(-128, 128, (TIMING_FRAMES, size, size, 3)).astype("int8")
     identical = np.array_equal(patched.invoke(x), run_tflm(data, x)[0])
     plan = patched.plan
     result.update(
@@ -95,8 +98,8 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
         new_ops=sorted(set(operator_names(patched.patch)) - set(operator_names(whole))),
         identical=identical,
         # in this process (the models ran cleanly in the child processes above): no process start-up in the time
-        latency=_per_frame(lambda f: worker.run_patched(patched.patch, patched.rest, plan_to_json(plan), f, ARENA), x)
-        / _per_frame(lambda f: worker.run_tflm(data, f, ARENA), x),
+        latency=_per_frame(lambda f: worker.run_patched(patched.patch, patched.rest, plan_to_json(plan), f, ARENA),
+                           timed) / _per_frame(lambda f: worker.run_tflm(data, f, ARENA), timed),
     )
     return result
 

@@ -224,8 +224,8 @@ def test_fit_ram_splits_only_as_far_as_the_budget_needs(mbv2):
 
 def test_fit_ram_goes_below_the_split_floor_in_patches(mbv2):
     """Below the channel-split floor (147,600 B here), the stem's stage runs in spatial patches and the blocks
-    after it are split: everything the device needs, input band, stage buffer and the arena both models share,
-    measured on TFLM. 125,000 B is
+    after it are split: everything the device needs, input band and arenas (and a stage buffer when both models
+    share one), measured on TFLM. 125,000 B is
     the issue's target for MobileNetV2 0.35 @ 96."""
     calib = np.random.default_rng(8).uniform(-1, 1, (8, 96, 96, 3)).astype("float32")
     result = fit_ram(mbv2, 125_000, calib)
@@ -233,7 +233,9 @@ def test_fit_ram_goes_below_the_split_floor_in_patches(mbv2):
     assert patched is not None and result.device_ram_bytes <= 125_000
     band = patched.plan.input[0].size * 96 * 3  # the frame rows one row of patches reads
     assert patched.band_bytes == band < 27_648
-    assert result.device_ram_bytes == band + patched.stage_bytes + patched.arena.total
+    p, r = patched.patch_arena, patched.rest_arena  # one shared arena + the stage buffer, or an arena each
+    assert result.device_ram_bytes == band + min(patched.stage_bytes + max(p.head, r.head) + p.tail + r.tail,
+                                                 p.total + r.total)
     assert patched.whole_frame_ram_bytes == result.device_ram_bytes - band + 27_648
     assert result.device_ram_bytes < arena_use(result.tflite).total  # the same splits as one arena need more
     assert 0 < patched.plan.mac_overhead <= 0.2 and result.macs_after == patched.plan.macs

@@ -17,7 +17,7 @@ from keras_mbv2.datasets import load_digits
 from keras_mbv2.models import recalibrate_batch_norms
 from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.tflite import quantize_input, require_int8, tflite_macs
-from keras_mbv2.tflite.patches import candidates, patch_model, run_patched, split_model, stage_cuts
+from keras_mbv2.tflite.patches import MEASURED_CANDIDATES, candidates, patch_model, run_patched, split_model, stage_cuts
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +85,21 @@ def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits):
     v1 = _int8(K.MobileNetV1((64, 64, 3), alpha=0.25, classes=10, weights=None), digits)
     for data in (split, v1):
         frames = quantize_input(digits.x_test[:2], require_int8(data))
-        best = candidates(data)[0]
-        patched = patch_model(data)
-        assert (patched.plan.cut, patched.plan.grid) == (best.cut, best.grid)
+        ranked = candidates(data)[:MEASURED_CANDIDATES]
+        patched = patch_model(data)  # the measured best of the best-estimated plans
+        assert (patched.plan.cut, patched.plan.grid) in [(c.cut, c.grid) for c in ranked]
+        first = patch_model(data, ranked[0].cut, ranked[0].grid)
+        assert patched.device_ram_bytes <= first.device_ram_bytes
         np.testing.assert_array_equal(patched.invoke(frames), run_tflm(data, frames)[0])
         assert 0 <= patched.plan.mac_overhead <= 0.2 and patched.plan.macs_whole == tflite_macs(data)
-        # one arena for both models: the larger activation area, both persistent tails; + stage buffer and band
+        # one arena for both models (the larger activation area, both persistent tails) + the stage buffer, or an
+        # arena each, whichever is smaller; + the band
         p, r = patched.patch_arena, patched.rest_arena
         assert patched.arena.total == max(p.head, r.head) + p.tail + r.tail < p.total + r.total
         assert patched.stage_bytes == int(np.prod(patched.plan.stage_shape))
-        assert patched.device_ram_bytes == patched.band_bytes + patched.stage_bytes + patched.arena.total
+        shared, separate = patched.stage_bytes + patched.arena.total, p.total + r.total
+        assert patched.shared == (shared < separate)
+        assert patched.device_ram_bytes == patched.band_bytes + min(shared, separate)
         assert patched.band_bytes == min(patched.plan.input[0].size, 64) * 64 * 3
 
 
@@ -115,16 +120,24 @@ HOST_MAIN = r"""
 int main() {
   int mask_values = 0;
   for (int m = 0; m < kPatchMaskCount; ++m) mask_values += kPatchMasks[m][0].size * kPatchMasks[m][1].size;
-  std::printf("%d %d %d %d %d %d %u\n", kPatchRowCount, kPatchColCount, kPatchInput[0].size, kPatchMaskCount,
-              mask_values, kStageRows * kStageCols * kStageChannels, g_model_patch_data_size);
+#if KERAS_MBV2_SHARED_ARENA
+  const int patch_arena = 0, stage_buffer = kStageRows * kStageCols * kStageChannels;
+#else
+  const int patch_arena = kPatchArenaSize, stage_buffer = 0;
+#endif
+  std::printf("%d %d %d %d %d %d %d %u\n", kPatchRowCount, kPatchColCount, kPatchInput[0].size, kPatchMaskCount,
+              mask_values, patch_arena, stage_buffer, g_model_patch_data_size);
   return MODEL_PATCH_DATA[4] == 'T' ? 0 : 1;
 }
 """
 
 
-def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path):
-    """What micro/app's patch loop reads: the rest model as the model array, the arena both models share, the
-    patch model and plan as C constants (compiled here on the host), and the plan as JSON for check_app_output."""
+@pytest.mark.parametrize("stage, shared", [((8, 8, 16), True), ((32, 32, 16), False)])
+def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path, stage, shared):
+    """What micro/app's patch loop reads: the rest model as the model array, the scheme (one arena shared by both
+    models + a stage buffer, or an arena each: here a deep stage with a small output and an early one whose output
+    is larger than the patch model's activations), the patch model and plan as C constants (compiled here on the
+    host), and the plan as JSON for check_app_output."""
     import json
     import subprocess
 
@@ -132,7 +145,8 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     from keras_mbv2.tflite import strip_strings
     from keras_mbv2.tflite.patches import plan_from_json
 
-    patched = patch_model(mbv2, _cut_after(mbv2, (8, 8, 16)), (3, 3))
+    patched = patch_model(mbv2, _cut_after(mbv2, stage), (3, 3))
+    assert patched.shared == shared
     out = tmp_path / "micro"
     report = emit(patched, str(out), test_images=digits.x_test[:2], test_labels=digits.y_test[:2])
     assert parse_c_array((out / "model_data.cc").read_text()) == strip_strings(patched.rest)
@@ -141,10 +155,14 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     assert plan_from_json(json.loads((out / "model_patches.json").read_text())) == patched.plan
     assert "kNumRows = 64;" in (out / "model_settings.h").read_text()  # the app's input is the whole frame
     assert "AddMul" in (out / "model_op_resolver.h").read_text()  # both models' operators
-    assert report.arena_bytes == tensor_arena_size(patched.arena.total)
+    arenas = [patched.arena] if shared else [patched.rest_arena, patched.patch_arena]
+    assert [report.arena_bytes, report.patch_arena_bytes] == [tensor_arena_size(a.total) for a in arenas] + (
+        [None] if shared else [])
+    assert report.stage_bytes == (patched.stage_bytes if shared else None)
     assert f"kTensorArenaSize = {report.arena_bytes};" in (out / "model_settings.h").read_text()
-    assert report.device_ram_bytes == report.arena_bytes + patched.stage_bytes + patched.band_bytes
-    assert "patches 3x3 of 3x3" in (out / "model_report.txt").read_text()
+    assert report.device_ram_bytes == sum(tensor_arena_size(a.total) for a in arenas) + (
+        patched.stage_bytes if shared else 0) + patched.band_bytes
+    assert "patches 3x3 of " in (out / "model_report.txt").read_text()
     (tmp_path / "main.cc").write_text(HOST_MAIN)
     exe = str(tmp_path / "host")
     subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(out), str(tmp_path / "main.cc"),
@@ -154,5 +172,6 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
     plan = patched.plan
     assert printed == [str(v) for v in (3, 3, plan.input[0].size, len(plan.masks),
-                                        sum(y.size * x.size for y, x in plan.masks), patched.stage_bytes,
+                                        sum(y.size * x.size for y, x in plan.masks), report.patch_arena_bytes or 0,
+                                        report.stage_bytes or 0,
                                         len(patch))]

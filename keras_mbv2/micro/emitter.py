@@ -83,15 +83,16 @@ class MicroReport:
     cannot_run: str | None = None  # why the model cannot run yet (an untrained network), when it cannot
     array_bytes: int | None = None  # the array written, when it differs from model_bytes (an untrained network)
     patches: PatchPlan | None = None  # patch-based inference: the plan; model_bytes then counts both arrays
-    stage_bytes: int | None = None  # the stage buffer the patch outputs are assembled in
+    patch_arena_bytes: int | None = None  # kPatchArenaSize, when each model has its own arena
+    stage_bytes: int | None = None  # the stage buffer, when both models share kTensorArenaSize
     frame_bytes: int | None = None  # the whole input frame
     band_bytes: int | None = None  # the input band the patch loop holds instead of the frame
 
     @property
     def device_ram_bytes(self) -> int:
-        """The RAM the emitted files need: kTensorArenaSize, and with patches also the stage buffer and the input
-        band."""
-        return self.arena_bytes + (self.stage_bytes or 0) + (self.band_bytes or 0)
+        """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize or the stage
+        buffer, and the input band."""
+        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.stage_bytes or 0) + (self.band_bytes or 0)
 
     def _summary(self) -> list[str]:
         flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
@@ -114,11 +115,15 @@ class MicroReport:
         if self.patches is not None:
             lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash (patch model + rest model, int8 .tflite, "
                         "tensor names stripped)")
-            lines[1] = (f"arena   {self.arena_bytes:,} B shared by the patch and rest models (kTensorArenaSize = "
-                        f"measured {self.measured_arena_bytes:,} B + {ARENA_MARGIN:,} B margin) + "
-                        f"{self.stage_bytes:,} B stage buffer + {self.band_bytes:,} B input band = "
-                        f"{self.device_ram_bytes:,} B RAM (the whole {self.frame_bytes:,} B frame is never in RAM: "
-                        f"the app reads rows with GetImageRow)")
+            if self.stage_bytes:
+                arenas = (f"{self.arena_bytes:,} B shared by the patch and rest models (kTensorArenaSize = measured "
+                          f"{self.measured_arena_bytes:,} B + {ARENA_MARGIN:,} B margin) + {self.stage_bytes:,} B "
+                          "stage buffer")
+            else:
+                arenas = (f"{self.arena_bytes:,} B rest model (kTensorArenaSize) + {self.patch_arena_bytes:,} B "
+                          "patch model (kPatchArenaSize)")
+            lines[1] = (f"arena   {arenas} + {self.band_bytes:,} B input band = {self.device_ram_bytes:,} B RAM (the "
+                        f"whole {self.frame_bytes:,} B frame is never in RAM: the app reads rows with GetImageRow)")
             lines.insert(2, f"patches {self.patches.describe()}")
         if self.board:
             lines.append(f"board   {self.board}: fits")
@@ -277,8 +282,9 @@ def emit(
     the C array holds that model (same operators and weights, so the same outputs).
 
     `tflite` may also be a `keras_mbv2.tflite.PatchedModel` (`fit_ram(...).patched`): the model array is then the
-    rest model, `<stem>_patches.h/.cc` hold the patch model and the plan for micro/app's patch loop, and
-    `<stem>_patches.json` the plan for `check_app_output`; `kTensorArenaSize` is the arena both models share, as
+    rest model, `<stem>_patches.h/.cc` hold the patch model, the scheme and the plan for micro/app's patch loop,
+    and `<stem>_patches.json` the plan for `check_app_output`; `kTensorArenaSize` is the arena both models share
+    or, when an arena each needs less RAM (`PatchedModel.shared`), the rest model's, beside `kPatchArenaSize`; as
     measured (`arena_bytes` and `memory_plan` apply to whole models only).
 
     With `test_images` (float images in the range the model was trained on, shape (N, H, W, C)), also write
@@ -366,9 +372,11 @@ def _add_test_images(files: dict[str, str], name: str, details: dict[str, Any], 
                                    None if test_labels is None else np.asarray(test_labels)))
 
 
-def _patch_files(stem: str, patch: bytes, plan: PatchPlan) -> dict[str, str]:
-    """`<stem>_patches.h/.cc`: the patch model's array and the plan as constants for the app's loop;
-    `<stem>_patches.json`: the same plan for host tools (`check_app_output`)."""
+def _patch_files(stem: str, patch: bytes, plan: PatchPlan, patch_arena: int | None,
+                 measured: int | None) -> dict[str, str]:
+    """`<stem>_patches.h/.cc`: the patch model's array, the scheme (one shared arena, or the patch model's own
+    arena of `patch_arena` bytes) and the plan as constants for the app's loop; `<stem>_patches.json`: the same
+    plan for host tools (`check_app_output`)."""
     import json
 
     header = "// Generated by keras_mbv2.micro.emit; do not edit.\n"
@@ -379,15 +387,25 @@ def _patch_files(stem: str, patch: bytes, plan: PatchPlan) -> dict[str, str]:
 
     masks = ",\n".join(f"    {{{axis(y)}, {axis(x)}}}" for y, x in plan.masks) or "    {{0, 0, 0, 0}, {0, 0, 0, 0}}"
     h, w, c = plan.stage_shape
+    if patch_arena is None:
+        scheme = ("// Both models share kTensorArenaSize (one MicroAllocator); the patch outputs are assembled in a\n"
+                  "// stage buffer, copied into the rest model's input before it runs.\n"
+                  "#define KERAS_MBV2_SHARED_ARENA 1\n\n")
+    else:
+        scheme = ("// Each model has its own arena; the patch outputs go straight into the rest model's input.\n"
+                  "#define KERAS_MBV2_SHARED_ARENA 0\n"
+                  f"// Patch model arena: {measured} B measured with the TFLM host runtime + {ARENA_MARGIN} B margin.\n"
+                  f"constexpr int kPatchArenaSize = {patch_arena};\n\n")
     return {
         f"{stem}_patches.h": (
             f"{header}#ifndef {guard}\n#define {guard}\n\n"
             "// Patch-based inference (keras_mbv2.tflite.patches): the patch model runs once per patch of the stage\n"
             "// output, on the frame's region for it (zero point outside the image) and one 0/1 mask per border\n"
-            "// region; its output goes into the stage buffer at the patch's place; then the stage buffer is copied\n"
-            "// into the rest model's input and the rest model runs. Both models share kTensorArenaSize.\n"
-            "#define KERAS_MBV2_PATCHED 1\n\n"
-            f"extern const unsigned char g_{stem}_patch_data[];\nextern const unsigned int g_{stem}_patch_data_size;\n"
+            "// region; its output goes to the patch's place in the stage output; then the rest model runs on it.\n"
+            "#define KERAS_MBV2_PATCHED 1\n"
+            f"{scheme}"
+            f"extern const unsigned char g_{stem}_patch_data[];\n"
+            f"extern const unsigned int g_{stem}_patch_data_size;\n"
             f"#define MODEL_PATCH_DATA g_{stem}_patch_data\n\n"
             f"constexpr int kStageRows = {h};\nconstexpr int kStageCols = {w};\nconstexpr int kStageChannels = {c};\n"
             f"constexpr int kPatchOutRows = {plan.patch[0]};\nconstexpr int kPatchOutCols = {plan.patch[1]};\n"
@@ -424,17 +442,24 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
     ops = sorted(set(operator_names(rest)) | set(operator_names(patch)))
     _check_operators_and_labels(ops, details, labels)
     shared = patched.arena
-    arena = tensor_arena_size(shared.total)
-    _check_board(board, len(rest) + len(patch), arena + patched.stage_bytes + patched.band_bytes)
-    report = MicroReport(name, len(rest) + len(patch), arena, shared.total, ops, patched.plan.macs, board,
-                         activation_bytes=shared.head, patches=patched.plan, stage_bytes=patched.stage_bytes,
-                         frame_bytes=patched.frame_bytes, band_bytes=patched.band_bytes, cannot_run=shared.cannot_run)
-    comment = (f"// TFLM arena shared by the rest model (this array) and the patch model (one MicroAllocator, TFLM's\n"
-               f"// multi-tenant allocation): {shared.head} B activations (the larger model's: patch "
-               f"{patched.patch_arena.head} B, rest\n// {patched.rest_arena.head} B) + {shared.tail} B persistent "
-               f"data of both, measured with the TFLM host runtime, + {ARENA_MARGIN} B margin.\n")
-    files = _files(name, rest, details, ops, arena, shared.total, labels, comment)
-    files.update(_patch_files(file_stem(name), patch, patched.plan))
+    if patched.shared:
+        used, patch_arena, stage = shared, None, patched.stage_bytes
+        comment = (f"// TFLM arena shared by the rest model (this array) and the patch model (one MicroAllocator, "
+                   f"TFLM's\n// multi-tenant allocation): {shared.head} B activations (the larger model's: patch "
+                   f"{patched.patch_arena.head} B, rest\n// {patched.rest_arena.head} B) + {shared.tail} B persistent "
+                   f"data of both, measured with the TFLM host runtime, + {ARENA_MARGIN} B margin.\n")
+    else:
+        used, stage = patched.rest_arena, None
+        patch_arena = tensor_arena_size(patched.patch_arena.total)
+        comment = None
+    arena = tensor_arena_size(used.total)
+    _check_board(board, len(rest) + len(patch), arena + (patch_arena or 0) + (stage or 0) + patched.band_bytes)
+    report = MicroReport(name, len(rest) + len(patch), arena, used.total, ops, patched.plan.macs, board,
+                         activation_bytes=used.head, patches=patched.plan, patch_arena_bytes=patch_arena,
+                         stage_bytes=stage, frame_bytes=patched.frame_bytes, band_bytes=patched.band_bytes,
+                         cannot_run=shared.cannot_run)
+    files = _files(name, rest, details, ops, arena, used.total, labels, comment)
+    files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
     _add_test_images(files, name, details, test_images, test_labels)
     return _write_with_report(out_dir, report, files)
 

@@ -46,8 +46,8 @@ class AppOutput:
     done: bool = False  # the app reached the end of its test images
 
 
-_HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes \(kTensorArenaSize(?:, shared by both models)?\), "
-                   r"(\d+) images, clock: (.+)$")
+_HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes "
+                   r"\(kTensorArenaSize(?:, shared by both models| \+ kPatchArenaSize)?\), (\d+) images, clock: (.+)$")
 _IMAGE = re.compile(r"image (\d+): class (\d+) \(.*\) scores ([-\d,]+) ticks (\d+) (.+)$")
 _PROFILE = re.compile(r"profile: operator (\d+) (\S+) (\d+)$")
 

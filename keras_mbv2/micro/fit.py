@@ -12,8 +12,8 @@ checks the result on the TFLM host runtime:
 5. below the floor no split can lower (the operator on the stem's output), run the early stage in spatial
    patches (`keras_mbv2.tflite.patches`, MCUNetV2): the floor's operator then never sees its whole input. The
    blocks after (or inside) the stage are split to lower the larger model's activations, round by round, and the
-   device's whole RAM (the input band + the stage buffer + the arena both models share) is measured on the TFLM
-   host runtime each time.
+   device's whole RAM (the input band + the arena both models share and a stage buffer, or an arena each) is
+   measured on the TFLM host runtime each time.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class FitResult:
     @property
     def device_ram_bytes(self) -> int:
         """Everything the device needs for inference, measured on the TFLM host runtime: the arena (the input
-        frame is its input tensor) or, patched, the input band, the stage buffer and the arena both models share
-        (`PatchedModel`)."""
+        frame is its input tensor) or, patched, the input band and the arenas and buffers of the scheme chosen
+        (`PatchedModel.shared`)."""
         return self.patched.device_ram_bytes if self.patched else self.after.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
@@ -89,19 +89,20 @@ class FitResult:
             ]
             rows += [
                 f"patches {p.plan.describe()}",
-                f"device  {p.band_bytes:,} B input band ({p.plan.input[0].size} rows) + {p.stage_bytes:,} B stage "
-                f"buffer + {p.arena.total:,} B arena shared by both models ({p.arena.head:,} B activations, the "
-                f"larger model's, + {p.arena.tail:,} B persistent) = {p.device_ram_bytes:,} B RAM (emitted with the "
-                f"margin: {emitted_ram(p):,} B; with the whole {p.frame_bytes:,} B frame in RAM: "
-                f"{p.whole_frame_ram_bytes:,} B)",
+                f"device  {p.band_bytes:,} B input band ({p.plan.input[0].size} rows) + {p.describe_arenas()} = "
+                f"{p.device_ram_bytes:,} B RAM (emitted with margins: {emitted_ram(p):,} B; with the whole "
+                f"{p.frame_bytes:,} B frame in RAM: {p.whole_frame_ram_bytes:,} B)",
             ]
         return "\n".join(rows)
 
 
 def emitted_ram(patched: PatchedModel) -> int:
-    """RAM of a patched model as emitted: the input band, the stage buffer and the shared arena's
-    kTensorArenaSize."""
-    return patched.band_bytes + patched.stage_bytes + tensor_arena_size(patched.arena.total)
+    """RAM of a patched model as emitted: the input band, and the shared arena's kTensorArenaSize and the stage
+    buffer, or each model's arena size (kTensorArenaSize, kPatchArenaSize)."""
+    if patched.shared:
+        return patched.band_bytes + patched.stage_bytes + tensor_arena_size(patched.arena.total)
+    return patched.band_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
+        patched.rest_arena.total)
 
 
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
@@ -112,8 +113,8 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         model: a functional Keras 3 model with `InvertedResidual` blocks (e.g. `keras_mbv2.MobileNetV2`),
             float, unsplit or already split.
         ram_bytes: RAM for inference: the tensor arena (the `kTensorArenaSize` the emitted settings will hold)
-            or, run in patches, that arena + the stage buffer + the input band (`FitResult.device_ram_bytes`
-            plus the emitted margin).
+            or, run in patches, the arena(s), the stage buffer if any and the input band
+            (`FitResult.device_ram_bytes` plus the emitted margins).
         representative_data: calibration images for the int8 conversion (post-training quantization; for
             QAT, run `quantize_aware` on the returned `model`).
 
@@ -184,9 +185,8 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
     if need > ram_bytes:
         raise ValueError(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
-            f"{need:,} B (input band {patched.band_bytes:,} B, stage buffer {patched.stage_bytes:,} B, arena "
-            f"{tensor_arena_size(patched.arena.total):,} B with splits {_describe(splits)}). "
-            f"Received: ram_bytes={ram_bytes!r}"
+            f"{need:,} B with margins (input band {patched.band_bytes:,} B + {patched.describe_arenas()}, with "
+            f"splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
         )
     return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
                      patched)
@@ -212,7 +212,7 @@ def search_patches(model: keras.Model, representative_data: Any, data: bytes | N
         best = (need, current, splits, data, patched)
         if need <= ram_bytes or not any(b.expansion > 1 for b in inverted_residual_blocks(model)):
             break
-        # halve the larger model's activations (the shared arena holds the larger), not below the smaller's; only
+        # halve the larger model's activations (a shared arena holds the larger), not below the smaller's; only
         # that model's blocks change (each split adds persistent data): blocks after the stage at the rest model's
         # budget, or blocks inside it at the patch model's, scaled up by how much larger the stage blocks'
         # whole-frame peaks are than the patch model's (measured, so the border masks' copies are counted)

@@ -11,10 +11,12 @@ assembled stage output. Two int8 models, run by the firmware (and by `run_patche
         invoke the patch model; copy its output into the stage buffer at (oy, ox)
     copy the stage buffer into the rest model's input; invoke the rest model
 
-The two models share one TFLM arena (one `MicroAllocator` for both interpreters, TFLM's multi-tenant
-allocation): they never run at once, so their activations overlap and the arena needs the larger of the two
-activation areas plus both models' persistent data (`shared_arena`). Every patch invocation overwrites the
-shared activation area, the rest model's input included, hence the stage buffer beside the arena.
+Two ways to hold them, whichever needs less RAM (`PatchedModel.shared`): one TFLM arena for both (one
+`MicroAllocator` for both interpreters, TFLM's multi-tenant allocation): they never run at once, so their
+activations overlap and the arena needs the larger of the two activation areas plus both models' persistent
+data (`shared_arena`); every patch invocation overwrites that shared area, the rest model's input included,
+hence the stage buffer beside it. Or an arena each, the patch outputs written straight into the rest model's
+input (no stage buffer): smaller when the stage output is larger than the smaller model's activations.
 
 - **Patch model**: the stage's operators on patch-sized tensors. Every spatial operator reads, besides the
   patch, the halo its kernel needs (the receptive field is walked back from the stage output), with VALID
@@ -53,6 +55,7 @@ from .flatbuffer import (
 
 SPATIAL = ("CONV_2D", "DEPTHWISE_CONV_2D")
 STAGE_OPERATORS = (*SPATIAL, "ADD")  # what a patch stage may hold: local operators with same-size ADDs
+MEASURED_CANDIDATES = 4  # best-estimated plans patch_model builds and measures on TFLM
 
 
 @dataclass(frozen=True)
@@ -425,14 +428,15 @@ class Candidate:
     patch_peak: int  # the patch model's activations (its input patch, masks, masked copies and slices included)
     rest_peak: int  # the rest model's activations (the stage output, its input, included)
     mac_overhead: float
-    stage_bytes: int  # the stage buffer the patch outputs are assembled in
+    stage_bytes: int  # the stage output, the shared arena's stage buffer
     band_bytes: int  # the input band the patches are cut from
 
     @property
     def ram(self) -> int:
-        """RAM beside the persistent data: the shared arena's head (the larger model's activations), the stage
-        buffer and the input band."""
-        return max(self.patch_peak, self.rest_peak) + self.stage_bytes + self.band_bytes
+        """RAM beside the persistent data: the input band and the activations of the cheaper scheme, one shared
+        arena (the larger model's activations) + the stage buffer, or an arena each."""
+        return self.band_bytes + min(max(self.patch_peak, self.rest_peak) + self.stage_bytes,
+                                     self.patch_peak + self.rest_peak)
 
 
 def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) -> list[Candidate]:
@@ -489,27 +493,52 @@ class PatchedModel:
 
     @property
     def arena(self) -> Any:
-        """The one TFLM arena both models share (`shared_arena` of the two measured arenas): the larger activation
-        area and both persistent tails."""
+        """The one TFLM arena both models would share (`shared_arena` of the two measured arenas): the larger
+        activation area and both persistent tails."""
         from .runtime import shared_arena
 
         return shared_arena(self.patch_arena, self.rest_arena)
 
     @property
     def stage_bytes(self) -> int:
-        """The stage buffer: the patch outputs are assembled there, outside the arena (each patch invocation
-        overwrites the shared activation area, the rest model's input included), then copied into that input."""
+        """The stage output. Sharing an arena needs it as a buffer of its own: the patch outputs are assembled
+        there (each patch invocation overwrites the shared activation area, the rest model's input included), then
+        copied into the rest model's input."""
         return math.prod(self.plan.stage_shape)
 
     @property
+    def shared(self) -> bool:
+        """The scheme that needs less RAM, measured: True, one arena for both models + the stage buffer; False, an
+        arena each, the patch outputs written straight into the rest model's input. Sharing wins when the stage
+        output is smaller than the smaller model's activations."""
+        return self.stage_bytes + self.arena.total < self.patch_arena.total + self.rest_arena.total
+
+    @property
+    def arenas_bytes(self) -> int:
+        """RAM of the chosen scheme besides the input: the shared arena + the stage buffer, or both arenas."""
+        if self.shared:
+            return self.stage_bytes + self.arena.total
+        return self.patch_arena.total + self.rest_arena.total
+
+    def describe_arenas(self) -> str:
+        """One line: the chosen scheme's arenas and buffers, measured."""
+        if self.shared:
+            a = self.arena
+            return (f"{self.stage_bytes:,} B stage buffer + {a.total:,} B arena shared by both models ({a.head:,} B "
+                    f"activations, the larger model's, + {a.tail:,} B persistent)")
+        return (f"{self.patch_arena.total:,} B patch arena + {self.rest_arena.total:,} B rest arena (an arena each: "
+                f"sharing one needs a {self.stage_bytes:,} B stage buffer, more than the smaller model's "
+                f"{min(self.patch_arena.head, self.rest_arena.head):,} B of activations)")
+
+    @property
     def device_ram_bytes(self) -> int:
-        """Everything the device needs, measured: the input band, the stage buffer and the shared TFLM arena."""
-        return self.band_bytes + self.stage_bytes + self.arena.total
+        """Everything the device needs, measured: the input band and the chosen scheme's arenas and buffers."""
+        return self.band_bytes + self.arenas_bytes
 
     @property
     def whole_frame_ram_bytes(self) -> int:
         """`device_ram_bytes` with the whole frame in RAM instead of the band (a camera that writes whole frames)."""
-        return self.frame_bytes + self.stage_bytes + self.arena.total
+        return self.frame_bytes + self.arenas_bytes
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime."""
@@ -518,8 +547,10 @@ class PatchedModel:
 
 def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | None = None,
                 max_mac_overhead: float = 0.2) -> PatchedModel:
-    """Split an int8 model into patch stage and rest (the best `candidates` entry unless `cut` and `grid` are
-    given) and measure both models' arenas on the TFLM host runtime (`PatchedModel.arena`: the one they share)."""
+    """Split an int8 model into patch stage and rest and measure both models' arenas on the TFLM host runtime
+    (`PatchedModel.arena`: the one they share). Unless `cut` and `grid` are given, the first `MEASURED_CANDIDATES`
+    `candidates` are built and measured and the one that needs the least device RAM is returned (the estimate
+    ranks by activations; persistent data and TFLM's own placement are only known once measured)."""
     from .flatbuffer import require_int8
     from .runtime import arena_use
 
@@ -527,15 +558,22 @@ def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | Non
     if not isinstance(max_mac_overhead, (int, float)) or not max_mac_overhead >= 0:
         raise ValueError(f"`max_mac_overhead` must be a fraction >= 0 (0.2: 20% more multiply-adds). "
                          f"Received: max_mac_overhead={max_mac_overhead!r}")
-    if cut is None or grid is None:
+    if cut is not None and grid is not None:
+        plans = [(cut, grid)]
+    else:
         found = candidates(data, max_mac_overhead)
         if not found:
             raise ValueError(f"No patch stage keeps the extra multiply-adds within max_mac_overhead="
                              f"{max_mac_overhead!r}.")
-        cut, grid = found[0].cut, found[0].grid
-    patch, rest, plan = split_model(data, cut, grid)
+        plans = [(c.cut, c.grid) for c in found[:MEASURED_CANDIDATES]]
     frame = int(np.prod(details["input_shape"][1:]))
-    return PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame, data)
+    best = None
+    for cut, grid in plans:
+        patch, rest, plan = split_model(data, cut, grid)
+        patched = PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame, data)
+        if best is None or patched.device_ram_bytes < best.device_ram_bytes:
+            best = patched
+    return best
 
 
 def plan_to_json(plan: PatchPlan) -> dict:

@@ -25,14 +25,22 @@ void setup() {
     return;
   }
 #ifdef KERAS_MBV2_PATCHED
+#if KERAS_MBV2_SHARED_ARENA
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize, shared by both models), %d images, "
               "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(),
               PlatformTickUnit());
+  const int stage_buffer = kStageRows * kStageCols * kStageChannels;
+#else
+  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize + kPatchArenaSize), %d images, "
+              "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize + kPatchArenaSize,
+              ImageCount(), PlatformTickUnit());
+  const int stage_buffer = 0;
+#endif
   std::printf("keras_mbv2 app: patch-based, %d x %d patches, input band %d rows = %d bytes (frame %d bytes), "
               "stage buffer %d bytes\n",
               kPatchRowCount, kPatchColCount, kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows,
               (kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows) * kNumCols * kNumChannels,
-              kInputSize, kStageRows * kStageCols * kStageChannels);
+              kInputSize, stage_buffer);
 #else
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
               static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());

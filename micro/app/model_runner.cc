@@ -32,12 +32,20 @@ const tflite::Model* LoadModel(const unsigned char* data) {
 
 #ifdef KERAS_MBV2_PATCHED
 // Patch-based inference (keras_mbv2.tflite.patches): the model array is the rest of the network, whose input is
-// the stage output; the patch model computes that stage one patch at a time from the frame. Both interpreters
-// share tensor_arena through one MicroAllocator (TFLM's multi-tenant allocation): they never run at once, so
-// their activations overlap. Each patch invocation overwrites that shared area, the rest model's input included,
-// so the patch outputs are assembled in the stage buffer, copied into the rest model's input before it runs.
+// the stage output; the patch model computes that stage one patch at a time from the frame. The emitted scheme
+// is the one that needs less RAM:
+// - KERAS_MBV2_SHARED_ARENA 1: both interpreters share tensor_arena through one MicroAllocator (TFLM's
+//   multi-tenant allocation): they never run at once, so their activations overlap. Each patch invocation
+//   overwrites that shared area, the rest model's input included, so the patch outputs are assembled in the stage
+//   buffer, copied into the rest model's input before it runs.
+// - KERAS_MBV2_SHARED_ARENA 0: the patch model has its own arena, and the patch outputs go straight into the rest
+//   model's input, which no patch invocation touches.
 tflite::MicroInterpreter* patch_interpreter = nullptr;
-int8_t stage[kStageRows * kStageCols * kStageChannels];
+#if KERAS_MBV2_SHARED_ARENA
+int8_t stage_buffer[kStageRows * kStageCols * kStageChannels];
+#else
+alignas(16) uint8_t patch_arena[kPatchArenaSize];
+#endif
 // The frame is never whole in RAM: a ring of the kBandRows rows one row of patches reads, fetched in order.
 constexpr int kRowValues = kNumCols * kNumChannels;
 constexpr int kBandRows = kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows;
@@ -53,6 +61,11 @@ inline bool Inside(const PatchAxis& axis, int start, int i) {
 TfLiteStatus InvokePatches() {
   const PatchAxis& rows = kPatchInput[0];
   const PatchAxis& cols = kPatchInput[1];
+#if KERAS_MBV2_SHARED_ARENA
+  int8_t* stage = stage_buffer;
+#else
+  int8_t* stage = interpreter->input(0)->data.int8;
+#endif
   int next_row = 0;  // the next frame row to fetch into the band
   for (int py = 0; py < kPatchRowCount; ++py) {
     const int last = rows.stride * kPatchRowStarts[py] + rows.offset + rows.size;  // one past the rows needed
@@ -94,7 +107,9 @@ TfLiteStatus InvokePatches() {
       }
     }
   }
-  std::memcpy(interpreter->input(0)->data.int8, stage, sizeof(stage));
+#if KERAS_MBV2_SHARED_ARENA
+  std::memcpy(interpreter->input(0)->data.int8, stage_buffer, sizeof(stage_buffer));
+#endif
   return interpreter->Invoke();
 }
 #endif
@@ -105,7 +120,7 @@ TfLiteStatus ModelRunnerInit() {
   if (model == nullptr) return kTfLiteError;
   static MODEL_RESOLVER_TYPE resolver;  // exactly the model's operators (generated <name>_op_resolver.h)
   if (MODEL_REGISTER_OPS(resolver) != kTfLiteOk) return kTfLiteError;
-#ifdef KERAS_MBV2_PATCHED
+#if defined(KERAS_MBV2_PATCHED) && KERAS_MBV2_SHARED_ARENA
   const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
   if (patch_model == nullptr) return kTfLiteError;
   tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(tensor_arena, kTensorArenaSize);
@@ -122,9 +137,18 @@ TfLiteStatus ModelRunnerInit() {
     MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small", kTensorArenaSize);
     return kTfLiteError;
   }
-#ifdef KERAS_MBV2_PATCHED
+#if defined(KERAS_MBV2_PATCHED) && KERAS_MBV2_SHARED_ARENA
   if (patch_interpreter->AllocateTensors() != kTfLiteOk) {
     MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small for both models", kTensorArenaSize);
+    return kTfLiteError;
+  }
+#elif defined(KERAS_MBV2_PATCHED)
+  const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
+  if (patch_model == nullptr) return kTfLiteError;
+  static tflite::MicroInterpreter static_patch_interpreter(patch_model, resolver, patch_arena, kPatchArenaSize);
+  patch_interpreter = &static_patch_interpreter;
+  if (patch_interpreter->AllocateTensors() != kTfLiteOk) {
+    MicroPrintf("AllocateTensors failed: kPatchArenaSize %d is too small", kPatchArenaSize);
     return kTfLiteError;
   }
 #endif
@@ -153,6 +177,12 @@ TfLiteStatus ModelRunnerInvoke(uint64_t* ticks) {
   return status;
 }
 
-size_t ModelArenaUsedBytes() { return interpreter->arena_used_bytes(); }  // the shared allocator's, when patched
+size_t ModelArenaUsedBytes() {
+#if defined(KERAS_MBV2_PATCHED) && !KERAS_MBV2_SHARED_ARENA
+  return interpreter->arena_used_bytes() + patch_interpreter->arena_used_bytes();
+#else
+  return interpreter->arena_used_bytes();  // with a shared arena, the one allocator's
+#endif
+}
 
 void ModelRunnerPrintProfile() { profiler.Print(); }
