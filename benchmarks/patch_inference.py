@@ -11,8 +11,9 @@ benchmarks/memory_split.py:
   inverted residuals);
 - patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan and splits with the least device RAM:
   the input band (the frame rows one row of patches reads; micro/app fetches rows in order, so the whole frame
-  is never in RAM) + the stage buffer + the one arena both models share (the larger model's activations + both
-  models' persistent data, each measured); and the same with the whole frame in RAM instead of the band;
+  is never in RAM) + the cheaper scheme, measured: the one arena both models share (the larger model's
+  activations + both models' persistent data) + the stage buffer, or an arena each; and the same with the whole
+  frame in RAM instead of the band;
 - the patched outputs against the whole model's on the TFLM host runtime (random int8 frames);
 - host latency: the patched loop against one whole inference, both on the TFLM host runtime in this process,
   per frame over `TIMING_FRAMES` frames (interpreter set-up subtracted with a 0-frame run; with 3 frames the
@@ -71,6 +72,15 @@ def _per_frame(run, x: np.ndarray, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def _arenas(patched) -> str:
+    """The scheme's part of the RAM, as its sum."""
+    p, r = patched.patch_arena, patched.rest_arena
+    if patched.shared:
+        return (f"{patched.stage_bytes:,} stage buffer + {patched.arena.total:,} shared arena = max({p.head:,}, "
+                f"{r.head:,}) + {p.tail:,} + {r.tail:,}")
+    return f"{p.total:,} patch arena + {r.total:,} rest arena (an arena each; sharing: +{patched.stage_bytes:,} stage)"
+
+
 def row(label: str, kind: str, width: float, size: int) -> dict:
     model = _model(kind, width, size)
     calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
@@ -88,10 +98,8 @@ def row(label: str, kind: str, width: float, size: int) -> dict:
     identical = np.array_equal(patched.invoke(x), run_tflm(data, x)[0])
     plan = patched.plan
     result.update(
-        patched=patched.device_ram_bytes, emitted=need, band=patched.band_bytes, stage=patched.stage_bytes,
-        whole_frame=patched.whole_frame_ram_bytes, arena=patched.arena.total,
-        heads=(patched.patch_arena.head, patched.rest_arena.head),
-        tails=(patched.patch_arena.tail, patched.rest_arena.tail),
+        patched=patched.device_ram_bytes, emitted=need, band=patched.band_bytes, arenas=_arenas(patched),
+        whole_frame=patched.whole_frame_ram_bytes,
         splits=", ".join(f"{k}={v}" for k, v in splits.items() if v > 1) or "none",
         plan=plan.describe(), mac_overhead=plan.mac_overhead,
         patched_ops=f"{_operators(patched.patch)} + {_operators(patched.rest)}",
@@ -114,20 +122,21 @@ def section(rows: list[dict]) -> list[str]:
         "everything the device needs: the TFLM arena and, patched, the stage buffer the patch outputs are assembled "
         "in and the input band the patches are cut from (the frame rows one row of patches reads, fetched in order "
         "with `GetImageRow`) or, in the column after, the whole int8 frame (unpatched, the frame is the model's "
-        "input tensor, inside the arena). Patched, both models share one arena (one `MicroAllocator`, TFLM's "
-        "multi-tenant allocation): the larger model's activations + both models' persistent data, each measured on "
-        "the TFLM host runtime (`print_allocations`) in its own arena. Without the emitted 1,024 B margin.",
+        "input tensor, inside the arena). Patched, the cheaper of two schemes: both models share one arena (one "
+        "`MicroAllocator`, TFLM's multi-tenant allocation: the larger model's activations + both models' persistent "
+        "data) and the patch outputs are assembled in a stage buffer, or each model has its own arena and the patch "
+        "outputs go straight into the rest model's input. Each arena measured on the TFLM host runtime "
+        "(`print_allocations`), without the emitted 1,024 B margins.",
         "",
-        "| network | default | channel split | patches (+ splits) | = band + stage buffer + shared arena | shared "
-        "arena = max(activations patch, rest) + persistent patch + rest | with the whole frame | splits | plan "
-        "| extra MACs | operators | outputs vs whole int8 | host latency patched / whole |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| network | default | channel split | patches (+ splits) | = band + the scheme's buffer and arenas "
+        "| with the whole frame | splits | plan | extra MACs | operators | outputs vs whole int8 "
+        "| host latency patched / whole |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         split = f"{r['split']:,}" if r["split"] else "n/a (no inverted residuals)"
         lines.append(
-            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['band']:,} + {r['stage']:,} + "
-            f"{r['arena']:,} | max({r['heads'][0]:,}, {r['heads'][1]:,}) + {r['tails'][0]:,} + {r['tails'][1]:,} "
+            f"| {r['network']} | {r['default']:,} | {split} | {r['patched']:,} | {r['band']:,} band + {r['arenas']} "
             f"| {r['whole_frame']:,} | {r['splits']} | {r['plan']} "
             f"| {r['mac_overhead']:+.1%} "
             f"| {r['ops']} -> {r['patched_ops']} (+{', '.join(r['new_ops'])}) "

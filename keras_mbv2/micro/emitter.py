@@ -19,15 +19,14 @@ import numpy as np
 from ..files import write_files
 from ..tflite import (
     arena_use,
-    offline_plan,
     operator_names,
-    parse_model,
     read_tflite,
     require_int8,
     strip_strings,
     tflite_macs,
 )
 from ..tflite.flatbuffer import memory_twin
+from ..tflite.memory_plan import with_tightest_plan
 from ..tflite.patches import PatchedModel, PatchPlan, plan_to_json
 from ..tflite.runtime import check_input_range, quantize_input
 from .boards import BOARDS, fit_problems
@@ -307,12 +306,9 @@ def emit(
     _check_operators_and_labels(ops, details, labels)
     use = arena_use(data, details["input_shape"]) if arena_bytes is None else None
     online = None
-    if use is not None and memory_plan and len(parse_model(data).subgraphs) == 1:
-        planned, planned_head = offline_plan(data)
-        if planned_head < use.head:
-            planned_use = arena_use(planned, details["input_shape"])
-            if planned_use.total < use.total:
-                data, online, use = planned, use.total, planned_use
+    if use is not None and memory_plan:
+        data, use, online_use = with_tightest_plan(data, use)
+        online = online_use.total if online_use is not None else None
     measured = use.total if use is not None else int(arena_bytes)
     arena = tensor_arena_size(measured)
     cannot_run = use.cannot_run if use is not None else None

@@ -22,7 +22,7 @@ from .flatbuffer import (
     strip_strings,
     tflite_macs,
 )
-from .memory_plan import offline_plan, plan_offsets, with_offline_plan
+from .memory_plan import offline_plan, plan_offsets, with_offline_plan, with_tightest_plan
 from .patches import PatchedModel, PatchPlan, patch_model, run_patched
 from .runtime import (
     Agreement,
@@ -55,4 +55,5 @@ __all__ = [
     "parse_arena_bytes", "parse_model", "patch_model", "plan_offsets", "quantize_input", "read_tflite",
     "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_patched", "run_tflm", "schedule_operators",
     "shared_arena", "strip_strings", "tflite_macs", "with_offline_plan",
+    "with_tightest_plan",
 ]

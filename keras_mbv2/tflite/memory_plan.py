@@ -11,6 +11,8 @@ writes the tightest it finds. `emit` keeps it only when TFLM then reports a smal
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .flatbuffer import METADATA_NAME, activation_sizes, metadata_name, pack_model, parse_model, single_subgraph
@@ -73,3 +75,19 @@ def offline_plan(data: bytes) -> tuple[bytes, int]:
     """(`data` with the tightest offline plan found, its activation bytes)."""
     offsets, used = plan_offsets(data)
     return with_offline_plan(data, offsets), used
+
+
+def with_tightest_plan(data: bytes, use: Any = None) -> tuple[bytes, Any, Any]:
+    """(`data` with an offline plan if TFLM then reports a smaller arena than with its own greedy plan, else
+    `data`; its arena as measured on the TFLM host runtime; the arena TFLM planned itself when the offline plan
+    replaced it, else None). `use`: `data`'s arena, already measured."""
+    from .runtime import arena_use
+
+    use = use or arena_use(data)
+    if len(parse_model(data).subgraphs) == 1:
+        planned, head = offline_plan(data)
+        if head < use.head:
+            planned_use = arena_use(planned)
+            if planned_use.total < use.total:
+                return planned, planned_use, use
+    return data, use, None

@@ -548,11 +548,12 @@ class PatchedModel:
 def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | None = None,
                 max_mac_overhead: float = 0.2) -> PatchedModel:
     """Split an int8 model into patch stage and rest and measure both models' arenas on the TFLM host runtime
-    (`PatchedModel.arena`: the one they share). Unless `cut` and `grid` are given, the first `MEASURED_CANDIDATES`
+    (`PatchedModel.arena`: the one they share), each with an offline memory plan where that makes TFLM's arena
+    smaller (`memory_plan.with_tightest_plan`). Unless `cut` and `grid` are given, the first `MEASURED_CANDIDATES`
     `candidates` are built and measured and the one that needs the least device RAM is returned (the estimate
     ranks by activations; persistent data and TFLM's own placement are only known once measured)."""
     from .flatbuffer import require_int8
-    from .runtime import arena_use
+    from .memory_plan import with_tightest_plan
 
     details = require_int8(data)
     if not isinstance(max_mac_overhead, (int, float)) or not max_mac_overhead >= 0:
@@ -570,7 +571,9 @@ def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | Non
     best = None
     for cut, grid in plans:
         patch, rest, plan = split_model(data, cut, grid)
-        patched = PatchedModel(patch, rest, plan, arena_use(patch), arena_use(rest), frame, data)
+        patch, patch_use, _ = with_tightest_plan(patch)  # an offline memory plan where it beats TFLM's own
+        rest, rest_use, _ = with_tightest_plan(rest)
+        patched = PatchedModel(patch, rest, plan, patch_use, rest_use, frame, data)
         if best is None or patched.device_ram_bytes < best.device_ram_bytes:
             best = patched
     return best
