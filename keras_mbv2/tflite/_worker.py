@@ -67,9 +67,10 @@ def _allocations(interp) -> str:
 def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.ndarray,
                 arena_size: int) -> tuple[np.ndarray, str]:
     """The firmware's patch loop (keras_mbv2.tflite.patches) on the TFLM host runtime: every patch's output is
-    written into the stage buffer, which is then copied into the rest model's input, which runs once. The firmware
-    gives both interpreters one arena (one MicroAllocator); this runtime gives each its own, which moves where
-    tensors lie, not what the kernels compute."""
+    written into the stage output, which is then the rest model's input; the rest model runs once. The firmware
+    gives both interpreters one arena (one MicroAllocator, with a stage buffer) or an arena each
+    (`PatchedModel.shared`); this runtime gives each its own, which moves where tensors lie, not what the kernels
+    compute."""
     from tflite_micro.python.tflite_micro import runtime
 
     patch = runtime.Interpreter.from_bytes(patch_model, arena_size=arena_size)
