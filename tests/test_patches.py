@@ -7,6 +7,9 @@ do not divide the stage output (the last patch overlaps its neighbour).
 
 from __future__ import annotations
 
+import os
+import re
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -169,6 +172,19 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
                     str(out / "model_patches.cc"), "-o", exe], check=True)
     with pytest.raises(ValueError, match="holds a patched model's files"):  # the app would build as patched
         emit(mbv2, str(out))
+    # the QEMU self-test links both arrays and checks each (TFLite identifier, 16-byte alignment, CRC32)
+    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+    build = subprocess.run(["make", "-s", "-C", micro, "selftest", f"MODEL_DIR={out}",
+                            f"SELFTEST_BUILD={tmp_path / 'selftest'}"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                          "enable=on,target=native", "-kernel", str(tmp_path / "selftest" / "selftest.elf")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    checked = re.findall(r"selftest: (patch model )?size=\d+ crc32=([0-9a-f]{8}) identifier=TFL3 aligned16=yes",
+                         run.stdout)
+    assert [(what, int(crc, 16)) for what, crc in checked] == [
+        ("", zlib.crc32(strip_strings(patched.rest))), ("patch model ", zlib.crc32(strip_strings(patched.patch)))]
     printed = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
     plan = patched.plan
     assert printed == [str(v) for v in (3, 3, plan.input[0].size, len(plan.masks),

@@ -402,7 +402,7 @@ def _patch_files(stem: str, patch: bytes, plan: PatchPlan, patch_arena: int | No
             f"{scheme}"
             f"extern const unsigned char g_{stem}_patch_data[];\n"
             f"extern const unsigned int g_{stem}_patch_data_size;\n"
-            f"#define MODEL_PATCH_DATA g_{stem}_patch_data\n\n"
+            f"#define MODEL_PATCH_DATA g_{stem}_patch_data\n#define MODEL_PATCH_DATA_SIZE g_{stem}_patch_data_size\n\n"
             f"constexpr int kStageRows = {h};\nconstexpr int kStageCols = {w};\nconstexpr int kStageChannels = {c};\n"
             f"constexpr int kPatchOutRows = {plan.patch[0]};\nconstexpr int kPatchOutCols = {plan.patch[1]};\n"
             f"constexpr int kPatchRowCount = {len(plan.starts[0])};\n"

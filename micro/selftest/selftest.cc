@@ -1,5 +1,6 @@
-// Self-test firmware: links the generated model array (<stem>_data.cc, named by MODEL_DATA), checks the flatbuffer identifier and
-// prints the CRC32 of the array over semihosting, so the host can compare it with the .tflite file.
+// Self-test firmware: links the generated model array (<stem>_data.cc, named by MODEL_DATA) and, for a patch-based
+// model, the patch model's array (<stem>_patches.cc), checks each flatbuffer identifier and alignment and prints
+// each array's CRC32 over semihosting, so the host can compare them with the .tflite files.
 // Built by micro/Makefile (target `selftest`), run with:
 //   qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native -kernel selftest.elf
 #include <cstdint>
@@ -7,6 +8,9 @@
 #include <cstring>
 
 #include MODEL_DATA_HEADER
+#ifdef MODEL_PATCHES_HEADER
+#include MODEL_PATCHES_HEADER  // a patch-based model: the patch model's array is checked too
+#endif
 
 
 static uint32_t crc32(const unsigned char* data, unsigned int size) {
@@ -18,13 +22,20 @@ static uint32_t crc32(const unsigned char* data, unsigned int size) {
   return ~crc;
 }
 
-int main() {
-  const unsigned char* data = MODEL_DATA;
-  const unsigned int size = MODEL_DATA_SIZE;
+// Checks one array and prints its line; true when it is a 16-byte-aligned TFLite flatbuffer.
+static bool Check(const char* what, const unsigned char* data, unsigned int size) {
   const bool identifier_ok = size >= 8 && std::memcmp(data + 4, "TFL3", 4) == 0;
   const bool aligned = (reinterpret_cast<uintptr_t>(data) % 16) == 0;
-  std::printf("keras_mbv2 selftest: size=%u crc32=%08lx identifier=%s aligned16=%s\n", size,
+  std::printf("keras_mbv2 selftest: %ssize=%u crc32=%08lx identifier=%s aligned16=%s\n", what, size,
               static_cast<unsigned long>(crc32(data, size)), identifier_ok ? "TFL3" : "BAD",
               aligned ? "yes" : "no");
-  return identifier_ok && aligned ? 0 : 1;
+  return identifier_ok && aligned;
+}
+
+int main() {
+  bool ok = Check("", MODEL_DATA, MODEL_DATA_SIZE);
+#ifdef MODEL_PATCHES_HEADER
+  ok = Check("patch model ", MODEL_PATCH_DATA, MODEL_PATCH_DATA_SIZE) && ok;
+#endif
+  return ok ? 0 : 1;
 }
