@@ -166,6 +166,15 @@ def tensor_arena_size(measured: int) -> int:
     return int(math.ceil((measured + ARENA_MARGIN) / 16) * 16)
 
 
+def emitted_ram(patched: PatchedModel) -> int:
+    """RAM of a patched model as emitted: the input band, and the shared arena's kTensorArenaSize and the stage
+    buffer, or each model's arena size (kTensorArenaSize, kPatchArenaSize)."""
+    if patched.shared:
+        return patched.band_bytes + patched.stage_bytes + tensor_arena_size(patched.arena.total)
+    return patched.band_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
+        patched.rest_arena.total)
+
+
 def _c_array(data: bytes) -> str:
     rows = []
     for i in range(0, len(data), 12):
@@ -449,7 +458,7 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
         patch_arena = tensor_arena_size(patched.patch_arena.total)
         comment = None
     arena = tensor_arena_size(used.total)
-    _check_board(board, len(rest) + len(patch), arena + (patch_arena or 0) + (stage or 0) + patched.band_bytes)
+    _check_board(board, len(rest) + len(patch), emitted_ram(patched))
     report = MicroReport(name, len(rest) + len(patch), arena, used.total, ops, patched.plan.macs, board,
                          activation_bytes=used.head, patches=patched.plan, patch_arena_bytes=patch_arena,
                          stage_bytes=stage, frame_bytes=patched.frame_bytes, band_bytes=patched.band_bytes,

@@ -38,7 +38,7 @@ from ..quantization import to_tflite
 from ..tflite import ArenaUse, arena_use, run_tflm, tflite_macs
 from ..tflite.flatbuffer import parse_model
 from ..tflite.patches import PatchedModel, patch_model
-from .emitter import tensor_arena_size
+from .emitter import emitted_ram, tensor_arena_size
 
 MAX_ROUNDS = 4
 PATCH_ROUNDS = 6  # conversions search_patches may try
@@ -94,15 +94,6 @@ class FitResult:
                 f"{p.frame_bytes:,} B frame in RAM: {p.whole_frame_ram_bytes:,} B)",
             ]
         return "\n".join(rows)
-
-
-def emitted_ram(patched: PatchedModel) -> int:
-    """RAM of a patched model as emitted: the input band, and the shared arena's kTensorArenaSize and the stage
-    buffer, or each model's arena size (kTensorArenaSize, kPatchArenaSize)."""
-    if patched.shared:
-        return patched.band_bytes + patched.stage_bytes + tensor_arena_size(patched.arena.total)
-    return patched.band_bytes + tensor_arena_size(patched.patch_arena.total) + tensor_arena_size(
-        patched.rest_arena.total)
 
 
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
