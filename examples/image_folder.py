@@ -4,11 +4,14 @@ Shows: a small image folder (PNG files of the bundled digits 0-4, written to a t
 your photos), `keras_mbv2.datasets.load_image_folder` (decodes PNG/JPEG/BMP/GIF, resizes, scales to [0, 1],
 holds out a stratified test split, and names any file it cannot read), and a MobileNetV1 0.25 trained on it.
 The command line does the same with `keras-mbv2 train --data FOLDER --input-shape 32x32x3 --out m.keras`. Prints
-the classes, the split sizes and the test accuracy. About a minute on 2 cores, no download.
+the classes, each epoch, the split sizes and the test accuracy. 19 s on 2 cores (measured), no download.
 
     python examples/image_folder.py
 """
 
+import keras_mbv2 as K  # first: TensorFlow's native start-up lines stay off the terminal
+
+# isort: split
 import os
 import tempfile
 
@@ -16,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits, load_image_folder
 
 digits = load_digits(image_size=32, channels=3)
@@ -33,5 +35,5 @@ with tempfile.TemporaryDirectory() as folder:
 print(f"classes {data.class_names}: {len(data.y_train)} training and {len(data.y_test)} test images")
 model = K.MobileNetV1(input_shape=(32, 32, 3), alpha=0.25, classes=len(data.class_names), bn_momentum=0.9)
 model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-model.fit(data.x_train, data.y_train, epochs=10, batch_size=32, verbose=0)
+model.fit(data.x_train, data.y_train, epochs=10, batch_size=32, verbose=2)  # one line per epoch
 print(f"test accuracy {model.evaluate(data.x_test, data.y_test, verbose=0)[1]:.1%}")

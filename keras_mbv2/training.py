@@ -13,6 +13,18 @@ from __future__ import annotations
 import keras
 
 
+def reproducible(seed: int) -> None:
+    """Seed Python, NumPy and the backend (`keras.utils.set_random_seed`) and, on TensorFlow, make its kernels
+    deterministic (`tf.config.experimental.enable_op_determinism`: without it, multi-threaded kernels may sum in a
+    varying order, so two runs with one seed can differ). Process-wide; the demo calls it before it builds
+    anything."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
     """Compile `model` for integer labels (Adam, sparse categorical cross-entropy, accuracy) and build its
     optimizer, so the first training step is traced once. Returns the model."""

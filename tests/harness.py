@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import tempfile
 
 import keras
 import numpy as np
 
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+
+# TensorFlow's native log lines: absl's (`E0000 00:00:...`, TensorFlow 2.17 on) and TensorFlow's own before them
+# (`2026-12-01 20:28:52.091537: E external/...`)
+NATIVE_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:|\d{4}-\d\d-\d\d "
+                         r"\d\d:\d\d:\d\d\.\d+: [IWEF] )", re.M)
+
 
 
 def _as_list(x):

@@ -88,6 +88,7 @@ def _backend_tests() -> list[str]:
 BACKEND_TESTS = _backend_tests()
 
 
+@pytest.mark.slow
 def test_blocks_and_networks_tests_pass_on_jax():
     result = _on_backend("jax", "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *BACKEND_TESTS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
