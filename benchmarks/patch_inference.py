@@ -10,7 +10,7 @@ benchmarks/memory_split.py:
 - channel split: the splits that reach the floor no split can lower (MobileNetV2 only: MobileNetV1 has no
   inverted residuals);
 - patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan and splits with the least device RAM:
-  the input band (the frame rows one row of patches reads; micro/app fetches rows in order, so the whole frame
+  the input band (the frame rows one row of patches reads; firmware/app fetches rows in order, so the whole frame
   is never in RAM) + the cheaper scheme, measured: the one arena both models share (the larger model's
   activations + both models' persistent data) + the stage buffer, or an arena each; and the same with the whole
   frame in RAM instead of the band;

@@ -11,7 +11,7 @@ Run: python benchmarks/run.py [--repeats 7] [--out benchmarks/RESULTS.md]
    unsplit and split (0.35 at 96, 1.0 at 224), and QAT accuracy on the digits at 96x96, split vs unsplit.
 5. Patch-based inference on stock TFLM (`benchmarks/patch_inference.py`): the whole device RAM (frame and
    arenas) default, channel split and patched, extra MACs, outputs against the whole model, host latency.
-6. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of micro/app with
+6. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of firmware/app with
    CMSIS-NN and with TFLM's reference kernels, from the logs recorded there (TFLM is built by hand: see its README).
 """
 
@@ -136,7 +136,7 @@ INSTRUCTIONS_PER_TICK = 40
 
 
 def firmware_section() -> list[str]:
-    """Per-operator cost of micro/app on QEMU, one column per kernel set, from benchmarks/firmware/*.log."""
+    """Per-operator cost of firmware/app on QEMU, one column per kernel set, from benchmarks/firmware/*.log."""
     kernels = {}
     for name, label in (("qemu_mps2_an386_cmsis_nn.log", "CMSIS-NN"), ("qemu_mps2_an386_reference.log", "reference")):
         path = os.path.join(FIRMWARE, name)
@@ -150,10 +150,10 @@ def firmware_section() -> list[str]:
     first = next(iter(kernels.values()))
     first_table = next(iter(tables.values()))
     lines = [
-        "## The firmware on an emulated Cortex-M4: instructions per operator (micro/app, QEMU mps2-an386)",
+        "## The firmware on an emulated Cortex-M4: instructions per operator (firmware/app, QEMU mps2-an386)",
         "",
-        f"The demo's MobileNetV2 0.35 on 32x32x1 digits, int8, run by `micro/app` built against TFLite Micro and run "
-        f"with `make run-app` (how: benchmarks/firmware/README.md). QEMU is not cycle-accurate: with `-icount "
+        f"The demo's MobileNetV2 0.35 on 32x32x1 digits, int8, run by `firmware/app` built against TFLite Micro and "
+        f"run with `make run-app` (how: benchmarks/firmware/README.md). QEMU is not cycle-accurate: with `-icount "
         f"shift=0` each instruction takes 1 ns and SysTick counts at 25 MHz, so instructions = "
         f"{INSTRUCTIONS_PER_TICK} x SysTick ticks, a proxy for cost, not cycles. Arena used on the M4: "
         + ", ".join(f"{out.arena_used:,} B ({k})" for k, out in kernels.items())

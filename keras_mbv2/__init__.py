@@ -1,32 +1,25 @@
-"""keras_mbv2: the MobileNetV2 paper's blocks and networks for Keras 3, quantized for microcontrollers."""
+"""keras_mbv2: the MobileNetV2 paper's blocks and networks for Keras 3, quantized for microcontrollers.
+
+Importing the package is cheap: its parts (and Keras, TensorFlow) load on first use. It also makes the first
+import of TensorFlow keep its native start-up lines off the terminal (`keras_mbv2.logs`), so import keras_mbv2
+before Keras; `KERAS_MBV2_VERBOSE=1` lets the lines through.
+"""
 
 import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .logs import STARTUP as _STARTUP
-from .logs import native_stderr_to as _native_stderr_to
+from ._lazy import lazy_exports as _lazy_exports
+from ._version import __version__
+from .logs import quiet_tensorflow_import as _quiet_tensorflow_import
 
-# TensorFlow's native start-up lines (CUDA probing on machines without a GPU) are kept in logs.STARTUP;
-# KERAS_MBV2_VERBOSE=1 lets them through.
-with _native_stderr_to(_STARTUP):
-    import keras as _keras  # noqa: F401 (imports the backend, TensorFlow by default, inside the capture)
+_quiet_tensorflow_import()
 
-from . import datasets, layers
-from .figures import draw
-from .models import (
-    MobileNetV1,
-    MobileNetV2,
-    NASNet,
-    NASNetMobile,
-    ShuffleNetV1,
-    from_keras_application,
-    split_model,
-)
-from .profiler import Profile, profile
-
-__version__ = "0.1.0"
-__all__ = [
-    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "Profile", "ShuffleNetV1", "datasets", "draw",
-    "from_keras_application", "layers", "profile", "split_model",
-]
+_EXPORTS = {
+    **{name: ".models" for name in ("MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1",
+                                    "from_keras_application", "split_model")},
+    "Profile": ".profiler", "profile": ".profiler", "draw": ".figures",
+    "datasets": ".datasets", "layers": ".layers",
+}
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__all__ = ["__version__", *sorted(_EXPORTS)]

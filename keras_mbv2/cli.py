@@ -25,6 +25,7 @@ import traceback
 import warnings
 from typing import Any, Callable, Sequence
 
+from ._version import __version__
 from .files import atomic_write, check_receiving_folder, check_replaceable, write_file
 from .models.networks import NETWORKS, build_network
 
@@ -104,8 +105,22 @@ def image_shape(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (required, unset, or a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump): `keras-mbv2 build: error: ...`, exit code 2."""
+    """argparse with one-line errors (no usage dump): `keras-mbv2 build: error: ...`, exit code 2, and every
+    flag's default in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
@@ -187,13 +202,16 @@ def _check_not_chance(accuracy: float, classes: int, what: str, advice: str) -> 
 
 def _add_network_args(p: argparse.ArgumentParser, classes: bool = True) -> None:
     p.add_argument("--network", default="mobilenet_v2", choices=list(NETWORKS), help="which of the four networks")
-    p.add_argument("--width", type=positive_float, default=None, help="alpha (MobileNets) or scale (ShuffleNet)")
-    p.add_argument("--groups", type=positive_int, default=None, help="ShuffleNet groups (1, 2, 3, 4, 8)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="alpha (MobileNets) or scale (ShuffleNet); None: the network's 1.0")
+    p.add_argument("--groups", type=positive_int, default=None,
+                   help="ShuffleNet groups (1, 2, 3, 4, 8); None: 3")
     p.add_argument("--input-shape", type=image_shape, default=(224, 224, 3), help="HxWxC, e.g. 96x96x3")
     if classes:
-        p.add_argument("--classes", type=positive_int, default=1000)
+        p.add_argument("--classes", type=positive_int, default=1000, help="output classes")
     p.add_argument("--memory-splits", type=positive_int, default=None, metavar="S",
-                   help="mobilenet_v2: compute each expanding block in S channel slices (paper Section 5.1)")
+                   help="mobilenet_v2: compute each expanding block in S channel slices (paper Section 5.1); "
+                   "None: unsplit")
 
 
 def _network(args: argparse.Namespace, classes: int, **kwargs: Any) -> Any:
@@ -326,17 +344,35 @@ def cmd_micro(args: argparse.Namespace) -> int:
     if args.model is not None and args.fit_ram is None:
         raise UsageError(f"--model needs --fit-ram BYTES (or convert with `keras-mbv2 export` and pass --tflite). "
                          f"Received: --model {args.model!r}")
+    if (args.out is None) == (args.project is None):
+        raise UsageError("give exactly one of --out (the model's C files) and --project (a whole firmware project). "
+                         f"Received: --out {args.out!r} --project {args.project!r}")
     if args.save_model is not None:
         _output_file("--save-model", args.save_model, ".keras", args.force)
-    check_receiving_folder(args.out, "--out", emitted_names(args.name), args.force)
+    if args.project is not None:
+        check_replaceable(args.project, "--project", args.force)
+    else:
+        check_receiving_folder(args.out, "--out", emitted_names(args.name), args.force)
     emit_args = dict(name=args.name, board=args.board, labels=labels, memory_plan=not args.no_offline_plan)
+
+    def write(model: Any) -> None:
+        if args.project is None:
+            print(emit(model, args.out, **emit_args))
+            return
+        from .micro import write_project
+
+        report = write_project(model, args.project, force=args.force, flag="--project", **emit_args)
+        print(report)
+        print(f"project {args.project}: firmware sources, project.mk and README.md (build: make -C {args.project} "
+              "model-objects)")
+
     if args.tflite is not None:
         if args.test_images:
             from .tflite import io_details, read_tflite
 
             data = _load_data(args.data, io_details(read_tflite(args.tflite))["input_shape"][1:])
             emit_args.update(test_images=data.x_test[:args.test_images], test_labels=data.y_test[:args.test_images])
-        print(emit(args.tflite, args.out, **emit_args))
+        write(args.tflite)
         return 0
     model = _load_keras(args.model)
     data = _load_data(args.data, tuple(model.input_shape[1:]))
@@ -344,7 +380,7 @@ def cmd_micro(args: argparse.Namespace) -> int:
     print(result)
     if args.test_images:
         emit_args.update(test_images=data.x_test[:args.test_images], test_labels=data.y_test[:args.test_images])
-    print(emit(result.patched or result.tflite, args.out, **emit_args))
+    write(result.patched or result.tflite)
     if args.save_model:
         atomic_write(args.save_model, result.model.save, ".keras")
         print(f"split model saved to {args.save_model} (quantization-aware training: keras-mbv2 qat --model ...)")
@@ -389,9 +425,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     check_replaceable(args.out, "--out", args.force)
     args.interrupted = f"nothing was written to {args.out} (the demo writes it only when it completes)"
+    epochs, qat_epochs = (3, 1) if args.quick else (args.epochs, args.qat_epochs)
     result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
-                      image_size=args.image_size, epochs=args.epochs, qat_epochs=args.qat_epochs, force=args.force,
-                      log=lambda m: print(m, flush=True))
+                      image_size=args.image_size, epochs=epochs, qat_epochs=qat_epochs, force=args.force,
+                      seed=args.seed, log=lambda m: print(m, flush=True))
     print()
     print(result.table())
     print(f"report  {os.path.join(result.out_dir, 'report.md')}")
@@ -408,6 +445,7 @@ def make_parser() -> argparse.ArgumentParser:
     """The `keras-mbv2` argument parser with one sub-command per job."""
     parser = _Parser(prog="keras-mbv2",
                      description="MobileNetV2-paper networks for Keras 3, on the way to microcontrollers.")
+    parser.add_argument("--version", action="version", version=f"keras-mbv2 {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     for p in (parser, common):  # before or after the command; on the command, only when typed
         default = False if p is parser else argparse.SUPPRESS
@@ -429,12 +467,17 @@ def make_parser() -> argparse.ArgumentParser:
                 "emit the C files, and write report.md with plots.")
     p.add_argument("--out", default="keras-mbv2-demo", help="output folder (default ./keras-mbv2-demo)")
     _add_force(p, "--out (a non-empty folder)")
-    p.add_argument("--network", default="mobilenet_v2", choices=list(NETWORKS))
-    p.add_argument("--width", type=positive_float, default=None, help="alpha / scale (default 0.35, 0.25, 0.5)")
-    p.add_argument("--groups", type=positive_int, default=None, help="ShuffleNet groups")
-    p.add_argument("--image-size", type=positive_int, default=32)
+    p.add_argument("--network", default="mobilenet_v2", choices=list(NETWORKS), help="which of the four networks")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="alpha / scale; None: the network's demo width (" + ", ".join(
+                       f"{n.name} {n.demo_width}" for n in NETWORKS.values() if n.demo_width) + ")")
+    p.add_argument("--groups", type=positive_int, default=None, help="ShuffleNet groups; None: 3")
+    p.add_argument("--image-size", type=positive_int, default=32, help="digits resized to SIZExSIZE")
     p.add_argument("--epochs", type=positive_int, default=15, help="float training epochs")
-    p.add_argument("--qat-epochs", type=positive_int, default=3)
+    p.add_argument("--qat-epochs", type=positive_int, default=3, help="quantization-aware training epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed prints the same table")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run that checks an installation: 3 float and 1 QAT epochs (accuracy lower)")
 
     p = command("build", "build a network (untrained) and save it as .keras",
                 "keras-mbv2 build --network mobilenet_v2 --width 0.35 --input-shape 96x96x3 --out m96.keras",
@@ -454,9 +497,9 @@ def make_parser() -> argparse.ArgumentParser:
                 cmd_train)
     _add_network_args(p, classes=False)  # the classes are the data's
     p.add_argument("--data", default="digits", help="'digits' or an image folder (one sub-folder per class)")
-    p.add_argument("--epochs", type=positive_int, default=15)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--learning-rate", type=positive_float, default=2e-3)
+    p.add_argument("--epochs", type=positive_int, default=15, help="training epochs")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per training step")
+    p.add_argument("--learning-rate", type=positive_float, default=2e-3, help="Adam's learning rate")
     p.add_argument("--bn-momentum", type=open_fraction, default=0.9, help="0.9 trains small data sets well")
     p.add_argument("--out", required=True, help="output .keras file")
     _add_force(p, "--out")
@@ -466,10 +509,10 @@ def make_parser() -> argparse.ArgumentParser:
                 "keras-mbv2 qat --model m.keras --data digits --run-dir qat_run --tflite m_int8.tflite", cmd_qat,
                 "Quantization-aware fine-tuning (tfmot) to a full-int8 .tflite; rerun the same command to resume.")
     p.add_argument("--model", required=True, help="float .keras model")
-    p.add_argument("--data", default="digits")
-    p.add_argument("--epochs", type=positive_int, default=3)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    p.add_argument("--data", default="digits", help="'digits' or an image folder (one sub-folder per class)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="quantization-aware training epochs in all")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per training step")
+    p.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam's learning rate")
     p.add_argument("--run-dir", required=True, help="checkpoints and history; rerun to resume")
     p.add_argument("--tflite", required=True, help="output int8 .tflite")
     _add_force(p, "--tflite")
@@ -477,15 +520,17 @@ def make_parser() -> argparse.ArgumentParser:
     p = command("export", "convert a .keras model to TFLite (int8 PTQ or float)",
                 "keras-mbv2 export --model m.keras --quantize int8 --data digits --out m_ptq.tflite", cmd_export,
                 "Convert a .keras model to TFLite: full-int8 post-training quantization or float.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--quantize", choices=("int8", "float"), default="int8")
-    p.add_argument("--data", default="digits", help="calibration data for int8")
-    p.add_argument("--out", required=True)
+    p.add_argument("--model", required=True, help="a .keras model")
+    p.add_argument("--quantize", choices=("int8", "float"), default="int8",
+                   help="full int8 (post-training, calibrated on --data) or float")
+    p.add_argument("--data", default="digits", help="calibration data for int8: 'digits' or an image folder")
+    p.add_argument("--out", required=True, help="output .tflite file")
     _add_force(p, "--out")
 
     p = command("micro", "TFLite Micro C files, measured arena and board check",
                 "keras-mbv2 micro --tflite m_int8.tflite --out micro_out --board nucleo-f746zg "
-                "(or, to fit a RAM budget: --model m.keras --fit-ram 160000 --data digits instead of --tflite)",
+                "(or --project app for a whole firmware project; to fit a RAM budget: --model m.keras --fit-ram "
+                "160000 --data digits instead of --tflite)",
                 cmd_micro,
                 "Emit TFLite Micro C arrays, settings and op resolver for an int8 .tflite. With --model and "
                 "--fit-ram, first split the inverted residual blocks (paper Section 5.1) just enough for the arena "
@@ -497,8 +542,11 @@ def make_parser() -> argparse.ArgumentParser:
                    "early stage in patches (arena + stage buffer + input band must fit)")
     p.add_argument("--data", default="digits", help="calibration data for --model: 'digits' or an image folder")
     p.add_argument("--save-model", default=None, help="also save the split .keras model (for QAT)")
-    p.add_argument("--out", required=True, help="output folder")
-    _add_force(p, "the files of the same name in --out")
+    p.add_argument("--out", default=None, help="output folder for the model's C files")
+    p.add_argument("--project", default=None, metavar="DIR",
+                   help="instead of --out: a self-contained firmware project (the app, Makefile, self-test, the "
+                   "model's files in DIR/model, and a README naming the board, core, arena and how to build and run)")
+    _add_force(p, "the files of the same name in --out, or the --project folder")
     p.add_argument("--name", default="model", help="C identifier used in file and symbol names")
     p.add_argument("--board", default=None, help="check flash/RAM: " + ", ".join(_boards()))
     p.add_argument("--labels", default=None, help="comma-separated class names")
@@ -508,10 +556,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="embed the first N test images of --data (quantized) for the app and `make run-app`")
 
     p = command("check-app", "compare the firmware's scores with the TFLite Micro host runtime",
-                "make -C micro run-app MODEL_DIR=../micro_out TFLM_DIR=~/tflite-micro > app.log; "
-                "keras-mbv2 check-app --log app.log --dir micro_out", cmd_check_app,
-                "Read what micro/app printed (QEMU or a board's serial log) and compare the int8 scores of its "
-                "embedded test images bit for bit with the TFLite Micro host runtime; print the per-operator "
+                "make -C app run-app TFLM_DIR=~/tflite-micro > app.log; "
+                "keras-mbv2 check-app --log app.log --dir app/model", cmd_check_app,
+                "Read what the firmware's app printed (QEMU or a board's serial log) and compare the int8 scores of "
+                "its embedded test images bit for bit with the TFLite Micro host runtime; print the per-operator "
                 "profile.")
     p.add_argument("--log", required=True, help="the app's output")
     p.add_argument("--dir", required=True, help="the folder keras-mbv2 micro --test-images wrote")

@@ -1,4 +1,5 @@
-"""micro/: C arrays, settings, resolver, arena, boards; host and Cortex-M compiles; QEMU self-test."""
+"""keras_mbv2.micro and the firmware: C arrays, settings, resolver, arena, boards, projects; host and Cortex-M
+compiles; QEMU self-test."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from harness import randomize_batch_norms
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
+from keras_mbv2.files import umask
 from keras_mbv2.micro import BOARDS, TFLM_OPS, emit, parse_c_array
 from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.tflite import operator_names, strip_strings
 
-MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICRO = os.path.join(ROOT, "keras_mbv2", "firmware")  # the firmware sources, shipped in the package
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
 
@@ -33,6 +36,38 @@ def int8_model():
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(data.x_train[:512], data.y_train[:512], epochs=1, batch_size=64, verbose=0)
     return to_tflite(model, data.x_train[:16], num_calibration=16)
+
+
+@needs_arm
+@needs_qemu
+def test_a_project_folder_builds_and_runs_on_its_own(int8_model, tmp_path):
+    """`write_project`: the firmware sources, the model's files, project.mk and a README, in one folder that builds
+    the model objects for the board's core and runs the self-test on QEMU with nothing else given."""
+    from keras_mbv2.micro import write_project
+
+    project = tmp_path / "p"
+    images = load_digits(image_size=32).x_test[:2]
+    report = write_project(int8_model, str(project), name="digits", board="nucleo-f746zg", test_images=images)
+    assert {"Makefile", "FIRMWARE.md", "README.md", "project.mk", "app", "selftest", "arduino", "model"} == set(
+        os.listdir(project))
+    assert "digits_model_data.cc" in os.listdir(project / "model") and report.files[0].startswith(str(project))
+    assert (project / "project.mk").read_text().splitlines()[1:] == ["MODEL_NAME ?= digits", "TARGET_ARCH ?= cortex-m7"]
+    readme = (project / "README.md").read_text()
+    for fact in ("nucleo-f746zg", "cortex-m7", f"{report.arena_bytes:,} B kTensorArenaSize", "make run-app",
+                 "TFLM_DIR="):
+        assert fact in readme, fact
+    mode = os.stat(project / "Makefile").st_mode & 0o777
+    assert mode == 0o666 & ~umask()  # the user's umask, like every output
+    dry = subprocess.run(["make", "-n", "-C", str(project), "model-objects"], capture_output=True, text=True,
+                         check=True)
+    assert "-mcpu=cortex-m7" in dry.stdout and "-Imodel" in dry.stdout  # project.mk's core, the model's folder
+    subprocess.run(["make", "-s", "-C", str(project), "model-objects"], check=True)  # no MODEL_DIR, no TARGET_ARCH
+    assert (project / "build" / "cortex-m7" / "digits_model_data.o").is_file()
+    run = subprocess.run(["make", "-s", "-C", str(project), "run-selftest"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and f"crc32={zlib.crc32(strip_strings(int8_model)):08x}" in run.stdout, run.stdout
+    with pytest.raises(ValueError, match="exists and is not empty"):  # replaced only with force
+        write_project(int8_model, str(project), name="digits")
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +281,8 @@ def test_test_images_are_the_models_quantized_inputs(int8_model, with_test_image
 
 
 def _app_log(scores: np.ndarray) -> str:
-    """The app's output for these scores, in the format of micro/app (result_responder.cc, main_functions.cc)."""
+    """The app's output for these scores, in the format of the firmware's app/ (result_responder.cc,
+    main_functions.cc)."""
     lines = [f"keras_mbv2 app: arena used 81780 of 88336 bytes (kTensorArenaSize), {len(scores)} images, clock: "
              "SysTick ticks"]
     for i, row in enumerate(scores):
@@ -294,11 +330,11 @@ def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model,
 
 
 def test_the_parser_reads_the_apps_real_output_on_qemu():
-    """A log of micro/app on QEMU's mps2-an386 (CMSIS-NN kernels, the demo's MobileNetV2 0.35 on 32x32 digits,
+    """A log of the firmware's app on QEMU's mps2-an386 (CMSIS-NN kernels, the demo's MobileNetV2 0.35 on 32x32 digits,
     `make run-app` against a tflite-micro checkout, benchmarks/firmware/README.md): what the parser must read."""
     from keras_mbv2.micro import parse_app_output, profile_by_operator
 
-    with open(os.path.join(MICRO, "..", "benchmarks", "firmware", "qemu_mps2_an386_cmsis_nn.log")) as f:
+    with open(os.path.join(ROOT, "benchmarks", "firmware", "qemu_mps2_an386_cmsis_nn.log")) as f:
         parsed = parse_app_output(f.read())
     assert (parsed.arena_used, parsed.arena_size, parsed.done) == (81780, 88336, True)
     assert parsed.tick_unit == "SysTick ticks"  # QEMU does not emulate the DWT cycle counter

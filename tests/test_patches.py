@@ -137,7 +137,7 @@ int main() {
 
 @pytest.mark.parametrize("stage, shared", [((8, 8, 16), True), ((32, 32, 16), False)])
 def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path, stage, shared):
-    """What micro/app's patch loop reads: the rest model as the model array, the scheme (one arena shared by both
+    """What the firmware app's patch loop reads: the rest model as the model array, the scheme (one arena shared by both
     models + a stage buffer, or an arena each: here a deep stage with a small output and an early one whose output
     is larger than the patch model's activations), the patch model and plan as C constants (compiled here on the
     host), and the plan as JSON for check_app_output."""
@@ -173,7 +173,7 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     with pytest.raises(ValueError, match="holds a patched model's files"):  # the app would build as patched
         emit(mbv2, str(out))
     # the QEMU self-test links both arrays and checks each (TFLite identifier, 16-byte alignment, CRC32)
-    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_mbv2", "firmware")
     build = subprocess.run(["make", "-s", "-C", micro, "selftest", f"MODEL_DIR={out}",
                             f"SELFTEST_BUILD={tmp_path / 'selftest'}"], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr

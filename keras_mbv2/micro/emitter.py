@@ -290,7 +290,7 @@ def emit(
     the C array holds that model (same operators and weights, so the same outputs).
 
     `tflite` may also be a `keras_mbv2.tflite.PatchedModel` (`fit_ram(...).patched`): the model array is then the
-    rest model, `<stem>_patches.h/.cc` hold the patch model, the scheme and the plan for micro/app's patch loop,
+    rest model, `<stem>_patches.h/.cc` hold the patch model, the scheme and the plan for firmware/app's patch loop,
     and `<stem>_patches.json` the plan for `check_app_output`; `kTensorArenaSize` is the arena both models share
     or, when an arena each needs less RAM (`PatchedModel.shared`), the rest model's, beside `kPatchArenaSize`; as
     measured (`arena_bytes` and `memory_plan` apply to whole models only).
@@ -306,7 +306,7 @@ def emit(
     if isinstance(tflite, PatchedModel):
         return _emit_patched(tflite, out_dir, name, board, labels, test_images, test_labels)
     stale = os.path.join(out_dir, f"{file_stem(name)}_patches.h")
-    if os.path.exists(stale):  # micro/Makefile would build the app as patched, around the wrong model
+    if os.path.exists(stale):  # keras_mbv2/firmware/Makefile would build the app as patched, around the wrong model
         raise ValueError(f"`out_dir` holds a patched model's files ({os.path.basename(stale)} ...): emit into another "
                          f"folder or remove {file_stem(name)}_patches.* first. Received: out_dir={out_dir!r}")
     data = read_tflite(tflite)

@@ -1,4 +1,4 @@
-"""The host's side of the firmware: read what `micro/app` prints, and check it against the TFLite Micro host runtime.
+"""The host's side of the firmware: read what `firmware/app` prints, and check it against the TFLite Micro host runtime.
 
 The app (`make run-app` on QEMU, or a board's UART) prints, one line each:
 

@@ -1,16 +1,17 @@
-"""The four networks of the MobileNetV2 paper's Table 4, each one table decoded by one builder."""
+"""The four networks of the MobileNetV2 paper's Table 4, each one table decoded by one builder.
 
-from .applications import from_keras_application
-from .batch_norm import recalibrate_batch_norms, stale_batch_norms
-from .memory_split import memory_splits_of, plan_memory_splits, split_floor, split_model
-from .mobilenet_v1 import MobileNetV1
-from .mobilenet_v2 import MobileNetV2
-from .nasnet import NASNet, NASNetMobile
-from .shufflenet_v1 import ShuffleNetV1
-from .weights import transfer_weights
+The names load on first use (`keras_mbv2._lazy`): `keras_mbv2.models.networks`, the table of networks by name,
+is read by the command line before Keras is needed.
+"""
 
-__all__ = [
-    "MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1", "from_keras_application",
-    "memory_splits_of", "plan_memory_splits", "recalibrate_batch_norms", "split_floor", "split_model",
-    "stale_batch_norms", "transfer_weights",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "from_keras_application": ".applications", "recalibrate_batch_norms": ".batch_norm",
+    "stale_batch_norms": ".batch_norm", "memory_splits_of": ".memory_split", "plan_memory_splits": ".memory_split",
+    "split_floor": ".memory_split", "split_model": ".memory_split", "MobileNetV1": ".mobilenet_v1",
+    "MobileNetV2": ".mobilenet_v2", "NASNet": ".nasnet", "NASNetMobile": ".nasnet", "ShuffleNetV1": ".shufflenet_v1",
+    "transfer_weights": ".weights",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -8,40 +8,43 @@ flags.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import keras
-
-from .mobilenet_v1 import MobileNetV1
-from .mobilenet_v2 import MobileNetV2
-from .nasnet import NASNetMobile
-from .shufflenet_v1 import ShuffleNetV1
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
 class Network:
-    """One network family as the tools see it."""
+    """One network family as the tools see it (the table holds names only: the command line reads it without
+    loading Keras)."""
 
     name: str  # the command line's --network value
-    builder: Callable[..., keras.Model]
+    builder_name: str  # the builder's name in keras_mbv2.models
     width_arg: str | None  # the builder's width multiplier ("alpha", "scale"), None when it has none
     demo_width: float | None  # the width `keras-mbv2 demo` trains (small enough for the bundled digits)
     groups: int | None = None  # default groups when the network takes `groups` (ShuffleNet), else None
     memory_splits: bool = False  # takes `memory_splits` (paper Section 5.1)
     paper_rows: tuple[tuple[str, dict[str, Any]], ...] = field(default_factory=tuple)  # Table 4: (label, kwargs)
 
+    @property
+    def builder(self) -> Callable[..., keras.Model]:
+        """The builder function (imports Keras on first use)."""
+        return getattr(importlib.import_module("keras_mbv2.models"), self.builder_name)
+
 
 NETWORKS: dict[str, Network] = {
     n.name: n
     for n in (
-        Network("mobilenet_v2", MobileNetV2, "alpha", 0.35, memory_splits=True,
+        Network("mobilenet_v2", "MobileNetV2", "alpha", 0.35, memory_splits=True,
                 paper_rows=(("MobileNetV2", {}), ("MobileNetV2 (1.4)", {"alpha": 1.4}))),
-        Network("mobilenet_v1", MobileNetV1, "alpha", 0.25, paper_rows=(("MobileNetV1", {}),)),
-        Network("shufflenet_v1", ShuffleNetV1, "scale", 0.5, groups=3,
+        Network("mobilenet_v1", "MobileNetV1", "alpha", 0.25, paper_rows=(("MobileNetV1", {}),)),
+        Network("shufflenet_v1", "ShuffleNetV1", "scale", 0.5, groups=3,
                 paper_rows=(("ShuffleNet (1.5)", {"groups": 3, "scale": 1.5}),
                             ("ShuffleNet (x2)", {"groups": 3, "scale": 2.0}))),
-        Network("nasnet", NASNetMobile, None, None, paper_rows=(("NASNet-A", {}),)),
+        Network("nasnet", "NASNetMobile", None, None, paper_rows=(("NASNet-A", {}),)),
     )
 }
 

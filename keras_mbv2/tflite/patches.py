@@ -488,7 +488,7 @@ class PatchedModel:
     @property
     def band_bytes(self) -> int:
         """The input band: the frame rows one row of patches reads (full width), which is all of the frame the
-        loop holds when the sensor delivers rows in order (micro/app reads them with GetImageRow into a ring)."""
+        loop holds when the sensor delivers rows in order (firmware/app reads them with GetImageRow into a ring)."""
         return self.plan.band_rows * (self.frame_bytes // self.plan.input[0].full)
 
     @property

@@ -1,4 +1,4 @@
-// Macros micro/app expects (the Makefile passes them with -D); here for name="model".
+// Macros firmware/app expects (the Makefile passes them with -D); here for name="model".
 #ifndef KERAS_MBV2_ARDUINO_CONFIG_H_
 #define KERAS_MBV2_ARDUINO_CONFIG_H_
 #define MODEL_NAME model
