@@ -26,7 +26,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from ._version import __version__
-from .files import atomic_write, check_receiving_folder, check_replaceable, write_file
+from .files import atomic_write, check_receiving_folder, check_replaceable, run_lock, write_file
 from .models.networks import NETWORKS, build_network
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -286,10 +286,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_qat(args: argparse.Namespace) -> int:
     """`keras-mbv2 qat`: quantization-aware training of a .keras model to a full-int8 .tflite (resumable)."""
+    _require_suffix("--tflite", args.tflite, ".tflite")
+    check_receiving_folder(args.run_dir, "--run-dir", [], force=False)
+    with run_lock(args.run_dir, "--run-dir", log=lambda m: print(m, flush=True)):  # one run per folder, at once
+        return _qat(args)
+
+
+def _qat(args: argparse.Namespace) -> int:
+    from .model_checks import check_model_and_data
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
     from .quantization.qat import epochs_done
 
-    _require_suffix("--tflite", args.tflite, ".tflite")
     done = epochs_done(args.run_dir)
     if os.path.exists(args.tflite) and not args.force:
         if len(done) >= args.epochs:
@@ -300,6 +307,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     check_replaceable(args.tflite, "--tflite", force=True)
     model = _load_keras(args.model)
     data = _load_data(args.data, tuple(model.input_shape[1:]))
+    check_model_and_data(model, data.x_train[:1], data.y_train, len(data.class_names), "--model", "--data")
     qat = quantize_aware(model)
     args.interrupted = (f"finished epochs are saved in {args.run_dir}; run the same command again to resume "
                         "(nothing was written to --tflite)")

@@ -5,7 +5,13 @@ Every file and folder keras_mbv2 writes goes through here:
 - `write_files`: several files into one folder, all or none;
 - `output_folder`: a whole output folder built under a temporary name and renamed into place on success;
 - `check_replaceable`: the rule for what an output may replace (never the current folder, one of its parents,
-  the home folder or the filesystem root, and nothing that exists unless the caller was asked to replace it).
+  the home folder or the filesystem root, and nothing that exists unless the caller was asked to replace it);
+- `run_lock`: one run at a time in a run folder (a QAT run's checkpoints): a second is refused at once, naming
+  the holder; the lock of a killed run is taken over.
+
+Temporary names carry the writing process's id and host (`.kmbv2-tmp-<pid>-<host>-...`): a process killed while
+writing (kill -9, a power cut) leaves one behind, and the next write into that folder removes it once its process
+is gone (`sweep_leftovers`).
 
 Files get mode 0666 and folders 0777, less the process umask (0644 / 0755 under the usual 022), as `open` and
 `mkdir` would give: `tempfile` creates them 0600 / 0700, which other users and tools could not read.
@@ -14,10 +20,57 @@ Files get mode 0666 and folders 0777, less the process umask (0644 / 0755 under 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from typing import Callable, Iterator, Mapping
+
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_LEFTOVER = re.compile(r"^\.kmbv2-tmp-(\d+)-([0-9a-f]{8})-")
+LOCK_FILE = ".keras-mbv2.lock"
+_HELD: dict[str, int] = {}  # run folders this process holds: realpath -> nesting depth
+
+
+def _temp_prefix(what: str = "") -> str:
+    """The start of a temporary name of this process: `.kmbv2-tmp-<pid>-<host>-<what>`."""
+    return f".kmbv2-tmp-{os.getpid()}-{_HOST}-{what}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_leftovers(directory: str) -> list[str]:
+    """Remove the temporary files and folders that processes of this host left in `directory` when they were
+    killed while writing (their process no longer runs); returns their names. Others' are never touched."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = _LEFTOVER.match(name)
+        if not match or match.group(2) != _HOST or _alive(int(match.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        removed.append(name)
+    return removed
 
 
 class OutputExistsError(ValueError):
@@ -88,7 +141,8 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str | None = N
     if not os.path.isdir(directory):
         raise ValueError(f"the output folder does not exist. Received: {path!r}")
     suffix = os.path.splitext(path)[1] if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    sweep_leftovers(directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=suffix, dir=directory)
     os.close(fd)
     try:
         write(tmp)
@@ -119,7 +173,8 @@ def write_files(folder: str, files: Mapping[str, bytes | str]) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     written = []
     try:
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
+        sweep_leftovers(folder)
+        tmp = tempfile.mkdtemp(prefix=_temp_prefix(), dir=folder)
         try:
             for name, content in files.items():
                 with open(os.path.join(tmp, name), "wb") as f:
@@ -147,12 +202,13 @@ def output_folder(path: str, flag: str = "--out", force: bool = False) -> Iterat
     """
     check_replaceable(path, flag, force)
     parent = os.path.dirname(os.path.abspath(path))
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}-", dir=parent)
+    sweep_leftovers(parent)
+    work = tempfile.mkdtemp(prefix=_temp_prefix(os.path.basename(os.path.abspath(path)) + "-"), dir=parent)
     try:
         yield work
         _fix_mode(work, directory=True)
         if os.path.lexists(path):
-            aside = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
+            aside = tempfile.mkdtemp(prefix=_temp_prefix("replaced-"), dir=parent)
             os.replace(path, os.path.join(aside, "old"))
             try:
                 os.replace(work, path)
@@ -165,3 +221,72 @@ def output_folder(path: str, flag: str = "--out", force: bool = False) -> Iterat
             os.replace(work, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class FolderLockedError(ValueError):
+    """A run folder is in use by another running process."""
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"process {info['pid']} on {info['host']}, started {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def run_lock(folder: str, flag: str, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold `folder` (created if missing) for this run: an exclusive lock on `folder/.keras-mbv2.lock` (flock),
+    which records the holder's process id, host and start time. A second run, in this process or another, is
+    refused at once with FolderLockedError naming `flag`, the folder and the holder. The operating system
+    releases the lock of a killed run; its file is then taken over, said in one line through `log`. Nested calls
+    of one process on one folder share the lock. The file is removed when the run ends, and the folder too when
+    this call created it and nothing was written into it."""
+    created = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    import fcntl  # POSIX: the platforms TensorFlow Lite Micro's tools and this package run on
+
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with os.fdopen(fd) as f:
+                holder = _holder(f.read())
+            raise FolderLockedError(f"{flag} is in use by another run ({holder}): wait for it to end, or use "
+                                    f"another folder. Received: {flag} {folder!r}") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # the holder removed it as we opened it: try the new one
+            same = False
+        if same:
+            break
+        os.close(fd)
+    with os.fdopen(fd, "r+") as f:
+        previous = f.read()
+        if previous.strip() and log is not None:
+            log(f"{flag} {folder}: took over the lock of a run that no longer runs ({_holder(previous)})")
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
+        f.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.remove(path)  # while still holding the lock: the next run makes a new file
+                if created and not os.listdir(folder):  # a run that wrote nothing leaves no empty folder
+                    os.rmdir(folder)

@@ -148,11 +148,36 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
     def key(t: Any) -> int:
         return canonical.get(id(t), id(t))
 
+    # A batch norm or ReLU/ReLU6 after a convolution or dense layer (directly, or after another such) is fused into
+    # that operator by the TFLite converter, whatever model it is in (keras.applications' flat graphs as much as our
+    # blocks): its output is the operator's output buffer, so it aliases it and adds no memory or operator.
+    # Likewise keras.applications' explicit ZeroPadding2D before a 'valid' stride-2 convolution, when it pads what
+    # 'same' padding would: the converter folds it into the convolution.
+    consumers: dict[int, int] = {}
+    consumer: dict[int, Any] = {}
+    producer: dict[int, Any] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            consumers[id(t)] = consumers.get(id(t), 0) + 1
+            consumer[id(t)] = node.operation
+        for t in node.output_tensors:
+            producer[id(t)] = node.operation
+    outputs = {id(t) for t in keras.tree.flatten(model.outputs)}
+    fused_nodes: set[int] = set()
     for node in nodes:
         outs = list(node.output_tensors)
         ins = list(node.input_tensors)
         if _is_nasnet_cell(node.operation) and len(outs) == 2:
             canonical[id(outs[1])] = key(ins[0])
+        if (len(ins) == 1 and len(outs) == 1 and _fuses(node.operation) and consumers.get(id(ins[0])) == 1
+                and id(ins[0]) not in outputs and (_fuses_into(producer.get(id(ins[0])))
+                                                    or id(ins[0]) in canonical)):
+            canonical[id(outs[0])] = key(ins[0])
+            fused_nodes.add(id(node))
+        elif (len(ins) == 1 and len(outs) == 1 and consumers.get(id(outs[0])) == 1
+              and _pad_folds_into(node.operation, tuple(ins[0].shape), consumer.get(id(outs[0])))):
+            canonical[id(outs[0])] = key(ins[0])
+            fused_nodes.add(id(node))
         for t in ins:
             remaining[key(t)] = remaining.get(key(t), 0) + 1
         for t in outs:
@@ -170,6 +195,7 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
         if isinstance(op, keras.layers.InputLayer):
             live.update(new)
             continue
+        fused = id(node) in fused_nodes
         live_now = sum(live.values()) + sum(new.values())
         in_shape = tuple(ins[0].shape) if len(ins) == 1 else [tuple(t.shape) for t in ins]
         out_shape = tuple(outs[0].shape)
@@ -179,7 +205,10 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
         )
         in_keys = list(dict.fromkeys(key(t) for t in ins))
         io_bytes = sum(sizes[k] for k in in_keys) + sum(new.values())
-        if isinstance(op, Block):
+        if fused:  # runs inside the operator before it: no operator, no memory of its own
+            inner = 0
+            io_bytes = sum(sizes[k] for k in in_keys)
+        elif isinstance(op, Block):
             kept = [remaining[k] > sum(key(t) == k for t in ins) for k in in_keys]
             inner = _operator_peak(op, in_shape, kept, bytes_per_activation)
         else:
@@ -188,7 +217,7 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
             name=op.name, kind=type(op).__name__, output_shape=out_shape,
             params=op.count_params() if op.weights else 0, macs=macs, activation_bytes=io_bytes,
             live_bytes=live_now, children=children,
-            operator_bytes=live_now - io_bytes + inner, inner_operator_bytes=inner,
+            operator_bytes=0 if fused else live_now - io_bytes + inner, inner_operator_bytes=inner,
         ))
         live.update(new)
         for t in ins:
@@ -206,6 +235,44 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
 
 # Layers the TFLite converter fuses into the operator that produces their input (or that only rename it).
 _FUSED = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+# Operators a batch norm and a ReLU / ReLU6 after them are fused into (the converter folds the batch norm into the
+# weights and the activation into the operator's fused activation).
+_FUSING = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
+
+
+def _fuses(layer: Any) -> bool:
+    """A batch norm, or a ReLU / ReLU6 (`ReLU(max_value=6)`, `Activation("relu")`, ...), which TFLite fuses into the
+    operator before it; not a leaky or thresholded ReLU, nor another activation."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return True
+    if isinstance(layer, keras.layers.ReLU):
+        return (layer.max_value in (None, 6) and not layer.negative_slope and not layer.threshold)
+    if isinstance(layer, keras.layers.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        return name in ("relu", "relu6", "linear")
+    return False
+
+
+def _fuses_into(layer: Any) -> bool:
+    return isinstance(layer, _FUSING)
+
+
+def _pad_folds_into(pad: Any, input_shape: tuple, conv: Any) -> bool:
+    """A ZeroPadding2D that pads exactly what 'same' padding of the 'valid' convolution after it would (the
+    converter then gives the convolution SAME padding and drops the PAD)."""
+    if not isinstance(pad, keras.layers.ZeroPadding2D) or pad.data_format != "channels_last":
+        return False
+    if not isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) or conv.padding != "valid":
+        return False
+    for axis, (before, after) in enumerate(pad.padding):
+        size, kernel, stride = input_shape[1 + axis], conv.kernel_size[axis], conv.strides[axis]
+        if size is None:
+            return False
+        dilated = (kernel - 1) * conv.dilation_rate[axis] + 1
+        total = max((-(-size // stride) - 1) * stride + dilated - size, 0)
+        if (before, after) != (total // 2, total - total // 2):
+            return False
+    return True
 
 
 class _Buffer:

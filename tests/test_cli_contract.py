@@ -51,6 +51,8 @@ def assets(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = randomize_batch_norms(K.MobileNetV1(input_shape=(32, 32, 1), alpha=0.25, classes=10))
     model.save(root / "tiny.keras")
+    # a model from outside: keras.applications' MobileNetV2 with its 1000-class head
+    keras.applications.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, weights=None).save(root / "app.keras")
     digits = load_digits(image_size=32)
     (root / "tiny_int8.tflite").write_bytes(to_tflite(model, digits.x_train[:8], num_calibration=8))
     (root / "fake.keras").write_text("this is not a model\n")
@@ -68,7 +70,7 @@ def assets(tmp_path_factory):
     return root
 
 
-USER_FILES = ("tiny.keras", "tiny_int8.tflite", "fake.keras", "notes.txt", "one_class", "two_classes",
+USER_FILES = ("tiny.keras", "app.keras", "tiny_int8.tflite", "fake.keras", "notes.txt", "one_class", "two_classes",
               "empty_class", "corrupt", "micro_out")
 
 # (argv, fragment of the one-line error that names the flag and the value)
@@ -93,6 +95,9 @@ USAGE = [
     (["micro", "--tflite", "tiny_int8.tflite", "--out", "micro_out"], "--out already holds model_data.cc"),
     (["micro", "--tflite", "tiny_int8.tflite", "--out", "notes.txt"], "--out must be a folder"),
     (["qat", "--model", "tiny.keras", "--run-dir", "run", "--tflite", "tiny_int8.tflite"], "--tflite exists"),
+    # a model it did not build, checked before any training: its head against the data's classes
+    (["qat", "--model", "app.keras", "--run-dir", "run", "--tflite", "q.tflite"],
+     "--model outputs 1000 classes, and --data has 10 (labels 0-9)"),
     (["build", "--out", "two_classes.keras/m.keras"], "the folder of --out does not exist"),
     (["build", "--out", "m.h5"], "--out must end with .keras. Received: --out 'm.h5'"),
     (["export", "--model", "tiny.keras", "--out", "m.bin"], "--out must end with .tflite"),

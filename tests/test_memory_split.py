@@ -19,6 +19,7 @@ from keras_mbv2.layers import InvertedResidual
 from keras_mbv2.micro import arena_use, fit_ram, tensor_arena_size, tflite_macs
 from keras_mbv2.models import memory_splits_of, plan_memory_splits, split_floor, split_model
 from keras_mbv2.quantization import fit_qat, quantize_aware, run_isolated, to_tflite
+from keras_mbv2.tflite import with_tightest_plan
 from keras_mbv2.tflite.schedule import (
     activation_peak,
     depth_first_order,
@@ -219,7 +220,8 @@ def test_fit_ram_splits_only_as_far_as_the_budget_needs(mbv2):
     assert "block_1=3" in str(tight)
     with pytest.raises(ValueError, match="ram_bytes=60000") as exc:
         fit_ram(mbv2, 60_000, calib)
-    assert "'expanded_conv' needs 73,728 B" in str(exc.value) and "persistent data (72,032 B)" in str(exc.value)
+    assert "'expanded_conv' needs 73,728 B" in str(exc.value) and "persistent data (72,032 B," in str(exc.value)
+    assert "whatever the plan" in str(exc.value)  # refused after one conversion: no split or patch search
 
 
 def test_fit_ram_goes_below_the_split_floor_in_patches(mbv2):
@@ -253,3 +255,22 @@ def test_cli_profile_shows_the_split_operator_peak(capsys):
     split = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"{UNSPLIT_HEAD:,}" in unsplit and f"{FLOOR:,}" in split
     assert unsplit.split()[2] == split.split()[2]  # the same MACs
+
+
+@pytest.mark.parametrize("application,kwargs", [(keras.applications.MobileNetV2, {"alpha": 0.35}),
+                                                (keras.applications.MobileNet, {"alpha": 0.25})],
+                         ids=["MobileNetV2", "MobileNet"])
+def test_profile_of_a_keras_application_counts_operators_as_tflm_plans_them(application, kwargs):
+    """A model the package did not build: its batch norms and ReLUs are layers of their own, and its stride-2
+    convolutions follow an explicit ZeroPadding2D; the converter fuses both away, and so does the profiler, so its
+    operator-level peak is TFLM's planned activations (it counted 225,840 B for MobileNetV2, not 138,240 B): those
+    of TFLM's own plan for MobileNetV2, and of the offline plan `emit` writes for MobileNet (TFLM's greedy planner
+    places its tensors in 73,728 B, the liveness peak is 55,296 B)."""
+    keras.utils.set_random_seed(0)
+    app = randomize_batch_norms(application(input_shape=(96, 96, 3), weights=None, **kwargs))
+    calibration = np.random.default_rng(4).uniform(-1, 1, (8, 96, 96, 3)).astype("float32")
+    _, planned, _ = with_tightest_plan(to_tflite(app, calibration, num_calibration=8))
+    head = planned.head
+    assert K.profile(app).peak_operator_bytes == head
+    built = {"MobileNetV2": K.MobileNetV2, "MobileNet": K.MobileNetV1}[application.__name__]
+    assert K.profile(built(input_shape=(96, 96, 3), **kwargs)).peak_operator_bytes == head  # ours: the same

@@ -7,6 +7,9 @@ block and network (test_layers.py, test_models.py), QAT save/load under quantize
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +21,7 @@ from harness import randomize_batch_norms
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
+from keras_mbv2.files import LOCK_FILE, FolderLockedError, run_lock
 from keras_mbv2.micro import emit, fit_ram
 from keras_mbv2.models.networks import build_network
 from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, read_tflite, require_int8, to_tflite
@@ -97,6 +101,10 @@ BAD = [
     ("batch norm", lambda t, m: K.models.recalibrate_batch_norms(m[0], np.zeros((0, 32, 32, 1))), "non-empty"),
     ("micro", lambda t, m: emit(m[2], os.path.join(t, "out"), labels=["a"]), "one entry per class (10)"),
     ("micro", lambda t, m: fit_ram(m[0], 0, np.zeros((2, 32, 32, 1))), "ram_bytes=0"),
+    ("micro", lambda t, m: fit_ram(m[0], 100_000, np.zeros((2, 64, 64, 1))), "takes images of shape (32, 32, 1)"),
+    ("qat", lambda t, m: fit_qat(quantize_aware(m[0]), np.zeros((4, 32, 32, 1)), np.arange(4) * 5, t),
+     "outputs 10 classes, and `x` has 16"),
+    ("export", lambda t, m: to_tflite(m[0], np.full((4, 32, 32, 1), np.nan)), "NaN or infinite"),
     ("data", lambda t, m: load_digits(channels=2), "channels=2"),
 ]
 
@@ -156,3 +164,71 @@ def test_model_that_makes_tflm_abort_is_an_error_and_we_live():
         with pytest.raises(RuntimeError, match="SIGABRT.*calling process is unaffected"):
             evaluate_tflite(int8, x, np.zeros(2), runtime=runtime)
     assert K.profile(model).params == model.count_params()  # and this process carries on
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from keras_mbv2.files import run_lock
+    with run_lock(sys.argv[1], "--run-dir"):
+        print("HOLDING", flush=True)
+        time.sleep(300)
+""")
+
+
+def test_one_run_per_folder_a_second_is_refused_at_once_and_a_killed_runs_lock_taken_over(tmp_path):
+    folder = tmp_path / "qat_run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HOLDING"
+        with pytest.raises(FolderLockedError) as exc:  # the library: at once, naming the folder and the holder
+            with run_lock(str(folder), "--run-dir"):
+                pass
+        assert f"process {holder.pid} on {socket.gethostname()}, started 20" in str(exc.value)
+        assert f"Received: --run-dir {str(folder)!r}" in str(exc.value)
+        # the command line: exit 2, one line, before anything else (m.keras does not even exist)
+        cli = subprocess.run([shutil.which("keras-mbv2"), "qat", "--model", "m.keras", "--run-dir", str(folder),
+                              "--tflite", "m.tflite"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 2 and f"process {holder.pid}" in cli.stderr and len(cli.stderr.splitlines()) == 1
+    finally:
+        holder.kill()  # kill -9: the lock file stays, the lock does not
+        holder.wait()
+    assert os.listdir(folder) == [LOCK_FILE]
+    said = []
+    with run_lock(str(folder), "--run-dir", log=said.append):
+        with run_lock(str(folder), "--run-dir"):  # nested in one process: shared
+            pass
+    assert len(said) == 1 and f"took over the lock of a run that no longer runs (process {holder.pid}" in said[0]
+    assert os.listdir(folder) == []
+
+
+KILLED_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    from keras_mbv2.files import atomic_write, output_folder
+    def die(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half a model")
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while saving
+    if sys.argv[2] == "file":
+        atomic_write(os.path.join(sys.argv[1], "m.keras"), die)
+    else:
+        with output_folder(os.path.join(sys.argv[1], "demo")) as work:
+            die(os.path.join(work, "report.md"))
+""")
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_write_killed_midway_leaves_nothing_once_the_next_run_writes_there(kind, tmp_path):
+    (tmp_path / "notes.txt").write_text("the user's\n")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(tmp_path), kind], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".kmbv2-tmp-")]
+    assert len(leftovers) == 1 and _pid_of(leftovers[0]).isdigit()  # named after the process that died
+    exe = shutil.which("keras-mbv2")
+    build = subprocess.run([exe, "build", "--network", "mobilenet_v1", "--width", "0.25", "--input-shape", "32x32x1",
+                            "--classes", "10", "--out", "m.keras"], cwd=tmp_path, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "notes.txt"]  # the dead writer's file is gone, nothing else
+
+
+def _pid_of(name: str) -> str:
+    return name.split("-")[2]

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from ..checks import check_positive_int
+from ..model_checks import check_model_and_data
 from ..models.memory_split import (
     inverted_residual_blocks,
     memory_splits_of,
@@ -38,7 +39,7 @@ from ..quantization import to_tflite
 from ..tflite import ArenaUse, arena_use, run_tflm, tflite_macs
 from ..tflite.flatbuffer import parse_model
 from ..tflite.patches import PatchedModel, patch_model
-from .emitter import emitted_ram, tensor_arena_size
+from .emitter import ARENA_MARGIN, emitted_ram, tensor_arena_size
 
 MAX_ROUNDS = 4
 PATCH_ROUNDS = 6  # conversions search_patches may try
@@ -112,11 +113,13 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
     Raises ValueError naming `ram_bytes` when no split fits: the layer that cannot be split needs more.
     """
     check_positive_int("ram_bytes", ram_bytes)
+    check_model_and_data(model, representative_data, data_arg="`representative_data`")
     log = log or (lambda message: None)
     data = to_tflite(model, representative_data)
     before = arena_use(data)
     macs_before = tflite_macs(data)
     log(f"as built: arena {before.total:,} B ({before.head:,} B activations)")
+    _refuse_below_the_floor(model, ram_bytes, before)
     current, splits = model, memory_splits_of(model)
     after = before
     budget = ram_bytes - tensor_arena_size(before.tail)  # what the activations may take
@@ -146,6 +149,24 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             f"{tensor_arena_size(after.total):,} B arena. Received: ram_bytes={ram_bytes!r}"
         )
     return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes)
+
+
+def _refuse_below_the_floor(model: keras.Model, ram_bytes: int, before: ArenaUse) -> None:
+    """Refuse at once, after one conversion, a budget below what no split or patch plan can lower: TFLM's
+    persistent data and the arena's margin, before any activation."""
+    floor = tensor_arena_size(before.tail)
+    if ram_bytes >= floor:
+        return
+    layer_bytes, layer = split_floor(model) if inverted_residual_blocks(model) else (before.head, "the model")
+    raise ValueError(
+        f"`ram_bytes` is below what the model needs on TFLM, whatever the plan: TFLM's persistent data "
+        f"({before.tail:,} B, measured: tensor structs and every operator's per-channel quantization data) and the "
+        f"arena's {ARENA_MARGIN:,} B margin take {floor:,} B before any activation, and neither channel splits nor "
+        f"patches lower them. With its activations, one arena needs at least "
+        f"{tensor_arena_size(before.tail + layer_bytes):,} B ({layer!r} needs {layer_bytes:,} B and cannot be "
+        f"split); patch-based inference needs less, the input band (rows of the frame) and the patch and rest "
+        f"models' activations on top of {floor:,} B, found by measuring. Received: ram_bytes={ram_bytes!r}"
+    )
 
 
 def _describe(plan: dict[str, int]) -> str:

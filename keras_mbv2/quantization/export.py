@@ -35,6 +35,8 @@ def _representative(data: Any, shape: tuple[int, ...], limit: int) -> list[np.nd
             raise ValueError(
                 f"representative_data items must have shape {shape} or (N, *{shape}). Received: shape {x.shape}"
             )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("representative_data holds NaN or infinite values: calibration needs real images.")
         samples.extend(x[i:i + 1] for i in range(len(x)))
         if len(samples) >= limit:
             break

@@ -7,13 +7,14 @@ import csv
 import hashlib
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
 
 from ..checks import check_positive_int, check_positive_number
-from ..files import write_file
+from ..files import LOCK_FILE, run_lock, write_file
+from ..model_checks import check_model_and_data
 from .flatten import tf_keras, to_tf_keras
 
 RUN_FILE = "run.json"  # which model a QAT run folder belongs to
@@ -73,7 +74,7 @@ def _check_run(out_dir: str, qat_model: Any) -> None:
                 f"params; this one is {mine['model']!r}, {mine['params']:,} params): use a new folder for this "
                 f"model. Received: out_dir={out_dir!r}"
             )
-    elif os.path.isdir(out_dir) and os.listdir(out_dir):
+    elif os.path.isdir(out_dir) and set(os.listdir(out_dir)) - {LOCK_FILE}:
         raise ValueError(f"`out_dir` exists and is not a keras_mbv2 QAT run (no {RUN_FILE}). "
                          f"Received: out_dir={out_dir!r}")
     else:
@@ -95,6 +96,7 @@ def fit_qat(
     strategy: Any = None,
     verbose: int = 2,
     seed: int = 0,
+    log: Callable[[str], None] | None = print,
 ) -> list[dict[str, float]]:
     """Fine-tune a QAT model like any Keras model, with a checkpoint per epoch and resume.
 
@@ -104,19 +106,32 @@ def fit_qat(
     or repeated. Under a `strategy` (MirroredStrategy, MultiWorkerMirroredStrategy) the batch is split over
     its replicas. `callbacks` are tf_keras callbacks, run after the checkpointing ones.
 
+    One run at a time: `out_dir` is locked while it trains (`files.run_lock`); a second run on it is refused at
+    once, naming the holder, and the lock of a killed run is taken over (said through `log`).
+
     A run folder belongs to one model (`run.json` records it): a folder of another model is refused. When the
     folder has already finished `epochs` (or more), nothing is trained and the model is given the weights of the
     last finished epoch, so converting it gives the finished run's model.
 
     Returns the rows of `history.csv`.
     """
-    tfk = tf_keras()
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive_number("learning_rate", learning_rate)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} and {len(y)}")
-    _check_run(out_dir, qat_model)
+    check_model_and_data(qat_model, x, y if loss == "sparse_categorical_crossentropy" else None,
+                         model_arg="`qat_model`")
+    with run_lock(out_dir, "`out_dir`", log=log):
+        _check_run(out_dir, qat_model)
+        return _fit(qat_model, x, y, out_dir, epochs, batch_size, learning_rate, validation_data, loss, callbacks,
+                    strategy, verbose, seed)
+
+
+def _fit(qat_model: Any, x: np.ndarray, y: np.ndarray, out_dir: str, epochs: int, batch_size: int,
+         learning_rate: float, validation_data: Any, loss: Any, callbacks: Iterable[Any], strategy: Any,
+         verbose: int, seed: int) -> list[dict[str, float]]:
+    tfk = tf_keras()
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     history_path = os.path.join(out_dir, "history.csv")
     keras.utils.set_random_seed(seed)
