@@ -50,6 +50,15 @@ def _stop_on_ctrl_c() -> Any:
                 raise KeyboardInterrupt
 
     return StopOnCtrlC()
+QUIET = threading.Event()  # --quiet: no progress lines, only results and errors
+
+
+def _say(message: str) -> None:
+    """A progress line (the phases of long steps), flushed at once; nothing under --quiet."""
+    if not QUIET.is_set():
+        print(message, flush=True)
+
+
 # Library arguments that a differently named flag sets: the library's messages name them, the user typed the flag.
 LIBRARY_ALIASES = {"alpha": "width", "scale": "width", "directory": "data"}
 COMMAND_ALIASES = {
@@ -258,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .models.batch_norm import warn_if_stale_batch_norms
-    from .training import compile_classifier
+    from .training import compile_classifier, fit_progress
 
     _output_file("--out", args.out, ".keras", args.force)
     data = _load_data(args.data, args.input_shape)
@@ -267,9 +276,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {model.name} ({model.count_params():,} params) on {len(data.y_train)} images of {classes} "
           f"classes, {args.epochs} epochs", flush=True)
     compile_classifier(model, args.learning_rate)
+    verbose, progress = fit_progress(keras.callbacks.Callback, args.epochs, _say, QUIET.is_set())
     history = model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(data.x_test, data.y_test), verbose=2,
-                        callbacks=[keras.callbacks.TerminateOnNaN(), _stop_on_ctrl_c()])
+                        validation_data=(data.x_test, data.y_test), verbose=verbose,
+                        callbacks=[keras.callbacks.TerminateOnNaN(), _stop_on_ctrl_c(), *progress])
     losses = history.history.get("loss", [])
     if not losses or not np.isfinite(losses[-1]):
         raise StepFailed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
@@ -288,14 +298,17 @@ def cmd_qat(args: argparse.Namespace) -> int:
     """`keras-mbv2 qat`: quantization-aware training of a .keras model to a full-int8 .tflite (resumable)."""
     _require_suffix("--tflite", args.tflite, ".tflite")
     check_receiving_folder(args.run_dir, "--run-dir", [], force=False)
-    with run_lock(args.run_dir, "--run-dir", log=lambda m: print(m, flush=True)):  # one run per folder, at once
+    with run_lock(args.run_dir, "--run-dir", log=_say):  # one run per folder, at once
         return _qat(args)
 
 
 def _qat(args: argparse.Namespace) -> int:
+    import tf_keras
+
     from .model_checks import check_model_and_data
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
     from .quantization.qat import epochs_done
+    from .training import fit_progress
 
     done = epochs_done(args.run_dir)
     if os.path.exists(args.tflite) and not args.force:
@@ -311,8 +324,10 @@ def _qat(args: argparse.Namespace) -> int:
     qat = quantize_aware(model)
     args.interrupted = (f"finished epochs are saved in {args.run_dir}; run the same command again to resume "
                         "(nothing was written to --tflite)")
+    verbose, progress = fit_progress(tf_keras.callbacks.Callback, args.epochs, _say, QUIET.is_set())
     rows = fit_qat(qat, data.x_train, data.y_train, args.run_dir, epochs=args.epochs, batch_size=args.batch_size,
-                   learning_rate=args.learning_rate, validation_data=(data.x_test, data.y_test), verbose=2)
+                   learning_rate=args.learning_rate, validation_data=(data.x_test, data.y_test), verbose=verbose,
+                   callbacks=progress, log=_say)
     if len(done) >= args.epochs:
         print(f"{args.run_dir} had finished {len(done)} epochs: converting its last epoch's weights")
     tflite = to_tflite(qat, data.x_train[:200])
@@ -384,7 +399,7 @@ def cmd_micro(args: argparse.Namespace) -> int:
         return 0
     model = _load_keras(args.model)
     data = _load_data(args.data, tuple(model.input_shape[1:]))
-    result = fit_ram(model, args.fit_ram, data.x_train[:200], log=lambda m: print(m, flush=True))
+    result = fit_ram(model, args.fit_ram, data.x_train[:200], log=_say)
     print(result)
     if args.test_images:
         emit_args.update(test_images=data.x_test[:args.test_images], test_labels=data.y_test[:args.test_images])
@@ -421,7 +436,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     args.interrupted = f"nothing was written to {args.out} (it is written only when complete)"
     with output_folder(args.out, "--out", args.force) as work:
-        written = make_figures(work, quick=args.quick, log=lambda m: print(m, flush=True))
+        written = make_figures(work, quick=args.quick, log=_say)
     for path in written:
         print(f"wrote {os.path.join(args.out, os.path.basename(path))}")
     return 0
@@ -436,7 +451,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     epochs, qat_epochs = (3, 1) if args.quick else (args.epochs, args.qat_epochs)
     result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
                       image_size=args.image_size, epochs=epochs, qat_epochs=qat_epochs, force=args.force,
-                      seed=args.seed, log=lambda m: print(m, flush=True))
+                      seed=args.seed, log=_say)
     print()
     print(result.table())
     print(f"report  {os.path.join(result.out_dir, 'report.md')}")
@@ -459,6 +474,8 @@ def make_parser() -> argparse.ArgumentParser:
         default = False if p is parser else argparse.SUPPRESS
         p.add_argument("--debug", action="store_true", default=default, help="show tracebacks and TensorFlow's logs")
         p.add_argument("--verbose", action="store_true", default=default, help="show TensorFlow's own log lines")
+        p.add_argument("--quiet", action="store_true", default=default,
+                       help="no progress lines (phases, epochs, steps): only results, warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     parser.commands = sub.choices  # command -> its parser, for flag_message
 
@@ -617,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = one_line_warning
     INTERRUPTED.clear()
+    QUIET.clear()
+    if args.quiet:
+        QUIET.set()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_ctrl_c) if in_main_thread else None
     try:

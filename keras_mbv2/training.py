@@ -10,7 +10,14 @@ are slower.
 
 from __future__ import annotations
 
+import sys
+import time
+from typing import Any, Callable
+
 import keras
+
+#: Seconds between two step lines of `step_progress` within an epoch.
+STEP_INTERVAL = 10.0
 
 
 def reproducible(seed: int) -> None:
@@ -31,3 +38,49 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def step_progress(base: type, epochs: int, log: Callable[[str], None], what: str = "epoch",
+                  interval: float = STEP_INTERVAL) -> Any:
+    """A callback (subclass of `base`: `keras.callbacks.Callback`, or tf_keras' for QAT) that says where training
+    is within an epoch, for output that is not a terminal (a log file, CI), where Keras' progress bar would print a
+    line every 50 ms: one line every `interval` seconds (`epoch 1/15  step 20/45  loss 1.2345  ~0:23 left in the
+    epoch`), and one at the end of each epoch with its metrics. The first epoch of a model includes tracing it,
+    so its first line comes when its first step has run."""
+
+    class StepProgress(base):  # type: ignore[misc, valid-type]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch, self.start, self.last = epoch, time.monotonic(), time.monotonic()
+            self.steps = (self.params or {}).get("steps")
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            now = time.monotonic()
+            if now - self.last < interval:
+                return
+            self.last = now
+            done = batch + 1
+            line = f"{what} {self.epoch + 1}/{epochs}  step {done}" + (f"/{self.steps}" if self.steps else "")
+            if logs and "loss" in logs:
+                line += f"  loss {float(logs['loss']):.4f}"
+            if self.steps:
+                left = (now - self.start) / done * (self.steps - done)
+                line += f"  ~{int(left) // 60}:{int(left) % 60:02d} left in the {what}"
+            log(line)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
+            log(f"{what} {epoch + 1}/{epochs}  {time.monotonic() - self.start:.0f} s  {metrics}")
+
+    return StepProgress()
+
+
+def fit_progress(base: type, epochs: int, log: Callable[[str], None], quiet: bool = False,
+                 stream: Any = None) -> tuple[int, list[Any]]:
+    """(verbose, callbacks) for `fit`: Keras' progress bar on a terminal, `step_progress` lines otherwise, nothing
+    when `quiet`."""
+    if quiet:
+        return 0, []
+    stream = stream or sys.stdout
+    if getattr(stream, "isatty", lambda: False)():
+        return 1, []
+    return 0, [step_progress(base, epochs, log)]

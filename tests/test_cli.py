@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from harness import NATIVE_LINE
 
@@ -169,3 +170,31 @@ def test_failed_step_exits_1_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.endswith("RuntimeError: calibration exploded") and len(err.splitlines()) == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_training_says_where_it_is_within_an_epoch_when_not_on_a_terminal():
+    """Keras' progress bar on a terminal; in a log, a step line every STEP_INTERVAL seconds and one per epoch;
+    nothing with --quiet."""
+    import io
+
+    import keras
+
+    from keras_mbv2.training import fit_progress, step_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert fit_progress(keras.callbacks.Callback, 2, print, stream=Terminal()) == (1, [])
+    assert fit_progress(keras.callbacks.Callback, 2, print, quiet=True) == (0, [])
+    verbose, callbacks = fit_progress(keras.callbacks.Callback, 2, print, stream=io.StringIO())
+    assert verbose == 0 and len(callbacks) == 1
+    lines = []
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.zeros((64, 4), "float32"), np.zeros(64, "int64")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[step_progress(keras.callbacks.Callback, 2,
+                                                                                 lines.append, interval=0)])
+    assert re.fullmatch(r"epoch 1/2  step 1/4  loss [\d.]+  ~0:0\d left in the epoch", lines[0]), lines
+    assert [line.split("  ")[0] for line in lines].count("epoch 2/2") == 4 + 1  # 4 steps, then the epoch's line
+    assert re.fullmatch(r"epoch 2/2  \d+ s  loss [\d.]+", lines[-1]), lines[-1]

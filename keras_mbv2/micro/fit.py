@@ -217,8 +217,10 @@ def search_patches(model: keras.Model, representative_data: Any, data: bytes | N
     for _ in range(PATCH_ROUNDS):
         patched = patch_model(data)
         need = emitted_ram(patched)
+        best_so_far = need if best is None else min(need, best[0])
         log(f"patches {patched.plan.grid[0]}x{patched.plan.grid[1]} after {patched.plan.cut} operators, splits "
-            f"{_describe(splits)}: device RAM {patched.device_ram_bytes:,} B measured ({need:,} B emitted)")
+            f"{_describe(splits)}: device RAM {patched.device_ram_bytes:,} B measured ({need:,} B emitted; best so "
+            f"far {best_so_far:,} B" + (f", target {ram_bytes:,} B)" if ram_bytes else ")"))
         if best is not None and need >= best[0]:
             break
         best = (need, current, splits, data, patched)
