@@ -50,6 +50,8 @@ def _stop_on_ctrl_c() -> Any:
                 raise KeyboardInterrupt
 
     return StopOnCtrlC()
+
+
 QUIET = threading.Event()  # --quiet: no progress lines, only results and errors
 
 

@@ -176,8 +176,8 @@ def _report_md(result: DemoResult, profile: Any) -> str:
                   + ", ".join(f"{v:.1f} ({k})" for k, v in result.spread.items())
                   + " points (`benchmarks/demo_seeds.py`): a difference between two stages smaller than that is "
                   "run-to-run variation, not an effect of quantization. QAT int8 scored above float with every seed "
-                  "(+2.2 to +4.5 points), beyond the spread: QAT goes on training the float model for 3 more "
-                  "epochs, the likely cause, rather than quantization itself.").format(seed=result.seed)
+                  "measured (`benchmarks/DEMO_SEEDS.md`): QAT goes on training the float model for 3 more epochs, "
+                  "the likely cause, rather than quantization itself.").format(seed=result.seed)
     return f"""# keras-mbv2 demo: {result.network} on the bundled digits
 
 Data: the UCI digits scikit-learn ships, {result.train_images} training and {result.test_images} test images
