@@ -164,15 +164,21 @@ def test_model_data_cross_compiles_into_aligned_flash(emitted, tmp_path, arch):
     assert row.split()[-1] == "2**4"  # 16-byte alignment
 
 
+# QEMU's boards for every core the firmware builds for, and a real microcontroller's memory map (STM32F405)
+QEMU_BOARDS = ["mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547", "netduinoplus2"]
+
+
 @needs_arm
 @needs_qemu
-def test_cortex_m4_firmware_on_qemu_prints_the_models_crc32(int8_model, emitted, tmp_path):
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+def test_the_self_test_firmware_runs_on_every_qemu_board_and_prints_the_models_crc32(int8_model, emitted, tmp_path,
+                                                                                    board):
     out, _ = emitted
     build = subprocess.run(["make", "-s", "-C", MICRO, "selftest", f"MODEL_DIR={out}", "MODEL_NAME=digits",
-                            f"SELFTEST_BUILD={tmp_path}"], capture_output=True, text=True)
+                            f"BOARD={board}", f"SELFTEST_BUILD={tmp_path}"], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run(
-        ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
+        ["qemu-system-arm", "-M", board, "-nographic", "-semihosting-config", "enable=on,target=native",
          "-kernel", str(tmp_path / "selftest.elf")],
         capture_output=True, text=True, timeout=120,
     )

@@ -76,6 +76,8 @@ except TensorFlow Lite Micro itself and the Arm toolchain; `FIRMWARE.md` explain
 ```bash
 make model-objects            # the C array compiled with arm-none-eabi-g++ for {core}
 make run-selftest             # a self-test firmware on QEMU's mps2-an386: the array's identifier and CRC
+make run-selftest BOARD=netduinoplus2   # ... on an STM32F405's memory (1 MiB flash, 128 KiB SRAM), or
+                                        # mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55)
 ```
 
 ## Build and run the app

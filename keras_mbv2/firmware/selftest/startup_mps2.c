@@ -1,8 +1,10 @@
-/* Minimal Cortex-M startup for QEMU's mps2-an386 (Cortex-M4): a vector table at 0x0 whose reset handler enables
- * the FPU when the code was built for one (CPACR: full access to CP10 and CP11; a hard-float program stops at its
- * first floating-point instruction otherwise), then enters newlib's semihosting crt0 (_start, from
- * --specs=rdimon.specs), which zeroes .bss, sets up the heap and stack, calls main() and exits through
- * semihosting with main's return value. Used by the self-test and by `make run-app`. */
+/* Minimal Cortex-M startup for the QEMU boards (mps2-an386, mps2-an500, mps2-an505, mps3-an547, netduinoplus2):
+ * a vector table where the board's linker script puts it, whose reset handler copies .data from flash where the
+ * script keeps it there (netduinoplus2), enables the FPU when the code was built for one (CPACR: full access to
+ * CP10 and CP11; a hard-float program stops at its first floating-point instruction otherwise), then enters
+ * newlib's semihosting crt0 (_start, from --specs=rdimon.specs), which zeroes .bss, sets up the heap and stack,
+ * calls main() and exits through semihosting with main's return value. Used by the self-test and by
+ * `make run-app`. */
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -10,6 +12,12 @@ extern "C" {
 #endif
 void _start(void);
 void Reset_Handler(void);
+extern uint32_t __stack; /* the linker script's top of RAM */
+/* .data's initial values where the linker script keeps them (flash) and where it runs (RAM); the scripts whose
+ * whole image is in RAM give equal addresses (weak: a script may leave them out), and nothing is copied. */
+extern uint32_t __data_load__ __attribute__((weak));
+extern uint32_t __data_start__ __attribute__((weak));
+extern uint32_t __data_end__ __attribute__((weak));
 void SysTick_Handler(void);
 #ifdef __cplusplus
 }
@@ -18,6 +26,9 @@ void SysTick_Handler(void);
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
 
 void Reset_Handler(void) {
+  if (&__data_load__ != &__data_start__) {
+    for (uint32_t *src = &__data_load__, *dst = &__data_start__; dst < &__data_end__;) *dst++ = *src++;
+  }
 #if defined(__ARM_FP)
   SCB_CPACR |= (0xFu << 20);
   __asm volatile("dsb");
@@ -34,9 +45,9 @@ static void fault_handler(void) {
 /* The application's clock overrides this when it uses SysTick. */
 __attribute__((weak)) void SysTick_Handler(void) {}
 
-/* Initial stack pointer: top of the 4 MiB SSRAM1 at 0x0 (crt0 moves it where semihosting says). */
+/* Initial stack pointer: the top of RAM, from the board's linker script (crt0 moves it where semihosting says). */
 __attribute__((section(".vectors"), used)) const void* const vector_table[16] = {
-    (void*)0x00400000, (void*)Reset_Handler, (void*)fault_handler, (void*)fault_handler,
+    (void*)&__stack, (void*)Reset_Handler, (void*)fault_handler, (void*)fault_handler,
     (void*)fault_handler, (void*)fault_handler, (void*)fault_handler, 0, 0, 0, 0,
     (void*)fault_handler, (void*)fault_handler, 0, (void*)fault_handler, (void*)SysTick_Handler,
 };
