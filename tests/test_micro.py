@@ -70,6 +70,27 @@ def test_a_project_folder_builds_and_runs_on_its_own(int8_model, tmp_path):
         write_project(int8_model, str(project), name="digits")
 
 
+@needs_arm
+def test_a_model_too_large_for_the_stm32f405s_flash_fails_to_link_there(tmp_path):
+    """netduinoplus2's linker script is the STM32F405's real memory: 1,200,000 B of model array do not fit its 1 MiB
+    flash (they link on mps2-an386's 4 MiB)."""
+    from keras_mbv2.micro.emitter import _c_array
+
+    big = tmp_path / "model"
+    big.mkdir()
+    (big / "model_data.h").write_text("extern const unsigned char g_model_data[];\n"
+                                      "extern const unsigned int g_model_data_size;\n")
+    (big / "model_data.cc").write_text(f'#include "model_data.h"\nalignas(16) const unsigned char g_model_data[] = {{\n'
+                                       f"{_c_array(b'    TFL3' + bytes(1_200_000 - 8))}\n}};\n"
+                                       "const unsigned int g_model_data_size = 1200000;\n")
+    for board, links in (("netduinoplus2", False), ("mps2-an386", True)):
+        build = subprocess.run(["make", "-s", "-C", MICRO, "selftest", f"MODEL_DIR={big}", f"BOARD={board}",
+                                f"SELFTEST_BUILD={tmp_path / board}"], capture_output=True, text=True)
+        assert (build.returncode == 0) is links, build.stderr[-2000:]
+        if not links:
+            assert "will not fit in region `FLASH'" in build.stderr, build.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def emitted(int8_model, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("micro") / "out")
