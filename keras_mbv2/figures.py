@@ -464,6 +464,7 @@ def run_ablation(seeds: int = 3, epochs: int = 8, qat_epochs: int = 2,
     post-training quantization and after `qat_epochs` of quantization-aware training, and the TFLM arena.
     Returns (the markdown section, the rows)."""
     import tempfile
+    import time
 
     from .datasets import load_digits
     from .quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
@@ -472,6 +473,7 @@ def run_ablation(seeds: int = 3, epochs: int = 8, qat_epochs: int = 2,
     data = load_digits(image_size=32)
     widths = equal_madds_widths()
     rows = []
+    start, runs, done = time.monotonic(), len(widths) * seeds, 0
     for name, width in widths.items():
         accuracies, int8 = [], None
         for seed in range(seeds):
@@ -479,7 +481,10 @@ def run_ablation(seeds: int = 3, epochs: int = 8, qat_epochs: int = 2,
             compile_classifier(model, 3e-3)
             model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
             accuracies.append(float(model.evaluate(data.x_test, data.y_test, verbose=0)[1]))
-            log(f"      {name}, seed {seed}: {accuracies[-1]:.1%}")
+            done += 1
+            left = (time.monotonic() - start) / done * (runs - done)
+            log(f"      {name}, seed {seed}: {accuracies[-1]:.1%}  (run {done}/{runs}, ~{int(left) // 60} min "
+                f"{int(left) % 60:02d} s left)")
             if seed == 0:
                 ptq = to_tflite(model, data.x_train[:200])
                 qat = quantize_aware(model)
