@@ -232,3 +232,19 @@ def test_a_write_killed_midway_leaves_nothing_once_the_next_run_writes_there(kin
 
 def _pid_of(name: str) -> str:
     return name.split("-")[2]
+
+
+def test_a_runtime_abort_names_the_operator_and_a_softmax_over_too_many_classes():
+    """No degenerate scale to blame: a 1000-class int8 softmax with near-equal scores aborts TFLite's reference
+    kernel and TFLM (the sum of its exponentials passes 2^9); the error names the operator, found by running ever
+    shorter prefixes of the model, and the cause."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1000, activation="softmax")(x))
+    tflite = to_tflite(model, np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 1)).astype("float32"))
+    for runtime in ("litert", "tflm"):
+        with pytest.raises(RuntimeError) as exc:
+            evaluate_tflite(tflite, np.zeros((2, 8, 8, 1)), np.zeros(2), runtime=runtime)
+        assert "aborts in operator #3 (SOFTMAX, input shape (1, 1000)); the 3 operators before it run" in str(
+            exc.value) and "about 512 classes" in str(exc.value), str(exc.value)

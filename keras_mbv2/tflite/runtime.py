@@ -18,7 +18,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .flatbuffer import degenerate_tensors, io_details, memory_twin, read_tflite, require_int8
+from .flatbuffer import (
+    degenerate_tensors,
+    io_details,
+    memory_twin,
+    opcode_names,
+    pack_model,
+    parse_model,
+    read_tflite,
+    require_int8,
+)
 
 RUNTIMES = ("litert", "tflm")
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
@@ -90,12 +99,9 @@ def run_isolated(tflite: bytes, x: np.ndarray, runtime: str = "litert", arena_si
     if runtime not in RUNTIMES:
         raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
 
-    def write(path: str) -> None:
-        with open(path, "wb") as f:
-            f.write(tflite)
-
     arena = arena_size or max(len(tflite) * 10, 1 << 20)
-    return _run_child(runtime, write, x, arena, timeout, lambda: _likely_cause(tflite))
+    return _run_child(runtime, _writer(tflite), x, arena, timeout,
+                      lambda: _likely_cause(tflite) or _aborting_operator(tflite, runtime, x[:1], arena, timeout))
 
 
 def _run_child(runtime: str, write_model: Any, x: np.ndarray, arena: int, timeout: float,
@@ -120,6 +126,67 @@ def _run_child(runtime: str, write_model: Any, x: np.ndarray, arena: int, timeou
                                "The calling process is unaffected.")
         result = np.load(out_path)
         return result["outputs"], str(result["allocations"])
+
+
+# TFLite's reference int8 softmax (kernels/internal/reference/softmax.h, shared by TFLM) aborts on
+# `TFLITE_CHECK(0 <= exponent && exponent <= 31)` once its sum of exponentials passes 2^9, i.e. when more than about
+# 512 scores are near the maximum (tflite-micro#3499). Measured here with near-uniform scores: 512 classes run, 600
+# abort, on LiteRT's reference kernels and on TFLM alike.
+SOFTMAX_SAFE_CLASSES = 512
+
+
+def _writer(data: bytes) -> Any:
+    """A `write_model(path)` for `_run_child` that writes `data`."""
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(data)
+
+    return write
+
+
+def _model_up_to(data: bytes, last: int) -> bytes:
+    """`data` with only its first `last` + 1 operators, that operator's output the model's output."""
+    model = parse_model(data)
+    graph = model.subgraphs[0]
+    graph.operators = graph.operators[:last + 1]
+    graph.outputs = [graph.operators[last].outputs[0]]
+    model.signatureDefs = []
+    return pack_model(model, len(data))
+
+
+def _aborting_operator(tflite: bytes, runtime: str, x: np.ndarray, arena: int, timeout: float) -> str:
+    """A sentence naming the first operator whose run kills `runtime`, found by running ever shorter prefixes of
+    the model (a binary search, each prefix in its own child process), or "" when it cannot be found."""
+    try:
+        model = parse_model(tflite)
+        if len(model.subgraphs) != 1:
+            return ""
+        names = opcode_names(model)
+        operators = model.subgraphs[0].operators
+        low, high = 0, len(operators) - 1  # the whole model aborts: the first aborting prefix ends in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            prefix = _model_up_to(tflite, middle)
+            try:
+                _run_child(runtime, _writer(prefix), x, arena, timeout, lambda: "")
+                low = middle + 1
+            except RuntimeError:
+                high = middle
+        op = operators[low]
+        shapes = [tuple(int(d) for d in model.subgraphs[0].tensors[t].shape) for t in op.inputs if t >= 0][:1]
+    except Exception:  # a model too broken to cut: the message says what it can without it
+        return ""
+    shape = shapes[0] if shapes else "?"
+    kind = names[op.opcodeIndex]
+    why = ("a check inside that operator's reference kernel failed (the runtime says no more)")
+    if kind == "SOFTMAX" and shapes and shapes[0][-1] > SOFTMAX_SAFE_CLASSES:
+        why = (f"the reference int8 SOFTMAX checks that the sum of its exponentials stays below 2^9, which more than "
+               f"about {SOFTMAX_SAFE_CLASSES} classes with near-equal scores exceed ({shape[-1]} classes here: an "
+               "untrained or barely trained head; train it further, give it as many outputs as the data has "
+               "classes, or end the model before its softmax)")
+    return (f" The runtime aborts in operator #{low} ({kind}, input shape {shape}); the {low} operators before it "
+            f"run: {why}.")
 
 
 def _likely_cause(tflite: bytes) -> str:
