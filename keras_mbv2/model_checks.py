@@ -20,9 +20,11 @@ def _functional(model: Any, model_arg: str) -> None:
         return  # a tfmot QAT model (tf_keras): functional by construction
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth") or not model.inputs:
         kind = type(model).__name__
+        hint = (" (for a Sequential model, keras.Model(model.inputs, model.outputs) is the same model, functional)"
+                if isinstance(model, keras.Sequential) else "")
         raise ValueError(
-            f"{model_arg} must be a functional Keras model (keras.Model(inputs, outputs), Sequential, "
-            f"keras.applications' or keras_mbv2's builders): quantization and conversion walk its graph of layers. "
+            f"{model_arg} must be a functional Keras model (keras.Model(inputs, outputs), keras.applications' or "
+            f"keras_mbv2's builders): quantization and conversion walk its graph of layers{hint}. "
             f"Received: {model_arg}={kind}"
         )
 
@@ -47,9 +49,11 @@ def check_model_and_data(model: Any, x: Any, y: Any = None, classes: int | None 
                 f"the data, or build the model for its size. Received: {data_arg} of shape {tuple(x.shape)}")
     if x.size and not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{data_arg} must hold numbers. Received: {data_arg} of dtype {x.dtype}")
-    if x.size and not np.all(np.isfinite(x.astype("float32"))):
-        raise ValueError(f"{data_arg} holds NaN or infinite values. Received: {data_arg} with "
-                         f"{int(np.sum(~np.isfinite(x.astype('float32')))):,} non-finite values")
+    if x.size and np.issubdtype(x.dtype, np.floating):  # integers are finite; no float copy of a large data set
+        finite = np.isfinite(x)
+        if not finite.all():
+            raise ValueError(f"{data_arg} holds NaN or infinite values. Received: {data_arg} with "
+                             f"{int(finite.size - np.count_nonzero(finite)):,} non-finite values")
     if y is None and classes is None:
         return
     outputs = model.output_shape[-1] if not isinstance(model.output_shape, list) else None

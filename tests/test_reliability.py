@@ -102,6 +102,8 @@ BAD = [
     ("micro", lambda t, m: emit(m[2], os.path.join(t, "out"), labels=["a"]), "one entry per class (10)"),
     ("micro", lambda t, m: fit_ram(m[0], 0, np.zeros((2, 32, 32, 1))), "ram_bytes=0"),
     ("micro", lambda t, m: fit_ram(m[0], 100_000, np.zeros((2, 64, 64, 1))), "takes images of shape (32, 32, 1)"),
+    ("micro", lambda t, m: fit_ram(keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3)]), 100_000,
+                                   np.zeros((2, 32, 32, 1))), "keras.Model(model.inputs, model.outputs)"),
     ("qat", lambda t, m: fit_qat(quantize_aware(m[0]), np.zeros((4, 32, 32, 1)), np.arange(4) * 5, t),
      "outputs 10 classes, and `x` has 16"),
     ("export", lambda t, m: to_tflite(m[0], np.full((4, 32, 32, 1), np.nan)), "NaN or infinite"),
