@@ -19,7 +19,7 @@ _EXPORTS = {
     **{name: ".models" for name in ("MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1",
                                     "from_keras_application", "split_model")},
     "Profile": ".profiler", "profile": ".profiler", "draw": ".figures",
-    "datasets": ".datasets", "layers": ".layers",
+    "datasets": ".datasets", "layers": ".layers", "search": ".search",
 }
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -148,6 +148,26 @@ USAGE = [
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "0", "--out", "o"], "argument --fit-ram"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "1000", "--out", "o"], "--fit-ram is below what the model needs"),
+    # search: the board or limits, the grid, the run folder, all checked before anything is measured or written
+    (["search", "--board", "pico"], "--board must be one of"),
+    (["search"], "give --board NAME, or --flash BYTES and --ram BYTES"),
+    (["search", "--board", "arduino-nano-33-ble", "--ram", "300000"], "not both"),
+    (["search", "--flash", "100000", "--ram", "300000"], "--flash must exceed the 163,840 B reserved"),
+    (["search", "--board", "arduino-nano-33-ble", "--widths", "0"], "argument --widths: expected comma-separated"),
+    (["search", "--board", "arduino-nano-33-ble", "--sizes", ","], "argument --sizes: expected comma-separated"),
+    (["search", "--board", "arduino-nano-33-ble", "--sizes", "16"], "--sizes must be at least 32"),
+    (["search", "--board", "arduino-nano-33-ble", "--networks", "nasnet"], "Received: --networks ('nasnet',)"),
+    (["search", "--board", "arduino-nano-33-ble", "--data", "nowhere"], "--data must be 'digits' or an image folder"),
+    (["search", "--board", "arduino-nano-33-ble", "--out", "notes.txt"], "--out is a file"),
+    (["search", "--board", "arduino-nano-33-ble", "--out", "two_classes"], "--out exists and is not a search run"),
+    (["search", "--board", "arduino-nano-33-ble", "--epochs", "1", "--trial-epochs", "2"],
+     "--epochs (the winner's epochs in all) must be at least --trial-epochs (2)"),
+    (["search", "--board", "arduino-nano-33-ble", "--budget", "0"], "argument --budget"),
+    # measured, still before anything is written: limits below the smallest candidate, a budget too short for one
+    (["search", "--flash", "1048576", "--ram", "60000", "--widths", "0.35", "--sizes", "32,48", "--out", "s"],
+     "no candidate of the grid fits"),
+    (["search", "--flash", "1048576", "--ram", "150000", "--widths", "0.35", "--sizes", "32", "--budget", "0.01",
+      "--out", "s"], "--budget is too short to train one candidate"),
 ]
 
 

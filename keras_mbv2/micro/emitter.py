@@ -175,6 +175,15 @@ def emitted_ram(patched: PatchedModel) -> int:
         patched.rest_arena.total)
 
 
+def flash_bytes(model: bytes | PatchedModel) -> int:
+    """Flash of the model's arrays as `emit` writes them once the model is trained: the int8 flatbuffer with tensor
+    names stripped (both, patch and rest, for a patched model), each measured on its memory twin, so that an
+    untrained network's equal constants (stored once by the converter) do not understate it."""
+    if isinstance(model, PatchedModel):
+        return flash_bytes(model.patch) + flash_bytes(model.rest)
+    return len(strip_strings(memory_twin(model)))
+
+
 def _c_array(data: bytes) -> str:
     rows = []
     for i in range(0, len(data), 12):

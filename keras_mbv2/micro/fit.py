@@ -45,6 +45,17 @@ MAX_ROUNDS = 4
 PATCH_ROUNDS = 6  # conversions search_patches may try
 
 
+class RamNotMet(ValueError):
+    """`fit_ram` found no plan within `ram_bytes`. Carries what was measured: the model as built (`before`), the
+    least RAM a plan needed (`need`, with margins, None when refused before any plan), and whether TFLM's
+    persistent data alone is over the budget (`persistent`: then no input size of the same network fits either,
+    since persistent data does not shrink with the input)."""
+
+    def __init__(self, message: str, before: ArenaUse, need: int | None = None, persistent: bool = False):
+        super().__init__(message)
+        self.before, self.need, self.persistent = before, need, persistent
+
+
 @dataclass
 class FitResult:
     model: keras.Model  # the split model (the input model when it already fits)
@@ -98,7 +109,7 @@ class FitResult:
 
 
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
-            log: Callable[[str], None] | None = None) -> FitResult:
+            log: Callable[[str], None] | None = None, converted: bytes | None = None) -> FitResult:
     """Split `model`'s inverted residual blocks just enough that its int8 TFLM arena fits `ram_bytes`.
 
     Args:
@@ -109,13 +120,14 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             (`FitResult.device_ram_bytes` plus the emitted margins).
         representative_data: calibration images for the int8 conversion (post-training quantization; for
             QAT, run `quantize_aware` on the returned `model`).
+        converted: `model`'s int8 conversion with `representative_data`, when already made (saves one).
 
-    Raises ValueError naming `ram_bytes` when no split fits: the layer that cannot be split needs more.
+    Raises `RamNotMet` (a ValueError naming `ram_bytes`) when no plan fits, with what was measured.
     """
     check_positive_int("ram_bytes", ram_bytes)
     check_model_and_data(model, representative_data, data_arg="`representative_data`")
     log = log or (lambda message: None)
-    data = to_tflite(model, representative_data)
+    data = converted if converted is not None else to_tflite(model, representative_data)
     before = arena_use(data)
     macs_before = tflite_macs(data)
     log(f"as built: arena {before.total:,} B ({before.head:,} B activations)")
@@ -144,10 +156,10 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         log(f"splits {_describe(plan)}: arena {after.total:,} B ({after.head:,} B activations)")
         budget -= max(0, tensor_arena_size(after.total) - ram_bytes)
     if tensor_arena_size(after.total) > ram_bytes:
-        raise ValueError(
+        raise RamNotMet(
             f"`ram_bytes` could not be met: the closest split ({_describe(splits)}) needs a "
-            f"{tensor_arena_size(after.total):,} B arena. Received: ram_bytes={ram_bytes!r}"
-        )
+            f"{tensor_arena_size(after.total):,} B arena. Received: ram_bytes={ram_bytes!r}",
+            before, tensor_arena_size(after.total))
     return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes)
 
 
@@ -158,15 +170,15 @@ def _refuse_below_the_floor(model: keras.Model, ram_bytes: int, before: ArenaUse
     if ram_bytes >= floor:
         return
     layer_bytes, layer = split_floor(model) if inverted_residual_blocks(model) else (before.head, "the model")
-    raise ValueError(
+    raise RamNotMet(
         f"`ram_bytes` is below what the model needs on TFLM, whatever the plan: TFLM's persistent data "
         f"({before.tail:,} B, measured: tensor structs and every operator's per-channel quantization data) and the "
         f"arena's {ARENA_MARGIN:,} B margin take {floor:,} B before any activation, and neither channel splits nor "
         f"patches lower them. With its activations, one arena needs at least "
         f"{tensor_arena_size(before.tail + layer_bytes):,} B ({layer!r} needs {layer_bytes:,} B and cannot be "
         f"split); patch-based inference needs less, the input band (rows of the frame) and the patch and rest "
-        f"models' activations on top of {floor:,} B, found by measuring. Received: ram_bytes={ram_bytes!r}"
-    )
+        f"models' activations on top of {floor:,} B, found by measuring. Received: ram_bytes={ram_bytes!r}",
+        before, persistent=True)
 
 
 def _describe(plan: dict[str, int]) -> str:
@@ -188,18 +200,16 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
     """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
     device's RAM fits `ram_bytes` (or no round improves)."""
     if ram_bytes < before.tail:  # what no patch plan lowers: the per-channel quantization data
-        raise ValueError(
+        raise RamNotMet(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, it still needs TFLM's "
-            f"persistent data ({before.tail:,} B). Received: ram_bytes={ram_bytes!r}"
-        )
+            f"persistent data ({before.tail:,} B). Received: ram_bytes={ram_bytes!r}", before, persistent=True)
     best = search_patches(model, representative_data, data, ram_bytes, log)
     need, current, splits, data, patched = best
     if need > ram_bytes:
-        raise ValueError(
+        raise RamNotMet(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "
             f"{need:,} B with margins (input band {patched.band_bytes:,} B + {patched.describe_arenas()}, with "
-            f"splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}"
-        )
+            f"splits {_describe(splits)}). Received: ram_bytes={ram_bytes!r}", before, need)
     return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
                      patched)
 

@@ -23,7 +23,10 @@ import numpy as np
 
 from ..layers import Block, ChannelShuffle
 
-TOLERANCE = 1e-5
+# Float32 rounding through some sixty layers: an untrained MobileNetV2 0.35 @ 32 with batch norms recalibrated on
+# the digits (variances near zero, so 1/sqrt(var + eps) amplifies rounding) measured 1.06e-05 between the twins;
+# a wiring or weight error shows as 1e-2 and more.
+TOLERANCE = 1e-4
 _DROP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _DROP_KEYS = {"dtype", "lora_rank", "lora_alpha", "quantization_config", "gamma_initializer"}
 
@@ -206,7 +209,7 @@ class Flattener:
 
 
 def to_tf_keras(model: keras.Model, batch_size: int | None = None, check: bool = True) -> Any:
-    """The flat tf_keras twin of `model`, checked equal in float (inference mode) within 1e-5."""
+    """The flat tf_keras twin of `model`, checked equal in float (inference mode) within `TOLERANCE`."""
     flat = Flattener(model, batch_size).build()
     if check:
         check_equal(model, flat)

@@ -28,7 +28,7 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
     """A tfmot QAT model (tf_keras) computing the same function as the Keras 3 `model`.
 
     The model is rebuilt as a flat tf_keras graph of built-in layers (see `flatten`), checked equal to the
-    Keras 3 model in float within 1e-5, then wrapped by `tfmot.quantization.keras.quantize_model`, which
+    Keras 3 model in float within 1e-4, then wrapped by `tfmot.quantization.keras.quantize_model`, which
     inserts fake-quantization and folds Conv -> BatchNorm (-> ReLU6) patterns. Pass a `tf.distribute`
     strategy to create the variables under it (then train with `fit_qat(..., strategy=...)`).
     """

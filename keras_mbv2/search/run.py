@@ -1,0 +1,364 @@
+"""`keras_mbv2.search.search` / `keras-mbv2 search`: from a board and a data set to the most accurate model that fits.
+
+Stage 1 (`fitting`): which candidates of the grid fit the board, measured on the TFLite Micro host runtime, with
+channel splits and patch-based inference (the paper's Section 5.1, then MCUNetV2's patches) allowed. Stage 2
+(`trials`): the fitting candidates with the most multiply-adds (MCUNet's observation: within a space, more MACs
+under the constraint tend to mean higher accuracy) train for a short, equal number of epochs, the best on held-out
+validation data trains on, then quantization-aware training, conversion to int8, the int8 model checked on TFLM
+against LiteRT's reference kernels on the test images, and the firmware project emitted (patched when the plan is).
+
+The run folder keeps what each step finished (`search.json`, `candidates.json`, `trials/`, `final/`), so a run
+stopped by Ctrl-C continues when the same command is given again; the results (`model.keras`, `model_int8.tflite`,
+`project/`, `report.md`, `front.png`, `candidates.csv`) are written last, each under a temporary name renamed into
+place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..checks import check_bool, check_positive_int, check_positive_number
+from ..files import LOCK_FILE, run_lock, write_file
+from .fitting import PATCHES, Measurement, Stage1, choose_finalists
+from .space import Candidate, Limits, SearchSpace, describe_grid
+from .trials import Clock, Trial, run_trial, winner
+
+Log = Callable[[str], None]
+SETTINGS_FILE = "search.json"
+#: The search as `--quick` runs it: a small grid and short training (minutes on 2 cores).
+QUICK = dict(finalists=2, trial_epochs=2, epochs=4, qat_epochs=1, budget_minutes=10.0)
+DEFAULTS = dict(finalists=3, trial_epochs=3, epochs=15, qat_epochs=3, budget_minutes=60.0)
+#: The images embedded in the project for `make run-app`.
+TEST_IMAGES = 10
+#: A QAT epoch costs about this many float epochs of the same model (measured on 2 cores: fake quantization).
+QAT_EPOCH_COST = 2.5
+
+
+class SearchDoesNotFit(ValueError):
+    """No candidate of the grid fits the limits (a ValueError naming the limits)."""
+
+
+@dataclass
+class SearchData:
+    """The search's images at one input size: training (less validation), validation (held out from the training
+    split, for choosing), test (for the report only)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+
+class DataSource:
+    """`data` ("digits" or an image folder) at any input size, with a stratified validation split of
+    `validation_fraction` of the training images (seeded), loaded once per size."""
+
+    def __init__(self, data: str, seed: int = 0, validation_fraction: float = 0.2) -> None:
+        if not isinstance(data, str) or (data != "digits" and not os.path.isdir(data)):
+            raise ValueError(f"`data` must be 'digits' or an image folder (one sub-folder per class). "
+                             f"Received: data={data!r}")
+        self.data, self.seed, self.fraction = data, seed, validation_fraction
+        self.channels = 1 if data == "digits" else 3
+        self._cache: dict[int, SearchData] = {}
+
+    def at(self, size: int) -> SearchData:
+        """The images at `size` x `size`."""
+        if size not in self._cache:
+            from sklearn.model_selection import train_test_split
+
+            from ..datasets import load_digits, load_image_folder
+
+            split = load_digits(size, self.channels, seed=self.seed) if self.data == "digits" else \
+                load_image_folder(self.data, size, self.channels, seed=self.seed)
+            x_tr, x_val, y_tr, y_val = train_test_split(split.x_train, split.y_train, test_size=self.fraction,
+                                                        random_state=self.seed, stratify=split.y_train)
+            self._cache = {size: SearchData(x_tr, y_tr, x_val, y_val, split.x_test, split.y_test,
+                                            split.class_names)}  # one size at a time: big images are big
+        return self._cache[size]
+
+    def calibration(self, size: int) -> np.ndarray:
+        """200 training images for int8 calibration."""
+        return self.at(size).x_train[:200]
+
+
+@dataclass
+class SearchResult:
+    """What `search` found and wrote: the chosen candidate with its measured flash and device RAM, its accuracies,
+    every candidate's measurement, the trials, and the files."""
+
+    out_dir: str
+    limits: Limits
+    chosen: Measurement
+    float_test_accuracy: float
+    int8_test_accuracy: float  # LiteRT reference kernels
+    tflm_test_accuracy: float  # the TFLM host runtime, patched when the plan is
+    tflm_agreement: str  # TFLM vs LiteRT outputs on the test images
+    flash_bytes: int  # the emitted model array(s)
+    ram_bytes: int  # the emitted device RAM (arena(s) + margin, stage buffer, input band)
+    epochs: int
+    qat_epochs: int
+    measurements: list[Measurement]
+    trials: list[Trial]
+    as_built_best: Measurement | None  # the largest candidate fitting without splits or patches
+    seconds: float
+    files: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The aligned summary the command prints."""
+        c = self.chosen
+        rows = [
+            ("board", self.limits.name),
+            ("chosen", f"{c.candidate.label} ({c.technique})"),
+            ("MACs", f"{c.macs:,}" + (f" ({c.macs_fitted:,} run in patches)" if c.technique == PATCHES else "")),
+            ("flash (model array)", f"{self.flash_bytes:,} B of {self.limits.model_flash:,} B"),
+            ("RAM (TFLM, measured)", f"{self.ram_bytes:,} B of {self.limits.device_ram:,} B"),
+            ("float / int8 accuracy", f"{self.float_test_accuracy:.1%} / {self.int8_test_accuracy:.1%} (test split)"),
+            ("TFLM vs LiteRT", self.tflm_agreement),
+        ]
+        if self.as_built_best is not None:
+            b = self.as_built_best
+            rows.append(("as built, the best", f"{b.candidate.label}: {b.macs:,} MACs" + (
+                f" (the chosen has {c.macs / b.macs:.2f}x)" if c.macs > b.macs else "")))
+        rows += [("time", f"{self.seconds / 60:.1f} min"), ("files", self.out_dir)]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _settings(limits: Limits, space: SearchSpace, data: str, techniques: bool, seed: int, finalists: int,
+              trial_epochs: int, epochs: int, qat_epochs: int) -> dict[str, Any]:
+    from .._version import __version__
+
+    return {"limits": {"flash": limits.flash, "ram": limits.ram, "board": limits.board},
+            "grid": {n: {k: list(v) for k, v in space.grid(n).items()} for n in space.networks},
+            "max_macs": space.max_macs, "data": os.path.abspath(data) if data != "digits" else data,
+            "memory_techniques": techniques, "seed": seed, "finalists": finalists, "trial_epochs": trial_epochs,
+            "epochs": epochs, "qat_epochs": qat_epochs, "version": __version__}
+
+
+def _check_run_folder(out: str, settings: dict[str, Any]) -> bool:
+    """True when `out` holds this search's earlier run (continue it); raises when it holds anything else."""
+    path = os.path.join(out, SETTINGS_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs != settings:
+            differ = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+            raise ValueError(f"`out` holds a search with other settings (differing: {', '.join(differ)}): give "
+                             f"another folder, or the same settings to continue it. Received: out={out!r}")
+        return True
+    if os.path.isdir(out) and set(os.listdir(out)) - {LOCK_FILE}:
+        raise ValueError(f"`out` exists and is not a search run folder (no {SETTINGS_FILE}): give a new folder. "
+                         f"Received: out={out!r}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"`out` is a file, not a folder. Received: out={out!r}")
+    return False
+
+
+def search(
+    out: str,
+    data: str = "digits",
+    board: str | None = None,
+    flash: int | None = None,
+    ram: int | None = None,
+    networks: tuple[str, ...] = ("mobilenet_v2",),
+    widths: tuple[float, ...] | None = None,
+    sizes: tuple[int, ...] | None = None,
+    expansions: tuple[int, ...] | None = None,
+    max_macs: int | None = None,
+    budget_minutes: float | None = None,
+    finalists: int | None = None,
+    trial_epochs: int | None = None,
+    epochs: int | None = None,
+    qat_epochs: int | None = None,
+    memory_techniques: bool = True,
+    quick: bool = False,
+    seed: int = 0,
+    log: Log = print,
+    callbacks: list[Any] | None = None,
+) -> SearchResult:
+    """Find the most accurate candidate of the grid that fits a board, train it, quantize it and emit it.
+
+    Args:
+        out: the run folder (created; an earlier run of the same settings there is continued).
+        data: "digits" (bundled) or an image folder with one sub-folder per class.
+        board: a board of `keras_mbv2.micro.BOARDS`, or else `flash` and `ram` in bytes (the chip's totals: the
+            code and application reserves of `keras_mbv2.micro.boards` are taken off, as for the boards).
+        networks, widths, sizes, expansions: the grid (`space.SearchSpace`; None: each network's default, or the
+            quick grid with `quick`). `max_macs`: leave out candidates with more multiply-adds (a latency proxy).
+        budget_minutes: time for training (trials, final float training, QAT); the search refuses at once a budget
+            too short to train one candidate, skips trials that no longer fit it, and shortens the final float
+            training to keep time for QAT.
+        finalists, trial_epochs, epochs, qat_epochs: how many candidates train, for how many epochs each, then the
+            winner's float epochs in all (its trial's included) and QAT epochs. None: `DEFAULTS`, or `QUICK`.
+        memory_techniques: allow channel splits and patches (False: only models that fit as built).
+        seed: seeds the data split, the weights and the kernels (`training.reproducible`).
+        callbacks: Keras callbacks added to every training (the command line's Ctrl-C check).
+
+    Raises ValueError (naming the argument) on bad input and when no candidate fits, before writing anything.
+    """
+    from ..training import reproducible
+
+    start = time.perf_counter()
+    limits = Limits.of(board, flash, ram)
+    space = SearchSpace(tuple(networks), _tuple(widths), _tuple(sizes), _tuple(expansions), max_macs, bool(quick))
+    check_bool("memory_techniques", memory_techniques)
+    base = QUICK if quick else DEFAULTS
+
+    def given(name: str, value: Any) -> Any:  # a value given applies, with or without `quick`
+        return base[name] if value is None else value
+
+    finalists = check_positive_int("finalists", given("finalists", finalists))
+    trial_epochs = check_positive_int("trial_epochs", given("trial_epochs", trial_epochs))
+    epochs = check_positive_int("epochs", given("epochs", epochs))
+    qat_epochs = check_positive_int("qat_epochs", given("qat_epochs", qat_epochs))
+    budget = check_positive_number("budget_minutes", given("budget_minutes", budget_minutes)) * 60
+    if epochs < trial_epochs:
+        raise ValueError(f"`epochs` (the winner's epochs in all) must be at least `trial_epochs` ({trial_epochs}). "
+                         f"Received: epochs={epochs}")
+    source = DataSource(data, seed)
+    settings = _settings(limits, space, data, memory_techniques, seed, finalists, trial_epochs, epochs, qat_epochs)
+    resuming = _check_run_folder(out, settings)
+    reproducible(seed)
+    log(f"limits  {limits.describe()}")
+    log("grid    " + describe_grid(space).replace("\n", "\n        "))
+
+    known: dict[Candidate, Measurement] = {}
+    if resuming and os.path.isfile(os.path.join(out, "candidates.json")):
+        with open(os.path.join(out, "candidates.json")) as f:
+            known = {m.candidate: m for m in map(Measurement.from_json, json.load(f)["measurements"])}
+        log(f"continuing the search in {out}: stage 1 measured in an earlier run")
+    first = source.at(min(space.grid(space.networks[0])["sizes"]))
+    classes = len(first.class_names)
+    stage1 = Stage1(limits, source.calibration, classes, source.channels, memory_techniques, log, known)
+    candidates = space.candidates()
+    log(f"[1/4] what fits: {len(candidates)} candidates; measuring on the TFLite Micro host runtime the few that "
+        "decide (the largest input size of each row that fits, by binary search)")
+    front = stage1.front(candidates, max_macs=space.max_macs)
+    as_built = stage1.front(candidates, as_built=True, max_macs=space.max_macs) if memory_techniques else front
+    measurements = [stage1.measurements[c] for c in candidates]
+    if not front:
+        raise SearchDoesNotFit(_nothing_fits(limits, measurements))
+    fitting = [m for m in stage1.measurements.values() if m.fits]  # each measured: the fronts' and those on the way
+    as_built_best = max((stage1.measurements[c] for c in as_built), key=lambda m: m.macs, default=None)
+    chosen = choose_finalists(fitting, finalists)
+    log("      finalists (most multiply-adds that fit, diverse): "
+        + "; ".join(f"{m.candidate.label} {m.macs:,} MACs ({m.technique})" for m in chosen))
+
+    clock = Clock(budget)
+    smallest = min(chosen, key=lambda m: m.macs)
+    saved = os.path.join(out, "trials", f"{smallest.candidate.key}.json")
+    if resuming and os.path.isfile(saved):  # its trial finished in an earlier run: its measured time
+        with open(saved) as f:
+            per_epoch = Trial.from_json(json.load(f)).seconds_per_epoch
+    else:
+        per_epoch = probe_epoch_seconds(smallest.candidate, source.at(smallest.candidate.size), classes,
+                                        source.channels)
+        log(f"      one float epoch of {smallest.candidate.label} takes about {per_epoch:.0f} s here (3 steps timed)")
+    needed = (trial_epochs + QAT_EPOCH_COST * qat_epochs) * per_epoch
+    if needed > budget:
+        raise ValueError(
+            f"`budget_minutes` is too short to train one candidate: the smallest finalist, "
+            f"{smallest.candidate.label}, needs about {needed / 60:.1f} min here for {trial_epochs} float and "
+            f"{qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} (a QAT epoch costs about {QAT_EPOCH_COST:g} float "
+            f"ones). Received: budget_minutes={budget / 60:g}")
+
+    with run_lock(out, "`out`", log=log):
+        if not resuming:
+            write_file(os.path.join(out, SETTINGS_FILE), json.dumps(settings, indent=1) + "\n")
+        _save_measurements(out, measurements)
+        trials = _stage2_trials(chosen, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log,
+                                list(callbacks or []), per_epoch / smallest.macs)
+        best = winner(trials, {m.candidate: m.macs for m in measurements})
+        chosen_m = stage1.measurements[best.candidate]
+        log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.val_accuracy:.1%}): float training "
+            f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
+        from .finish import finish
+
+        result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, list(callbacks or []),
+                        measurements, trials, as_built_best, seed)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _tuple(values: Any) -> tuple | None:
+    return None if values is None else tuple(values)
+
+
+def _save_measurements(out: str, measurements: list[Measurement]) -> None:
+    write_file(os.path.join(out, "candidates.json"),
+               json.dumps({"measurements": [m.to_json() for m in measurements]}, indent=1) + "\n")
+
+
+def _nothing_fits(limits: Limits, measurements: list[Measurement]) -> str:
+    """The one-line error when no candidate fits: the smallest candidate's need, and the boards it would fit."""
+    measured = [m for m in measurements if m.measured]
+    smallest = min(measured or measurements, key=lambda m: (m.macs, m.candidate))
+    need_ram = smallest.need or smallest.ram_as_built or 0
+    need_flash = smallest.flash or 0
+    boards = limits.boards_that_fit(need_flash, need_ram) if measured else []
+    where = f"; it would fit {', '.join(boards)}" if boards else ""
+    what = f"`board`={limits.board!r}" if limits.board else f"`flash`={limits.flash!r}, `ram`={limits.ram!r}"
+    return (f"no candidate of the grid fits {limits.describe()}. The smallest, {smallest.candidate.label}, "
+            f"{smallest.reason or 'does not fit'}" + (f" (it needs {need_flash:,} B flash and "
+                                                       f"{need_ram:,} B RAM{' at least' if smallest.need else ''})"
+                                                       if measured else "")
+            + f"{where}. Received: {what.replace('`', '')}")
+
+
+def probe_epoch_seconds(candidate: Candidate, data: SearchData, classes: int, channels: int,
+                        steps: int = 3) -> float:
+    """Seconds one float training epoch of `candidate` takes here, estimated before any training: the model is
+    built and its step traced, then `steps` steps are timed and scaled to an epoch (validation included)."""
+    import keras
+
+    from ..training import compile_classifier
+
+    model = compile_classifier(candidate.build(channels, classes), 2e-3)
+    x, y = data.x_train[:32], data.y_train[:32]
+    model.train_on_batch(x, y)  # traces
+    begin = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    per_step = (time.perf_counter() - begin) / steps
+    batches = -(-len(data.y_train) // 32) + 0.4 * -(-len(data.y_val) // 32)  # a validation step: ~0.4 of one
+    keras.backend.clear_session()
+    return per_step * batches
+
+
+def _stage2_trials(chosen: list[Measurement], source: DataSource, classes: int, trial_epochs: int, epochs: int,
+                   qat_epochs: int, out: str, clock: Clock, log: Log, callbacks: list[Any],
+                   per_mac: float) -> list[Trial]:
+    """Train the finalists, largest first, while the budget allows (`per_mac`: estimated seconds per float epoch
+    per multiply-add, replaced by each trial's measured time)."""
+    folder = os.path.join(out, "trials")
+    log(f"[2/4] which is best: {len(chosen)} finalists, {trial_epochs} epoch{'s' if trial_epochs > 1 else ''} each, "
+        f"ranked by validation accuracy ({len(source.at(chosen[0].candidate.size).y_val)} held-out training images; "
+        f"the test split is not used to choose)")
+    trials: list[Trial] = []
+    largest = max(m.macs for m in chosen)
+    for k, m in enumerate(chosen, start=1):
+        c = m.candidate
+        saved = os.path.isfile(os.path.join(folder, f"{c.key}.json"))
+        if trials and not saved:
+            final_cost = (epochs - trial_epochs + QAT_EPOCH_COST * qat_epochs) * per_mac * largest
+            estimate = trial_epochs * per_mac * m.macs
+            if estimate + final_cost > clock.left:
+                log(f"  {k}/{len(chosen)} {c.label}: not trained: about {estimate / 60:.1f} min, and the winner's "
+                    f"training needs about {final_cost / 60:.1f} min ({clock.describe()})")
+                continue
+        trial = run_trial(c, source.at(c.size), classes, source.channels, trial_epochs, folder, clock, log,
+                          callbacks, index=f"{k}/{len(chosen)} ")
+        trials.append(trial)
+        if not saved:
+            per_mac = trial.seconds_per_epoch / m.macs
+        log(f"  {k}/{len(chosen)} {c.label}: validation accuracy {trial.val_accuracy:.1%} ({clock.describe()})")
+    return trials

@@ -1,0 +1,193 @@
+"""Stage 2 of the search: which of the fitting candidates is best, by training.
+
+The finalists (the fitting candidates with the most multiply-adds, `fitting.choose_finalists`) each train for the
+same short number of epochs on the training split less a held-out validation split, and are ranked by validation
+accuracy (the test split is never used to choose). The winner goes on training from where its trial stopped, its
+optimizer included. Every finished trial and every finished epoch of the final training is saved in the run
+folder, so that a run stopped by Ctrl-C continues where it was when started again: nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..files import write_file
+from .space import Candidate
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Trial:
+    """One finalist's short training: its validation accuracy after `epochs` epochs and what it cost."""
+
+    candidate: Candidate
+    epochs: int
+    val_accuracy: float
+    val_loss: float
+    seconds: float  # training time, tracing included
+    seconds_per_epoch: float  # the epochs after the first (without tracing), or the first when it is the only one
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for `trials/<key>.json`."""
+        data = asdict(self)
+        data["candidate"] = asdict(self.candidate)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Trial":
+        """Inverse of `to_json`."""
+        return cls(**{**data, "candidate": Candidate(**data["candidate"])})
+
+
+@dataclass
+class Clock:
+    """The training budget: seconds from `start`, for every trial and the final training of one run."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+
+    @property
+    def left(self) -> float:
+        """Seconds left (negative when over)."""
+        return self.seconds - (time.monotonic() - self.start)
+
+    def describe(self) -> str:
+        """`12:34 left of the budget`."""
+        left = max(0, int(self.left))
+        return f"{left // 60}:{left % 60:02d} left of the budget"
+
+
+def progress_callback(what: str, epochs: int, clock: Clock, log: Log, stop_when_over: bool = False,
+                      first_epoch: int = 0) -> Any:
+    """A Keras callback printing one line per epoch (`what`, epoch n/N, loss, accuracy, validation accuracy, the
+    time left of the budget), and one every `training.STEP_INTERVAL` seconds within an epoch; it keeps each epoch's
+    seconds in `.times`. With `stop_when_over`, training stops at the end of the epoch in which the budget ran
+    out."""
+    import keras
+
+    from ..training import STEP_INTERVAL
+
+    class Progress(keras.callbacks.Callback):
+        times: list[float] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.times = []
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.begin = self.last = time.monotonic()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if time.monotonic() - self.last >= STEP_INTERVAL:
+                self.last = time.monotonic()
+                steps = (self.params or {}).get("steps")
+                log(f"    {what}: epoch {self.epoch_shown}/{epochs} step {batch + 1}" + (f"/{steps}" if steps else "")
+                    + f", {clock.describe()}")
+
+        @property
+        def epoch_shown(self) -> int:
+            return getattr(self, "_epoch", first_epoch) + 1
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self._epoch = epoch + 1
+            self.times.append(time.monotonic() - self.begin)
+            logs = logs or {}
+            val = f"  val accuracy {logs['val_accuracy']:.3f}" if "val_accuracy" in logs else ""
+            log(f"    {what}: epoch {epoch + 1}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  accuracy "
+                f"{logs.get('accuracy', float('nan')):.3f}{val}  ({time.monotonic() - self.begin:.0f} s, "
+                f"{clock.describe()})")
+            if stop_when_over and clock.left <= 0 and epoch + 1 < epochs:
+                log(f"    {what}: the budget is spent: training stops after epoch {epoch + 1}")
+                self.model.stop_training = True
+
+    return Progress()
+
+
+def epoch_time(times: list[float]) -> float:
+    """Seconds per epoch without the first epoch's tracing, when there is a later epoch."""
+    return float(np.mean(times[1:])) if len(times) > 1 else float(times[0]) if times else 0.0
+
+
+def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epochs: int, folder: str,
+              clock: Clock, log: Log, callbacks: list[Any], index: str = "") -> Trial:
+    """Train `candidate` for `epochs` epochs on `data.x_train` (validation: `data.x_val`), save the model (its
+    optimizer included) as `folder/<key>.keras` and the result as `folder/<key>.json`; a trial already saved there is
+    read back instead of trained again."""
+    from ..files import atomic_write
+    from ..training import compile_classifier
+
+    record = os.path.join(folder, f"{candidate.key}.json")
+    if os.path.exists(record):
+        with open(record) as f:
+            trial = Trial.from_json(json.load(f))
+        log(f"  {index}{candidate.label}: trained in an earlier run: validation accuracy {trial.val_accuracy:.1%}")
+        return trial
+    start = time.monotonic()
+    model = candidate.build(channels, classes)
+    compile_classifier(model, 2e-3)
+    log(f"  {index}{candidate.label}: {model.count_params():,} params, {epochs} epoch{'s' if epochs > 1 else ''} "
+        f"({clock.describe()})")
+    progress = progress_callback(candidate.label, epochs, clock, log)
+    history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0,
+                        validation_data=(data.x_val, data.y_val), callbacks=[progress, *callbacks])
+    if not np.isfinite(history.history["loss"][-1]):
+        raise RuntimeError(f"the trial of {candidate.label} diverged (loss {history.history['loss'][-1]})")
+    trial = Trial(candidate, epochs, float(history.history["val_accuracy"][-1]),
+                  float(history.history["val_loss"][-1]), time.monotonic() - start, epoch_time(progress.times))
+    os.makedirs(folder, exist_ok=True)
+    atomic_write(os.path.join(folder, f"{candidate.key}.keras"), model.save, ".keras")
+    write_file(record, json.dumps(trial.to_json(), indent=1) + "\n")
+    return trial
+
+
+def winner(trials: list[Trial], macs: dict[Candidate, int]) -> Trial:
+    """The trial with the best validation accuracy; ties go to the candidate with more multiply-adds."""
+    return max(trials, key=lambda t: (round(t.val_accuracy, 6), macs[t.candidate]))
+
+
+def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder: str, clock: Clock, log: Log,
+                callbacks: list[Any], reserve: float) -> tuple[Any, int]:
+    """Train the winner on from its trial to `epochs` epochs in all, saving the model after every epoch as
+    `folder/epoch_<n>.keras` and resuming from the last one saved. Stops early (after an epoch) when the budget
+    left falls below `reserve` seconds (kept for QAT). Returns (model, epochs trained in all)."""
+    import keras
+
+    from ..files import atomic_write
+
+    os.makedirs(folder, exist_ok=True)
+    saved = sorted(int(f[6:9]) for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".keras"))
+    done = saved[-1] if saved else trial.epochs
+    path = os.path.join(folder, f"epoch_{done:03d}.keras") if saved else os.path.join(
+        trials_folder, f"{trial.candidate.key}.keras")
+    model = keras.models.load_model(path)
+    if done >= epochs:
+        log(f"  {trial.candidate.label}: {done} epochs trained in an earlier run")
+        return model, done
+    if saved:
+        log(f"  resuming after epoch {done} (saved in an earlier run)")
+
+    class SaveEachEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            atomic_write(os.path.join(folder, f"epoch_{epoch + 1:03d}.keras"), self.model.save, ".keras")
+            if clock.left < reserve and epoch + 1 < epochs:
+                log(f"    the budget keeps {reserve / 60:.1f} min for quantization-aware training: float training "
+                    f"stops after epoch {epoch + 1} of {epochs}")
+                self.model.stop_training = True
+
+    if clock.left < reserve:
+        log(f"  no time left for more float epochs ({clock.describe()}): keeping the trial's {done}")
+        return model, done
+    history = model.fit(data.x_train, data.y_train, epochs=epochs, initial_epoch=done, batch_size=32, verbose=0,
+                        validation_data=(data.x_val, data.y_val),
+                        callbacks=[SaveEachEpoch(), progress_callback(trial.candidate.label, epochs, clock, log,
+                                                                      first_epoch=done), *callbacks])
+    losses = history.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise RuntimeError(f"training {trial.candidate.label} diverged (loss {losses[-1]})")
+    return model, done + len(losses)

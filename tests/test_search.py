@@ -1,0 +1,266 @@
+"""`keras-mbv2 search` (keras_mbv2.search): the grid, the limits, stage 1's measuring order, and a whole search.
+
+The rules of the grid and of stage 1's binary search are checked against a synthetic memory rule (so that they
+are exact and fast); the real measurements are checked on a small grid, where every candidate called fitting must
+have been converted and allocated on the TFLite Micro host runtime within the limits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from keras_mbv2.micro.boards import CODE_RESERVE, RAM_RESERVE
+from keras_mbv2.search import Candidate, Limits, Measurement, SearchSpace, Stage1, choose_finalists
+from keras_mbv2.search.fitting import AS_BUILT, SPLITS
+
+
+# -- the grid and the limits -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(networks=()), "`networks` is empty"),
+    (dict(networks=("nasnet",)), "NASNet-A's cells are not searched"),
+    (dict(widths=()), "`widths` is empty"),
+    (dict(sizes=(16,)), "`sizes` must be at least 32"),
+    (dict(sizes=(96.5,)), "`sizes` must be a positive integer"),
+    (dict(widths=(0.35, float("nan"))), "`widths` must hold finite positive numbers"),
+    (dict(expansions=(0,)), "`expansions` must be a positive integer"),
+    (dict(max_macs=0), "`max_macs` must be a positive integer"),
+])
+def test_a_bad_grid_is_one_error_naming_it(kwargs, fragment):
+    with pytest.raises(ValueError, match=None) as info:
+        SearchSpace(**kwargs)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(board="pico"), "`board` must be one of"),
+    (dict(board="arduino-nano-33-ble", ram=1), "not both"),
+    (dict(flash=1 << 20), "give `board`, or both `flash` and `ram`"),
+    (dict(flash=CODE_RESERVE, ram=1 << 20), "`flash` must exceed the 163,840 B"),
+    (dict(flash=1 << 20, ram=RAM_RESERVE), "`ram` must exceed the 32,768 B"),
+    (dict(flash=1 << 20, ram=-5), "`ram` must be a positive integer"),
+])
+def test_bad_limits_are_one_error_naming_them(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        Limits.of(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_limits_leave_the_boards_reserves_for_code_and_application():
+    nano = Limits.of(board="arduino-nano-33-ble")
+    assert (nano.model_flash, nano.device_ram) == (1024 * 1024 - CODE_RESERVE, 256 * 1024 - RAM_RESERVE)
+    assert nano.core == "cortex-m4"
+    assert Limits.of(flash=1 << 20, ram=128 * 1024).device_ram == 96 * 1024
+    assert "nucleo-f746zg" in nano.boards_that_fit(500_000, 250_000)
+    assert "arduino-nano-33-ble" not in nano.boards_that_fit(500_000, 250_000)
+
+
+def test_the_default_grid_and_the_quick_grid():
+    full = SearchSpace().candidates()
+    assert len(full) == 4 * 7 * 2  # MobileNetV2: widths x sizes x expansions
+    quick = SearchSpace(quick=True).candidates()
+    assert len(quick) == 2 * 3 * 2
+    mixed = SearchSpace(networks=("mobilenet_v2", "mobilenet_v1"), widths=(0.5,), sizes=(96, 64)).candidates()
+    assert [c.key for c in mixed] == ["mobilenet_v1-w0.5-s64", "mobilenet_v1-w0.5-s96", "mobilenet_v2-w0.5-s64-e4",
+                                      "mobilenet_v2-w0.5-s96-e4", "mobilenet_v2-w0.5-s64-e6",
+                                      "mobilenet_v2-w0.5-s96-e6"]
+
+
+@pytest.mark.parametrize("a,b,dominates", [
+    (Candidate("mobilenet_v2", 0.35, 96, 6), Candidate("mobilenet_v2", 0.5, 112, 6), True),
+    (Candidate("mobilenet_v2", 0.35, 96, 4), Candidate("mobilenet_v2", 0.35, 96, 6), True),
+    (Candidate("mobilenet_v2", 0.35, 112, 6), Candidate("mobilenet_v2", 0.5, 96, 6), False),
+    (Candidate("mobilenet_v2", 0.35, 96, 6), Candidate("mobilenet_v2", 0.35, 96, 4), False),
+    (Candidate("mobilenet_v1", 0.25, 96), Candidate("mobilenet_v2", 0.35, 96, 6), False),
+])
+def test_memory_order_of_candidates(a, b, dominates):
+    assert a.dominates(b) is dominates
+
+
+# -- stage 1's order of measuring, on a synthetic memory rule -------------------------------------------------------
+class Synthetic(Stage1):
+    """Stage 1 with a memory rule instead of TFLM: RAM ~ width * size^2 * expansion; counts what it measures."""
+
+    def __init__(self, limits, rule, techniques=True):
+        super().__init__(limits, lambda size: None, 10, 1, techniques)
+        self.rule, self.measured = rule, []
+
+    def cost(self, c):
+        if c not in self.measurements:
+            self.measurements[c] = Measurement(c, int(c.width * 100 * c.size ** 2 * (c.expansion or 6)), 1)
+        return self.measurements[c]
+
+    def _measure(self, m, as_built):
+        self.measured.append((m.candidate, as_built))
+        m.measured, m.flash = True, 1000
+        m.ram_as_built = self.rule(m.candidate)
+        m.fits_as_built = m.ram_as_built <= self.limits.device_ram
+        if m.fits_as_built:
+            m.fits, m.ram, m.technique = True, m.ram_as_built, AS_BUILT
+        elif not as_built:
+            m.ram = m.ram_as_built // 2  # splits halve it
+            m.fits = self.techniques and m.ram <= self.limits.device_ram
+            m.technique = SPLITS if m.fits else ""
+            m.reason = "" if m.fits else "RAM: over"
+
+
+def _rule(c):
+    return int(c.width * c.size ** 2 * (c.expansion or 6) * 2)
+
+
+def test_binary_search_measures_a_few_per_row_and_finds_the_largest_fitting_size():
+    budget = 20_000
+    limits = Limits.of(flash=1 << 20, ram=RAM_RESERVE + budget)
+    space = SearchSpace(widths=(0.35, 0.5, 0.75, 1.0), sizes=(64, 80, 96, 112, 128, 144, 160), expansions=(4, 6))
+    stage = Synthetic(limits, _rule)
+    front = stage.front(space.candidates())
+    assert front
+    for c in front:  # the largest size that fits with splits, checked against the rule itself
+        assert _rule(c) // 2 <= budget
+        bigger = [s for s in (64, 80, 96, 112, 128, 144, 160) if s > c.size]
+        assert all(_rule(Candidate(c.network, c.width, s, c.expansion)) // 2 > budget for s in bigger)
+    rows = {c.row for c in space.candidates()}
+    assert len(stage.measured) <= len(rows) * math.ceil(math.log2(7 + 1))  # binary search, not all 56
+    assert all(m.measured for m in stage.measurements.values() if m.fits)  # fitting means measured
+    inferred = [m for m in stage.measurements.values() if m.fits is False and not m.measured]
+    assert inferred and all("needs at least the memory of" in m.reason for m in inferred)
+
+
+def test_as_built_front_needs_no_techniques_and_is_smaller():
+    limits = Limits.of(flash=1 << 20, ram=RAM_RESERVE + 60_000)
+    space = SearchSpace(widths=(0.35, 0.5), sizes=(64, 96, 128, 160), expansions=(6,))
+    stage = Synthetic(limits, _rule)
+    with_techniques = stage.front(space.candidates())
+    as_built = stage.front(space.candidates(), as_built=True)
+    assert all(stage.measurements[c].ram_as_built <= 60_000 for c in as_built)
+    assert max(stage.measurements[c].macs for c in with_techniques) > max(stage.measurements[c].macs for c in as_built)
+    off = Synthetic(limits, _rule, techniques=False)
+    assert off.front(space.candidates()) == as_built
+
+
+def test_a_flash_failure_rejects_every_input_size_of_its_row_and_wider_rows_without_measuring():
+    limits = Limits.of(flash=CODE_RESERVE + 1000, ram=RAM_RESERVE + 10_000_000)
+
+    class TooBig(Synthetic):
+        def _measure(self, m, as_built):
+            super()._measure(m, as_built)
+            if m.candidate.width >= 0.5:
+                m.fits = m.fits_as_built = False
+                m.size_independent, m.reason = True, "flash: over"
+
+    space = SearchSpace(widths=(0.35, 0.5, 0.75), sizes=(64, 96, 128, 160), expansions=(6,))
+    stage = TooBig(limits, _rule)
+    front = stage.front(space.candidates())
+    assert [(c.width, c.size) for c in front] == [(0.35, 160)]
+    assert [(c.width, c.size) for c, _ in stage.measured] == [(0.35, 96), (0.35, 128), (0.35, 160), (0.5, 96)]
+    for c in space.candidates():
+        m = stage.measurements[c]
+        if c.width >= 0.5 and not m.measured:
+            assert m.fits is False and "does not shrink with the input size" in m.reason, m.reason
+
+
+def test_max_macs_leaves_candidates_out_before_measuring():
+    limits = Limits.of(flash=1 << 20, ram=RAM_RESERVE + 10_000_000)
+    space = SearchSpace(widths=(0.35,), sizes=(64, 96, 128), expansions=(6,))
+    stage = Synthetic(limits, _rule)
+    cap = stage.cost(Candidate("mobilenet_v2", 0.35, 96, 6)).macs
+    front = stage.front(space.candidates(), max_macs=cap)
+    assert [c.size for c in front] == [96]
+    assert all(c.size != 128 for c, _ in stage.measured)
+    assert "over the limit" in stage.measurements[Candidate("mobilenet_v2", 0.35, 128, 6)].reason
+
+
+def test_finalists_have_the_most_macs_and_differ_in_width_and_size():
+    def m(width, size, macs):
+        return Measurement(Candidate("mobilenet_v2", width, size, 6), macs, 1, measured=True, fits=True)
+
+    fitting = [m(0.35, 160, 30), m(0.35, 144, 28), m(0.5, 128, 29), m(0.5, 112, 25), m(0.75, 96, 27)]
+    chosen = choose_finalists(fitting, 3)
+    assert [(f.candidate.width, f.candidate.size) for f in chosen] == [(0.35, 160), (0.5, 128), (0.75, 96)]
+    assert len(choose_finalists(fitting[:1], 3)) == 1
+
+
+# -- the real thing, small: measured on TFLM ---------------------------------------------------------------------
+def test_stage1_measures_on_tflm_and_splits_buy_a_larger_input(tmp_path):
+    from keras_mbv2.datasets import load_digits
+    from keras_mbv2.micro.emitter import tensor_arena_size
+    from keras_mbv2.tflite import arena_use
+
+    limits = Limits.of(flash=1 << 20, ram=RAM_RESERVE + 110_000)
+    images = {}
+
+    def x(size):
+        return images.setdefault(size, load_digits(image_size=size).x_train[:64])
+
+    space = SearchSpace(widths=(0.35,), sizes=(32, 48, 64), expansions=(6,))
+    stage = Stage1(limits, x, 10, 1)
+    front = stage.front(space.candidates())
+    as_built = stage.front(space.candidates(), as_built=True)
+    assert front and as_built, [(m.candidate.label, m.reason) for m in stage.measurements.values()]
+    best, plain = stage.measurements[front[0]], stage.measurements[as_built[0]]
+    assert best.fits and best.measured and best.ram <= limits.device_ram and best.flash <= limits.model_flash
+    assert best.technique != AS_BUILT and best.macs > plain.macs  # the techniques buy a larger input
+    assert best.ram_as_built > limits.device_ram >= plain.ram_as_built
+    # the as-built figure is TFLM's arena for the converted model, margin included
+    model, data = stage._converted[plain.candidate]
+    assert plain.ram_as_built == tensor_arena_size(arena_use(data).total)
+
+
+# -- a whole search from the command line, interrupted and continued -----------------------------------------------
+TINY = ["--flash", "1048576", "--ram", str(RAM_RESERVE + 110_000), "--widths", "0.35", "--sizes", "32,48,64",
+        "--expansions", "6", "--finalists", "2", "--trial-epochs", "2", "--epochs", "3", "--qat-epochs", "1"]
+
+
+def _search(*argv, cwd):
+    import shutil
+    import subprocess
+
+    exe = shutil.which("keras-mbv2") or pytest.fail("the keras-mbv2 console script is not installed")
+    return subprocess.Popen([exe, "search", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import time
+
+    proc = _search(*TINY, "--out", "s", cwd=tmp_path)
+    trials = tmp_path / "s" / "trials"
+    start = time.time()
+    while not (trials.is_dir() and list(trials.glob("*.json"))):  # the first finalist's trial is saved
+        assert proc.poll() is None and time.time() - start < 600, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("keras-mbv2 search: interrupted: what finished"), err
+    first = {p.name for p in trials.glob("*.json")}
+    assert len(first) >= 1 and not (tmp_path / "s" / "report.md").exists()
+
+    proc = _search(*TINY, "--out", "s", cwd=tmp_path)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    assert "stage 1 measured in an earlier run" in out
+    for name in first:  # nothing trained twice
+        key = name[:-len(".json")]
+        assert any(key in line and "trained in an earlier run" in line for line in out.splitlines()), out
+    s = tmp_path / "s"
+    for name in ("model.keras", "model_int8.tflite", "report.md", "front.png", "candidates.csv"):
+        assert (s / name).is_file(), name
+    report = (s / "report.md").read_text()
+    measurements = json.loads((s / "candidates.json").read_text())["measurements"]
+    chosen = [m for m in measurements if f"| model | {Candidate(**m['candidate']).label} |" in report]
+    assert len(chosen) == 1 and chosen[0]["fits"] and chosen[0]["measured"]
+    assert chosen[0]["ram"] <= 110_000 and chosen[0]["technique"] in (SPLITS, "patches")
+    as_built = [m for m in measurements if m["fits_as_built"]]
+    assert as_built and chosen[0]["macs"] > max(m["macs"] for m in as_built)  # the techniques buy capacity
+    assert "Why the larger candidates were rejected" in report and "measured (TFLM host runtime)" in report
+    # the emitted project: RAM measured within the limit, and its C files compile for the board's core
+    model_report = (s / "project" / "model" / "model_report.txt").read_text()
+    assert "model   model:" in model_report
+    make = subprocess.run(["make", "-C", str(s / "project"), "model-objects"], capture_output=True, text=True)
+    assert make.returncode == 0, make.stderr
