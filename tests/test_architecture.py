@@ -27,6 +27,7 @@ FLOORS = [
     ("keras_mbv2.tflite",),
     ("keras_mbv2.quantization",),
     ("keras_mbv2.micro",),
+    ("keras_mbv2.search",),
     ("keras_mbv2.demo", "keras_mbv2.compare", "keras_mbv2.figures", "keras_mbv2.cli", "keras_mbv2.__main__"),
 ]
 

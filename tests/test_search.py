@@ -246,18 +246,19 @@ def test_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(tmp_path
     assert proc.returncode == 0, err
     assert "stage 1 measured in an earlier run" in out
     for name in first:  # nothing trained twice
-        key = name[:-len(".json")]
-        assert any(key in line and "trained in an earlier run" in line for line in out.splitlines()), out
+        label = Candidate(**json.loads((trials / name).read_text())["candidate"]).label
+        assert f"{label}: trained in an earlier run" in out, out
     s = tmp_path / "s"
     for name in ("model.keras", "model_int8.tflite", "report.md", "front.png", "candidates.csv"):
         assert (s / name).is_file(), name
     report = (s / "report.md").read_text()
     measurements = json.loads((s / "candidates.json").read_text())["measurements"]
     chosen = [m for m in measurements if f"| model | {Candidate(**m['candidate']).label} |" in report]
-    assert len(chosen) == 1 and chosen[0]["fits"] and chosen[0]["measured"]
-    assert chosen[0]["ram"] <= 110_000 and chosen[0]["technique"] in (SPLITS, "patches")
+    assert len(chosen) == 1 and chosen[0]["fits"] and chosen[0]["measured"] and chosen[0]["ram"] <= 110_000
+    fitting = [m for m in measurements if m["fits"]]
+    assert all(m["measured"] for m in fitting)  # fitting means measured on TFLM
     as_built = [m for m in measurements if m["fits_as_built"]]
-    assert as_built and chosen[0]["macs"] > max(m["macs"] for m in as_built)  # the techniques buy capacity
+    assert max(m["macs"] for m in fitting) > max(m["macs"] for m in as_built)  # the techniques buy capacity
     assert "Why the larger candidates were rejected" in report and "measured (TFLM host runtime)" in report
     # the emitted project: RAM measured within the limit, and its C files compile for the board's core
     model_report = (s / "project" / "model" / "model_report.txt").read_text()

@@ -9,16 +9,19 @@ from typing import Any, Callable
 
 from ..files import atomic_write, write_file
 from .fitting import PATCHES, Measurement
+from .report import SearchResult, write_report
 from .space import Limits
-from .trials import Clock, Trial, train_final
+from .trials import QAT_EPOCH_COST, Clock, Trial, train_final
 
 Log = Callable[[str], None]
 CONVERSION_RESERVE = 60.0  # seconds the budget keeps for conversion, checks and emission after QAT
+#: The test images embedded in the project for `make run-app` (and `keras-mbv2 check-app`).
+TEST_IMAGES = 10
 
 
 def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: Any, epochs: int, qat_epochs: int,
            clock: Clock, log: Log, callbacks: list[Any], measurements: list[Measurement], trials: list[Trial],
-           as_built_best: Measurement | None, seed: int) -> Any:
+           as_built_best: Measurement | None, seed: int) -> SearchResult:
     """Train, quantize, check and emit the winner into `out`; returns the `SearchResult`."""
     import tf_keras
 
@@ -30,8 +33,6 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
     from ..tflite.patches import patch_model
     from ..tflite.runtime import quantize_input
     from ..training import step_progress
-    from .report import write_report
-    from .run import QAT_EPOCH_COST, TEST_IMAGES, SearchResult
 
     data = source.at(chosen.candidate.size)
     classes = len(data.class_names)

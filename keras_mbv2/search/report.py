@@ -1,17 +1,65 @@
-"""The search's report: every candidate considered, what was measured and what followed from it, why the larger
-candidates were rejected, the trials, and the front (multiply-adds against device RAM and flash) as a plot."""
+"""The search's result and its report: every candidate considered, what was measured and what followed from it,
+why the larger candidates were rejected, the trials, and the front (multiply-adds against device RAM and flash) as
+a plot."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..files import atomic_write, write_file
 from .fitting import AS_BUILT, PATCHES, SPLITS, Measurement
+from .space import Limits
+from .trials import Trial
 
 KIB = 1024
+
+
+@dataclass
+class SearchResult:
+    """What `search` found and wrote: the chosen candidate with its measured flash and device RAM, its accuracies,
+    every candidate's measurement, the trials, and the files."""
+
+    out_dir: str
+    limits: Limits
+    chosen: Measurement
+    float_test_accuracy: float
+    int8_test_accuracy: float  # LiteRT reference kernels
+    tflm_test_accuracy: float  # the TFLM host runtime, patched when the plan is
+    tflm_agreement: str  # TFLM vs LiteRT outputs on the test images
+    flash_bytes: int  # the emitted model array(s)
+    ram_bytes: int  # the emitted device RAM (arena(s) + margin, stage buffer, input band)
+    epochs: int
+    qat_epochs: int
+    measurements: list[Measurement]
+    trials: list[Trial]
+    as_built_best: Measurement | None  # the largest candidate fitting without splits or patches
+    seconds: float
+    files: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The aligned summary the command prints."""
+        c = self.chosen
+        rows = [
+            ("board", self.limits.name),
+            ("chosen", f"{c.candidate.label} ({c.technique})"),
+            ("MACs", f"{c.macs:,}" + (f" ({c.macs_fitted:,} run in patches)" if c.technique == PATCHES else "")),
+            ("flash (model array)", f"{self.flash_bytes:,} B of {self.limits.model_flash:,} B"),
+            ("RAM (TFLM, measured)", f"{self.ram_bytes:,} B of {self.limits.device_ram:,} B"),
+            ("float / int8 accuracy", f"{self.float_test_accuracy:.1%} / {self.int8_test_accuracy:.1%} (test split)"),
+            ("TFLM vs LiteRT", self.tflm_agreement),
+        ]
+        if self.as_built_best is not None:
+            b = self.as_built_best
+            rows.append(("as built, the best", f"{b.candidate.label}: {b.macs:,} MACs" + (
+                f" (the chosen has {c.macs / b.macs:.2f}x)" if c.macs > b.macs else "")))
+        rows += [("time", f"{self.seconds / 60:.1f} min"), ("files", self.out_dir)]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
 
 
 def status(m: Measurement, result: Any) -> str:

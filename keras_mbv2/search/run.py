@@ -18,26 +18,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from ..checks import check_bool, check_positive_int, check_positive_number
 from ..files import LOCK_FILE, run_lock, write_file
-from .fitting import PATCHES, Measurement, Stage1, choose_finalists
+from ..logs import native_stderr_to
+from .finish import finish
+from .fitting import Measurement, Stage1, choose_finalists
+from .report import SearchResult
 from .space import Candidate, Limits, SearchSpace, describe_grid
-from .trials import Clock, Trial, run_trial, winner
+from .trials import QAT_EPOCH_COST, Clock, Trial, run_trial, winner
 
 Log = Callable[[str], None]
 SETTINGS_FILE = "search.json"
 #: The search as `--quick` runs it: a small grid and short training (minutes on 2 cores).
 QUICK = dict(finalists=2, trial_epochs=2, epochs=4, qat_epochs=1, budget_minutes=10.0)
 DEFAULTS = dict(finalists=3, trial_epochs=3, epochs=15, qat_epochs=3, budget_minutes=60.0)
-#: The images embedded in the project for `make run-app`.
-TEST_IMAGES = 10
-#: A QAT epoch costs about this many float epochs of the same model (measured on 2 cores: fake quantization).
-QAT_EPOCH_COST = 2.5
 
 
 class SearchDoesNotFit(ValueError):
@@ -88,49 +87,6 @@ class DataSource:
     def calibration(self, size: int) -> np.ndarray:
         """200 training images for int8 calibration."""
         return self.at(size).x_train[:200]
-
-
-@dataclass
-class SearchResult:
-    """What `search` found and wrote: the chosen candidate with its measured flash and device RAM, its accuracies,
-    every candidate's measurement, the trials, and the files."""
-
-    out_dir: str
-    limits: Limits
-    chosen: Measurement
-    float_test_accuracy: float
-    int8_test_accuracy: float  # LiteRT reference kernels
-    tflm_test_accuracy: float  # the TFLM host runtime, patched when the plan is
-    tflm_agreement: str  # TFLM vs LiteRT outputs on the test images
-    flash_bytes: int  # the emitted model array(s)
-    ram_bytes: int  # the emitted device RAM (arena(s) + margin, stage buffer, input band)
-    epochs: int
-    qat_epochs: int
-    measurements: list[Measurement]
-    trials: list[Trial]
-    as_built_best: Measurement | None  # the largest candidate fitting without splits or patches
-    seconds: float
-    files: list[str] = field(default_factory=list)
-
-    def table(self) -> str:
-        """The aligned summary the command prints."""
-        c = self.chosen
-        rows = [
-            ("board", self.limits.name),
-            ("chosen", f"{c.candidate.label} ({c.technique})"),
-            ("MACs", f"{c.macs:,}" + (f" ({c.macs_fitted:,} run in patches)" if c.technique == PATCHES else "")),
-            ("flash (model array)", f"{self.flash_bytes:,} B of {self.limits.model_flash:,} B"),
-            ("RAM (TFLM, measured)", f"{self.ram_bytes:,} B of {self.limits.device_ram:,} B"),
-            ("float / int8 accuracy", f"{self.float_test_accuracy:.1%} / {self.int8_test_accuracy:.1%} (test split)"),
-            ("TFLM vs LiteRT", self.tflm_agreement),
-        ]
-        if self.as_built_best is not None:
-            b = self.as_built_best
-            rows.append(("as built, the best", f"{b.candidate.label}: {b.macs:,} MACs" + (
-                f" (the chosen has {c.macs / b.macs:.2f}x)" if c.macs > b.macs else "")))
-        rows += [("time", f"{self.seconds / 60:.1f} min"), ("files", self.out_dir)]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def _settings(limits: Limits, space: SearchSpace, data: str, techniques: bool, seed: int, finalists: int,
@@ -205,11 +161,22 @@ def search(
 
     Raises ValueError (naming the argument) on bad input and when no candidate fits, before writing anything.
     """
-    from ..training import reproducible
-
     start = time.perf_counter()
     limits = Limits.of(board, flash, ram)
     space = SearchSpace(tuple(networks), _tuple(widths), _tuple(sizes), _tuple(expansions), max_macs, bool(quick))
+    # TensorFlow's native lines while training (tf.data's `NodeDef mentions attribute use_unbounded_threadpool`
+    # once per fit) stay off the terminal, as at start-up (keras_mbv2.logs)
+    with native_stderr_to([]):
+        return _search(out, data, limits, space, budget_minutes, finalists, trial_epochs, epochs, qat_epochs,
+                       memory_techniques, quick, seed, log, callbacks, start)
+
+
+def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minutes: float | None,
+            finalists: int | None, trial_epochs: int | None, epochs: int | None, qat_epochs: int | None,
+            memory_techniques: bool, quick: bool, seed: int, log: Log, callbacks: list[Any] | None,
+            start: float) -> SearchResult:
+    from ..training import reproducible
+
     check_bool("memory_techniques", memory_techniques)
     base = QUICK if quick else DEFAULTS
 
@@ -281,8 +248,6 @@ def search(
         chosen_m = stage1.measurements[best.candidate]
         log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.val_accuracy:.1%}): float training "
             f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
-        from .finish import finish
-
         result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, list(callbacks or []),
                         measurements, trials, as_built_best, seed)
     result.seconds = time.perf_counter() - start
