@@ -30,6 +30,7 @@ from .files import atomic_write, check_receiving_folder, check_replaceable, run_
 from .models.networks import NETWORKS, build_network
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEMO_QUICK = (3, 1)  # `demo --quick`: float and QAT epochs
 # Set by Ctrl-C. Python raises KeyboardInterrupt where the main thread happens to be, and a library may swallow it
 # there (seen once in CI: `train` went on for its 200 epochs); training checks this after every batch.
 INTERRUPTED = threading.Event()
@@ -475,7 +476,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     check_replaceable(args.out, "--out", args.force)
     args.interrupted = f"nothing was written to {args.out} (the demo writes it only when it completes)"
-    epochs, qat_epochs = (3, 1) if args.quick else (args.epochs, args.qat_epochs)
+    quick_epochs, quick_qat = DEMO_QUICK
+    epochs = args.epochs if args.epochs is not None else quick_epochs if args.quick else 15
+    qat_epochs = args.qat_epochs if args.qat_epochs is not None else quick_qat if args.quick else 3
     result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
                       image_size=args.image_size, epochs=epochs, qat_epochs=qat_epochs, force=args.force,
                       seed=args.seed, log=_say)
@@ -546,11 +549,13 @@ def make_parser() -> argparse.ArgumentParser:
                        f"{n.name} {n.demo_width}" for n in NETWORKS.values() if n.demo_width) + ")")
     p.add_argument("--groups", type=positive_int, default=None, help="ShuffleNet groups; None: 3")
     p.add_argument("--image-size", type=positive_int, default=32, help="digits resized to SIZExSIZE")
-    p.add_argument("--epochs", type=positive_int, default=15, help="float training epochs")
-    p.add_argument("--qat-epochs", type=positive_int, default=3, help="quantization-aware training epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, help="float training epochs; None: 15 (quick: 3)")
+    p.add_argument("--qat-epochs", type=positive_int, default=None,
+                   help="quantization-aware training epochs; None: 3 (quick: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed prints the same table")
     p.add_argument("--quick", action="store_true",
-                   help="a short run that checks an installation: 3 float and 1 QAT epochs (accuracy lower)")
+                   help="a short run that checks an installation: 3 float and 1 QAT epochs (accuracy lower); "
+                   "--epochs and --qat-epochs given still apply")
 
     p = command("build", "build a network (untrained) and save it as .keras",
                 "keras-mbv2 build --network mobilenet_v2 --width 0.35 --input-shape 96x96x3 --out m96.keras",

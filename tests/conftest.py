@@ -24,6 +24,7 @@ def _seed():
 # alone. (worksteal, and load's default chunks, give the whole head of this list to the first worker.)
 HEAVY = (
     # pytest -m slow
+    "test_example_search_ctrl_c_then_rerun",  # 190
     "test_command_sequence_runs_as_printed",  # 149
     "test_example_runs[quantization_aware_training.py]",  # 131
     "test_quick_start_demo_as_printed",  # 119
@@ -45,6 +46,7 @@ HEAVY = (
     "test_fit_ram_goes_below_the_split_floor",  # 25
     "test_same_seed_and_data",  # 24
     "test_a_project_folder_builds",  # 20 + its module's model
+    "test_stage1_measures_on_tflm",  # 20
     "test_fit_ram_splits_only",  # 19
     "test_python_block_runs_as_printed",  # up to 20
     "test_training_that_diverges",  # 15

@@ -198,3 +198,23 @@ def test_training_says_where_it_is_within_an_epoch_when_not_on_a_terminal():
     assert re.fullmatch(r"epoch 1/2  step 1/4  loss [\d.]+  ~0:0\d left in the epoch", lines[0]), lines
     assert [line.split("  ")[0] for line in lines].count("epoch 2/2") == 4 + 1  # 4 steps, then the epoch's line
     assert re.fullmatch(r"epoch 2/2  \d+ s  loss [\d.]+", lines[-1]), lines[-1]
+
+
+@pytest.mark.parametrize("argv,epochs", [
+    ([], (15, 3)),
+    (["--quick"], (3, 1)),
+    (["--quick", "--epochs", "1"], (1, 1)),  # a flag given applies with --quick too
+    (["--qat-epochs", "2"], (15, 2)),
+])
+def test_demo_quick_sets_only_the_epochs_not_given(argv, epochs, monkeypatch, tmp_path):
+    import keras_mbv2.demo
+
+    seen = {}
+
+    def fake_run_demo(out, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any work: only the arguments matter here
+
+    monkeypatch.setattr(keras_mbv2.demo, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), *argv]) == 130
+    assert (seen["epochs"], seen["qat_epochs"]) == epochs

@@ -107,7 +107,8 @@ def test_command_sequence_runs_as_printed(tmp_path):
     assert accuracy > 0.5, outputs["qat"]
 
 
-EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py"))
+# search_for_a_board.py runs in tests/test_search.py, as a user runs it: stopped by Ctrl-C, then run again
+EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "search_for_a_board.py")
 
 
 @pytest.mark.slow
@@ -120,8 +121,7 @@ def test_example_runs(name, tmp_path):
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    # alive from the first epoch on: Keras' lines (verbose=2), or the search's own
-    assert re.search(r"^Epoch 1/\d+$" if name != "search_for_a_board.py" else r"epoch 1/\d+", out, re.M), out[:2000]
+    assert re.search(r"^Epoch 1/\d+$", out, re.M), out[:2000]  # alive from the first epoch on (verbose=2)
     assert not NATIVE_LINE.search(result.stderr), result.stderr[-2000:]  # quiet: `import keras_mbv2` first
     # every accuracy it prints (Keras' own epoch lines print fractions, not percentages)
     accuracies = [float(v) / 100 for v in re.findall(r"(?:accuracy|\(Keras\)|\(LiteRT\)|\(TFLite Micro\))[^\n%]*?"
@@ -146,9 +146,3 @@ def test_example_runs(name, tmp_path):
         assert fine > scratch, out[-1000:]
     elif name == "image_folder.py":
         assert "classes ('digit_0', 'digit_1', 'digit_2', 'digit_3', 'digit_4')" in out
-    elif name == "search_for_a_board.py":  # the chosen model fits 96 KiB as emitted, and the report says why
-        ram = int(re.search(r"RAM \(TFLM, measured\)\s+([\d,]+) B of 98,304 B", out).group(1).replace(",", ""))
-        assert ram <= 98_304 and re.search(r"outputs identical|predictions agree on (\d+) of \1 ", out), out[-2000:]
-        report = (tmp_path / "search_128k" / "report.md").read_text()
-        assert "## Why the larger candidates were rejected" in report and "measured (TFLM host runtime)" in report
-        assert (tmp_path / "search_128k" / "project" / "model" / "model_data.cc").is_file()
