@@ -19,9 +19,9 @@ from ..tflite import (
 )
 from .export import to_tflite
 from .flatten import to_tf_keras
-from .qat import fit_qat, quantize_aware, quantize_scope
+from .qat import finished_model, fit_qat, quantize_aware, quantize_scope
 
 __all__ = [
     "TFLiteResult", "evaluate_tflite", "fit_qat", "io_details", "quantize_aware", "quantize_scope", "read_tflite",
-    "require_int8", "run_isolated", "run_litert", "run_tflm", "to_tf_keras", "to_tflite",
+    "require_int8", "run_isolated", "run_litert", "run_tflm", "to_tf_keras", "to_tflite", "finished_model",
 ]

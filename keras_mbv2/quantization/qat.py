@@ -7,6 +7,8 @@ import csv
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Callable, Iterable
 
 import keras
@@ -42,6 +44,19 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
             return tfmot.quantization.keras.quantize_model(flat)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"tfmot could not quantize the flat graph of {model.name!r}: {exc}") from exc
+
+
+def finished_model(model: keras.Model, out_dir: str) -> Any:
+    """The QAT model of `model` with the weights of the last epoch `out_dir`'s run finished, built outside any
+    tf.distribute strategy: for conversion after distributed training, whose graph holds collective operations
+    (CollectiveReduceV2) that the TFLite converter rejects, and whose variables a multi-worker process cannot read
+    alone once the other workers have left (reading them is an all-reduce)."""
+    done = epochs_done(out_dir)
+    if not done:
+        raise ValueError(f"`out_dir` has no finished epoch to take the weights of. Received: out_dir={out_dir!r}")
+    plain = quantize_aware(model, check=False)
+    plain.load_weights(os.path.join(out_dir, "checkpoints", f"epoch_{max(done) + 1:03d}.h5"))
+    return plain
 
 
 def epochs_done(out_dir: str) -> list[int]:
@@ -106,6 +121,12 @@ def fit_qat(
     or repeated. Under a `strategy` (MirroredStrategy, MultiWorkerMirroredStrategy) the batch is split over
     its replicas. `callbacks` are tf_keras callbacks, run after the checkpointing ones.
 
+    Multi-worker (`keras_mbv2.distribute`): every worker calls `fit_qat` with the same `out_dir`, which they all
+    read (one machine, or storage they share); only the chief writes it and holds its lock. The others write their
+    history to a temporary folder they remove, and tf_keras writes their checkpoint copies to temporary files it
+    removes. A worker killed and started again (and the others, which stop when a peer is lost) resume together
+    from the chief's backup of the last finished epoch.
+
     One run at a time: `out_dir` is locked while it trains (`files.run_lock`); a second run on it is refused at
     once, naming the holder, and the lock of a killed run is taken over (said through `log`).
 
@@ -122,18 +143,32 @@ def fit_qat(
         raise ValueError(f"`x` and `y` must be non-empty and of equal length. Received: {len(x)} and {len(y)}")
     check_model_and_data(qat_model, x, y if loss == "sparse_categorical_crossentropy" else None,
                          model_arg="`qat_model`")
+    if not is_chief(strategy):  # another worker of a multi-worker run: its own files go to a folder it removes
+        with tempfile.TemporaryDirectory(prefix=".kmbv2-worker-") as own:
+            return _fit(qat_model, x, y, out_dir, epochs, batch_size, learning_rate, validation_data, loss,
+                        callbacks, strategy, verbose, seed, own)
     with run_lock(out_dir, "`out_dir`", log=log):
         _check_run(out_dir, qat_model)
         return _fit(qat_model, x, y, out_dir, epochs, batch_size, learning_rate, validation_data, loss, callbacks,
-                    strategy, verbose, seed)
+                    strategy, verbose, seed, out_dir)
+
+
+def is_chief(strategy: Any) -> bool:
+    """True unless `strategy` is a multi-worker strategy and this process is not its chief (the worker that saves:
+    task "chief", or worker 0 of a cluster without one)."""
+    return strategy is None or bool(strategy.extended.should_checkpoint)
 
 
 def _fit(qat_model: Any, x: np.ndarray, y: np.ndarray, out_dir: str, epochs: int, batch_size: int,
          learning_rate: float, validation_data: Any, loss: Any, callbacks: Iterable[Any], strategy: Any,
-         verbose: int, seed: int) -> list[dict[str, float]]:
+         verbose: int, seed: int, own_dir: str) -> list[dict[str, float]]:
+    """Train in `out_dir`'s run; this process writes its history into `own_dir` (`out_dir` on the chief). Every
+    worker reads the chief's history and backup, so all agree on the epochs done; tf_keras' BackupAndRestore and
+    ModelCheckpoint write the other workers' copies to temporary files they remove."""
     tfk = tf_keras()
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    history_path = os.path.join(out_dir, "history.csv")
+    if own_dir == out_dir:  # the chief's folders (tf_keras makes the other workers' temporary ones)
+        os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    history_path = os.path.join(own_dir, "history.csv")
     keras.utils.set_random_seed(seed)
     with _scope(strategy):
         qat_model.compile(optimizer=tfk.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
@@ -144,7 +179,9 @@ def _fit(qat_model: Any, x: np.ndarray, y: np.ndarray, out_dir: str, epochs: int
         ),
         tfk.callbacks.CSVLogger(history_path, append=True),
     ]
-    done = epochs_done(out_dir)
+    done = epochs_done(out_dir)  # the chief's: every worker takes the same decision
+    if own_dir != out_dir and done:  # another worker resumes: its own history starts as the chief's
+        shutil.copyfile(os.path.join(out_dir, "history.csv"), history_path)
     if len(done) < epochs:
         qat_model.fit(
             x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,

@@ -1,0 +1,132 @@
+"""Training on several workers (keras_mbv2.distribute): TF_CONFIG read and checked, and `keras-mbv2 qat
+--multi-worker` run by two real worker processes on this machine, one killed after its first epoch and both started
+again, against the same QAT in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from keras_mbv2 import cli
+from keras_mbv2.distribute import ClusterRole, cluster_role
+
+TWO = {"cluster": {"worker": ["127.0.0.1:20000", "127.0.0.1:20001"]}, "task": {"type": "worker", "index": 1}}
+
+
+@pytest.mark.parametrize("config,role", [
+    (TWO, ClusterRole(2, "worker", 1)),
+    ({**TWO, "task": {"type": "worker", "index": 0}}, ClusterRole(2, "worker", 0)),
+    ({"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", "index": 0}},
+     ClusterRole(2, "worker", 0, has_chief=True)),
+    ({"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "chief", "index": 0}},
+     ClusterRole(2, "chief", 0, has_chief=True)),
+])
+def test_tf_config_names_the_workers_and_the_chief(config, role):
+    found = cluster_role({"TF_CONFIG": json.dumps(config)})
+    assert found == role
+    assert found.chief == (role.task_type == "chief" or (role.index == 0 and not role.has_chief))
+
+
+@pytest.mark.parametrize("text,fragment", [
+    (None, "`TF_CONFIG` is not set"),
+    ("{not json", "must be JSON with a \"cluster\""),
+    (json.dumps({"cluster": {"worker": ["h:1"]}}), "must be JSON with a \"cluster\""),
+    (json.dumps({**TWO, "task": {"type": "worker", "index": 2}}), "task (worker 2) is not in its cluster"),
+    (json.dumps({"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}), "must be host:port"),
+])
+def test_a_bad_tf_config_is_one_error_naming_it(text, fragment):
+    with pytest.raises(ValueError) as info:
+        cluster_role({} if text is None else {"TF_CONFIG": text})
+    assert fragment in str(info.value) and "Received: TF_CONFIG=" in str(info.value)
+
+
+def test_qat_multi_worker_without_tf_config_exits_2_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["qat", "--model", "m.keras", "--run-dir", "run", "--tflite", "q.tflite", "--multi-worker"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "TF_CONFIG is not set" in err[0].replace("`", ""), err
+    assert os.listdir(tmp_path) == []
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _accuracy(text):
+    return float(re.search(r"QAT int8 accuracy ([\d.]+)", text).group(1))
+
+
+@pytest.mark.slow
+def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_path):
+    import keras
+
+    import keras_mbv2 as K
+    from keras_mbv2.datasets import load_digits
+    from keras_mbv2.training import compile_classifier, reproducible
+
+    exe = shutil.which("keras-mbv2") or pytest.fail("the keras-mbv2 console script is not installed")
+    reproducible(0)
+    d = load_digits(32)
+    model = compile_classifier(K.MobileNetV1((32, 32, 1), alpha=0.25, classes=10, bn_momentum=0.9), 2e-3)
+    model.fit(d.x_train, d.y_train, epochs=5, batch_size=32, verbose=0)
+    model.save(tmp_path / "f.keras")
+    keras.backend.clear_session()
+    qat = ["qat", "--model", "f.keras", "--epochs", "2", "--learning-rate", "2e-5"]  # close to the float model
+    single = subprocess.run([exe, *qat, "--run-dir", "single", "--tflite", "single.tflite"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    ports = _free_ports(2)
+    workers: list[subprocess.Popen] = []
+
+    def start(index, tag):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                                      "task": {"type": "worker", "index": index}})}
+        log = open(tmp_path / f"worker{index}{tag}.log", "w")
+        return subprocess.Popen([exe, *qat, "--run-dir", "run", "--tflite", "q.tflite", "--multi-worker"], cwd=tmp_path,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    history = tmp_path / "run" / "history.csv"
+    try:
+        workers += [start(0, "a"), start(1, "a")]
+        deadline = time.time() + 400
+        while not (history.exists() and len(history.read_text().splitlines()) >= 2):  # epoch 1 finished
+            assert time.time() < deadline and all(w.poll() is None for w in workers), "no epoch finished"
+            time.sleep(0.5)
+        workers[1].kill()  # worker 1 is lost mid-run; the chief stops with one line when it notices
+        workers[1].wait(timeout=60)
+        assert workers[0].wait(timeout=120) == 1
+        lost = (tmp_path / "worker0a.log").read_text().strip().splitlines()[-1]
+        assert "a worker of the cluster was lost" in lost and "start every worker again" in lost, lost
+        workers += [start(0, "b"), start(1, "b")]  # both again, the same commands
+        assert [w.wait(timeout=600) for w in workers[2:]] == [0, 0]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    chief = (tmp_path / "worker0b.log").read_text()
+    other = (tmp_path / "worker1b.log").read_text()
+    assert "the chief writes run and q.tflite" in other, other[-2000:]
+    # one run: epochs 0 and 1 once each, none repeated or skipped; the second start resumed at epoch 2
+    assert [line.split(",")[0] for line in history.read_text().splitlines()[1:]] == ["0", "1"]
+    assert re.search(r"^epoch 2/2 ", chief, re.M) and not re.search(r"^epoch 1/2 ", chief, re.M), chief[-2000:]
+    # one set of files: the chief's, no worker's temporary copy left anywhere
+    leftovers = [str(p) for p in tmp_path.rglob("*") if "workertemp" in p.name or p.name.startswith(".kmbv2-")]
+    assert not leftovers, leftovers
+    assert sorted(os.listdir(tmp_path / "run")) == ["backup", "checkpoints", "history.csv", "run.json"]
+    assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.01, (chief[-500:], single.stdout[-500:])
