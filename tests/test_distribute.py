@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from keras_mbv2 import cli
 from keras_mbv2.distribute import ClusterRole, cluster_role
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO = {"cluster": {"worker": ["127.0.0.1:20000", "127.0.0.1:20001"]}, "task": {"type": "worker", "index": 1}}
 
 
@@ -66,6 +68,20 @@ def _free_ports(n):
     return ports
 
 
+def readme_worker_commands():
+    """The README's multi-worker block: (TF_CONFIG as data, argv) per line."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = re.search(r"<!-- the suite runs these commands as printed, on free ports -->\n```bash\n(.*?)```", text,
+                      re.S).group(1)
+    commands = []
+    for line in block.strip().splitlines():
+        words = shlex.split(line.rstrip(" &"))
+        assert words[0].startswith("TF_CONFIG=") and words[1] == "keras-mbv2", line
+        commands.append((json.loads(words[0].split("=", 1)[1]), words[1:]))
+    return commands
+
+
 def _accuracy(text):
     return float(re.search(r"QAT int8 accuracy ([\d.]+)", text).group(1))
 
@@ -83,24 +99,26 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
     d = load_digits(32)
     model = compile_classifier(K.MobileNetV1((32, 32, 1), alpha=0.25, classes=10, bn_momentum=0.9), 2e-3)
     model.fit(d.x_train, d.y_train, epochs=5, batch_size=32, verbose=0)
-    model.save(tmp_path / "f.keras")
+    model.save(tmp_path / "m.keras")
     keras.backend.clear_session()
-    qat = ["qat", "--model", "f.keras", "--epochs", "2", "--learning-rate", "2e-5"]  # close to the float model
-    single = subprocess.run([exe, *qat, "--run-dir", "single", "--tflite", "single.tflite"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    commands = readme_worker_commands()
+    assert [c["task"]["index"] for c, _ in commands] == [0, 1]
+    more = ["--epochs", "2", "--learning-rate", "2e-5"]  # a short run that stays close to the float model
+    single = subprocess.run([exe, "qat", "--model", "m.keras", "--run-dir", "single", "--tflite", "single.tflite",
+                             *more], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
 
     ports = _free_ports(2)
     workers: list[subprocess.Popen] = []
 
     def start(index, tag):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                                      "task": {"type": "worker", "index": index}})}
+        config, argv = commands[index]
+        config["cluster"]["worker"] = [f"127.0.0.1:{p}" for p in ports]  # the README's, on free ports
         log = open(tmp_path / f"worker{index}{tag}.log", "w")
-        return subprocess.Popen([exe, *qat, "--run-dir", "run", "--tflite", "q.tflite", "--multi-worker"], cwd=tmp_path,
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        return subprocess.Popen([exe, *argv[1:], *more], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    history = tmp_path / "run" / "history.csv"
+    history = tmp_path / "qat_mw" / "history.csv"
     try:
         workers += [start(0, "a"), start(1, "a")]
         deadline = time.time() + 400
@@ -121,12 +139,13 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
                 w.wait()
     chief = (tmp_path / "worker0b.log").read_text()
     other = (tmp_path / "worker1b.log").read_text()
-    assert "the chief writes run and q.tflite" in other, other[-2000:]
+    assert "the chief writes qat_mw and m_mw_int8.tflite" in other, other[-2000:]
     # one run: epochs 0 and 1 once each, none repeated or skipped; the second start resumed at epoch 2
     assert [line.split(",")[0] for line in history.read_text().splitlines()[1:]] == ["0", "1"]
     assert re.search(r"^epoch 2/2 ", chief, re.M) and not re.search(r"^epoch 1/2 ", chief, re.M), chief[-2000:]
     # one set of files: the chief's, no worker's temporary copy left anywhere
     leftovers = [str(p) for p in tmp_path.rglob("*") if "workertemp" in p.name or p.name.startswith(".kmbv2-")]
     assert not leftovers, leftovers
-    assert sorted(os.listdir(tmp_path / "run")) == ["backup", "checkpoints", "history.csv", "run.json"]
+    assert sorted(os.listdir(tmp_path / "qat_mw")) == ["backup", "checkpoints", "history.csv", "run.json"]
+    assert (tmp_path / "m_mw_int8.tflite").is_file()
     assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.01, (chief[-500:], single.stdout[-500:])
