@@ -82,6 +82,9 @@ def main() -> int:
     per_epoch = {name: sum(epoch_seconds(text)[1:]) / max(1, len(epoch_seconds(text)) - 1)
                  for name, text in (("one", one), ("two", two[0]))}
     images = len(d.y_train)
+    ratio = per_epoch["one"] / per_epoch["two"]
+    points = 100 * (accuracy["two"] - accuracy["one"])
+    e1, e2, a1, a2 = per_epoch["one"], per_epoch["two"], accuracy["one"], accuracy["two"]
     text = f"""# Two QAT workers against one process, on one machine
 
 `python benchmarks/multi_worker.py` on this machine ({os.cpu_count()} cores, {platform.machine()}), TensorFlow
@@ -91,9 +94,9 @@ def main() -> int:
 
 | | one process | two workers (`--multi-worker`) | ratio |
 | --- | ---: | ---: | ---: |
-| seconds per QAT epoch (after the first) | {per_epoch['one']:.1f} | {per_epoch['two']:.1f} | {per_epoch['one'] / per_epoch['two']:.2f}x throughput |
+| seconds per QAT epoch (after the first) | {e1:.1f} | {e2:.1f} | {ratio:.2f}x throughput |
 | whole command, start-up and conversion included | {one_wall:.0f} s | {two_wall:.0f} s | |
-| QAT int8 test accuracy (LiteRT) | {accuracy['one']:.1%} | {accuracy['two']:.1%} | {100 * (accuracy['two'] - accuracy['one']):+.1f} points |
+| QAT int8 test accuracy (LiteRT) | {a1:.1%} | {a2:.1%} | {points:+.1f} points |
 
 On one 2-core machine the two workers share the same two cores, so the ratio is the overhead of the strategy
 (gradients all-reduced over gRPC after every step, two processes, each batch split in two), not a speed-up. A real
