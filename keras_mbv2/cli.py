@@ -707,7 +707,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ram", type=positive_int, default=None, metavar="BYTES",
                    help="instead of --board: the chip's RAM (application reserve taken off, as for the boards)")
     p.add_argument("--data", default="digits", help="'digits' or an image folder (one sub-folder per class)")
-    p.add_argument("--out", default="keras-mbv2-search", help="the run folder (rerun to continue it)")
+    p.add_argument("--out", default="keras-mbv2-search", help="the run folder")
     p.add_argument("--networks", type=name_list, default="mobilenet_v2",
                    help="comma-separated: mobilenet_v2, mobilenet_v1, shufflenet_v1")
     p.add_argument("--widths", type=number_list(float), default=None,

@@ -24,6 +24,7 @@ def _seed():
 # alone. (worksteal, and load's default chunks, give the whole head of this list to the first worker.)
 HEAVY = (
     # pytest -m slow
+    "test_two_workers_killed_and_restarted",  # 200 (two processes)
     "test_example_search_ctrl_c_then_rerun",  # 190
     "test_command_sequence_runs_as_printed",  # 149
     "test_example_runs[quantization_aware_training.py]",  # 131
