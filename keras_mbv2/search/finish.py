@@ -30,7 +30,7 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
     from ..models.memory_split import memory_splits_of, split_model
     from ..quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
     from ..tflite import arena_use, compare_outputs, io_details
-    from ..tflite.patches import patch_model
+    from ..tflite.patches import patch_model, stage_cuts
     from ..tflite.runtime import quantize_input
     from ..training import step_progress
 
@@ -60,7 +60,11 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
     int8 = to_tflite(qat, data.x_train[:200])
     if chosen.technique == PATCHES:
         cut, grid = chosen.patches
-        target = patch_model(int8, cut, grid)
+        if cut in [c for c, _ in stage_cuts(int8)]:  # stage 1's plan, where the trained model's operators allow it
+            target = patch_model(int8, cut, grid)
+        else:  # the QAT conversion ordered its operators otherwise: the best plan for it, measured again
+            log(f"  stage 1's patch stage (after {cut} operators) is not a stage of the QAT model: searching again")
+            target = patch_model(int8)
         ram = emitted_ram(target)
     else:
         target = int8
