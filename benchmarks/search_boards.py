@@ -55,7 +55,7 @@ def main() -> int:
                     continue
                 c, b = r.chosen, r.as_built_best
                 plain = "" if not techniques else "none" if b is None else (
-                    f"{b.candidate.label}: {b.macs:,} ({c.macs / b.macs:.2f}x fewer)")
+                    f"{b.candidate.label}: {b.macs:,} (chosen / this: {c.macs / b.macs:.2f}x)")
                 rows.append((name, label, c.candidate.label, c.technique, f"{c.macs:,}", plain, f"{r.ram_bytes:,}",
                              f"{r.flash_bytes:,}", f"{r.float_test_accuracy:.1%} / {r.tflm_test_accuracy:.1%}",
                              f"{r.seconds:.0f} s"))
