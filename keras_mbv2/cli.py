@@ -27,30 +27,16 @@ from typing import Any, Callable, Sequence
 
 from ._version import __version__
 from .files import atomic_write, check_receiving_folder, check_replaceable, run_lock, write_file
+from .interrupts import INTERRUPTED, on_ctrl_c, stop_on_ctrl_c
 from .models.networks import NETWORKS, build_network
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DEMO_QUICK = (3, 1)  # `demo --quick`: float and QAT epochs
-# Set by Ctrl-C. Python raises KeyboardInterrupt where the main thread happens to be, and a library may swallow it
-# there (seen once in CI: `train` went on for its 200 epochs); training checks this after every batch.
-INTERRUPTED = threading.Event()
-
-
-def _on_ctrl_c(signum: int, frame: Any) -> None:
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
-
-
 def _stop_on_ctrl_c() -> Any:
-    """A Keras callback that raises KeyboardInterrupt at the next batch once Ctrl-C was pressed."""
+    """A Keras callback that raises KeyboardInterrupt at the next batch once Ctrl-C was pressed (`interrupts`)."""
     import keras
 
-    class StopOnCtrlC(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if INTERRUPTED.is_set():
-                raise KeyboardInterrupt
-
-    return StopOnCtrlC()
+    return stop_on_ctrl_c(keras.callbacks.Callback)
 
 
 QUIET = threading.Event()  # --quiet: no progress lines, only results and errors
@@ -538,8 +524,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                     networks=args.networks, widths=args.widths, sizes=args.sizes, expansions=args.expansions,
                     max_macs=args.max_macs, budget_minutes=args.budget, finalists=args.finalists,
                     trial_epochs=args.trial_epochs, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                    memory_techniques=not args.no_memory_techniques, quick=args.quick, seed=args.seed, log=_say,
-                    callbacks=[_stop_on_ctrl_c()])
+                    memory_techniques=not args.no_memory_techniques, quick=args.quick, seed=args.seed, log=_say)
     print()
     print(result.table())
     print(f"report  {os.path.join(result.out_dir, 'report.md')}")
@@ -770,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         QUIET.set()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _on_ctrl_c) if in_main_thread else None
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if in_main_thread else None
     try:
         with native_stderr_to(captured):
             return args.func(args)

@@ -21,6 +21,7 @@ PACKAGE = os.path.join(ROOT, "keras_mbv2")
 # Lowest floor first. A module's floor is that of its first matching prefix.
 FLOORS = [
     ("keras_mbv2._lazy", "keras_mbv2._version", "keras_mbv2.checks", "keras_mbv2.files", "keras_mbv2.logs",
+     "keras_mbv2.interrupts",
      "keras_mbv2.paper", "keras_mbv2.layers"),
     ("keras_mbv2.profiler", "keras_mbv2.datasets", "keras_mbv2.models", "keras_mbv2.model_checks",
      "keras_mbv2.training", "keras_mbv2.distribute"),

@@ -8,6 +8,7 @@ import os
 from typing import Any, Callable
 
 from ..files import atomic_write, write_file
+from ..interrupts import stop_on_ctrl_c
 from .fitting import PATCHES, Measurement
 from .report import SearchResult, write_report
 from .space import Limits
@@ -53,7 +54,8 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
     qat = quantize_aware(model)
     fit_qat(qat, data.x_train, data.y_train, os.path.join(out, "final", "qat_run"), epochs=qat_epochs,
             validation_data=(data.x_val, data.y_val), verbose=0, seed=seed, log=log,
-            callbacks=[step_progress(tf_keras.callbacks.Callback, qat_epochs, lambda m: log("    " + m),
+            callbacks=[stop_on_ctrl_c(tf_keras.callbacks.Callback),
+                       step_progress(tf_keras.callbacks.Callback, qat_epochs, lambda m: log("    " + m),
                                      what="QAT epoch")])
 
     log("[4/4] int8: conversion, TFLM against LiteRT on the test images, the firmware project, the report")

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..checks import check_bool, check_positive_int, check_positive_number
 from ..files import LOCK_FILE, run_lock, write_file
+from ..interrupts import ctrl_c_stops_training, stop_on_ctrl_c
 from ..logs import native_stderr_to
 from .finish import finish
 from .fitting import Measurement, Stage1, choose_finalists
@@ -157,7 +158,8 @@ def search(
             winner's float epochs in all (its trial's included) and QAT epochs. None: `DEFAULTS`, or `QUICK`.
         memory_techniques: allow channel splits and patches (False: only models that fit as built).
         seed: seeds the data split, the weights and the kernels (`training.reproducible`).
-        callbacks: Keras callbacks added to every training (the command line's Ctrl-C check).
+        callbacks: Keras callbacks added to every float training. Ctrl-C stops the search at the next batch (even
+            where TensorFlow swallows it: `keras_mbv2.interrupts`), keeping what finished.
 
     Raises ValueError (naming the argument) on bad input and when no candidate fits, before writing anything.
     """
@@ -166,7 +168,8 @@ def search(
     space = SearchSpace(tuple(networks), _tuple(widths), _tuple(sizes), _tuple(expansions), max_macs, bool(quick))
     # TensorFlow's native lines while training (tf.data's `NodeDef mentions attribute use_unbounded_threadpool`
     # once per fit) stay off the terminal, as at start-up (keras_mbv2.logs)
-    with native_stderr_to([]):
+    # Ctrl-C stops training even where TensorFlow swallows it (`interrupts`); what finished is kept
+    with native_stderr_to([]), ctrl_c_stops_training():
         return _search(out, data, limits, space, budget_minutes, finalists, trial_epochs, epochs, qat_epochs,
                        memory_techniques, quick, seed, log, callbacks, start)
 
@@ -175,8 +178,11 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
             finalists: int | None, trial_epochs: int | None, epochs: int | None, qat_epochs: int | None,
             memory_techniques: bool, quick: bool, seed: int, log: Log, callbacks: list[Any] | None,
             start: float) -> SearchResult:
+    import keras
+
     from ..training import reproducible
 
+    callbacks = [stop_on_ctrl_c(keras.callbacks.Callback), *(callbacks or [])]
     check_bool("memory_techniques", memory_techniques)
     base = QUICK if quick else DEFAULTS
 
@@ -243,12 +249,12 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
             write_file(os.path.join(out, SETTINGS_FILE), json.dumps(settings, indent=1) + "\n")
         _save_measurements(out, measurements)
         trials = _stage2_trials(chosen, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log,
-                                list(callbacks or []), per_epoch / smallest.macs)
+                                callbacks, per_epoch / smallest.macs)
         best = winner(trials, {m.candidate: m.macs for m in measurements})
         chosen_m = stage1.measurements[best.candidate]
         log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.val_accuracy:.1%}): float training "
             f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
-        result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, list(callbacks or []),
+        result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, callbacks,
                         measurements, trials, as_built_best, seed)
     result.seconds = time.perf_counter() - start
     return result
