@@ -273,16 +273,15 @@ def _nothing_fits(limits: Limits, measurements: list[Measurement]) -> str:
     """The one-line error when no candidate fits: the smallest candidate's need, and the boards it would fit."""
     measured = [m for m in measurements if m.measured]
     smallest = min(measured or measurements, key=lambda m: (m.macs, m.candidate))
-    need_ram = smallest.need or smallest.ram_as_built or 0
-    need_flash = smallest.flash or 0
-    boards = limits.boards_that_fit(need_flash, need_ram) if measured else []
+    need_ram = smallest.need or smallest.ram_as_built
+    converted = smallest.flash is not None and need_ram is not None  # else only a lower bound of its weights
+    at_least = " at least" if smallest.size_independent else ""
+    needs = f" (it needs {smallest.flash:,} B flash and{at_least} {need_ram:,} B RAM)" if converted else ""
+    boards = limits.boards_that_fit(smallest.flash, need_ram) if converted else []
     where = f"; it would fit {', '.join(boards)}" if boards else ""
-    what = f"`board`={limits.board!r}" if limits.board else f"`flash`={limits.flash!r}, `ram`={limits.ram!r}"
+    what = f"board={limits.board!r}" if limits.board else f"flash={limits.flash!r}, ram={limits.ram!r}"
     return (f"no candidate of the grid fits {limits.describe()}. The smallest, {smallest.candidate.label}, "
-            f"{smallest.reason or 'does not fit'}" + (f" (it needs {need_flash:,} B flash and "
-                                                       f"{need_ram:,} B RAM{' at least' if smallest.need else ''})"
-                                                       if measured else "")
-            + f"{where}. Received: {what.replace('`', '')}")
+            f"does not fit: {smallest.reason or 'over the limits'}{needs}{where}. Received: {what}")
 
 
 def probe_epoch_seconds(candidate: Candidate, data: SearchData, classes: int, channels: int,
