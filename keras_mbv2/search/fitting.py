@@ -123,20 +123,27 @@ class Stage1:
                         f"({other.reason.split(':')[0] if other.reason else 'RAM'})")
         return None
 
+    def _known(self, m: Measurement, as_built: bool) -> bool | None:
+        """`m`'s verdict when known, or when it follows from a measured candidate (then recorded); else None."""
+        verdict = m.fits_as_built if as_built else m.fits
+        if verdict is not None:
+            return verdict
+        why = self._inferred(m.candidate, as_built)
+        if why is None:
+            return None
+        if as_built:
+            m.fits_as_built = False
+        else:
+            m.fits, m.reason = False, m.reason or why
+        return False
+
     def fits(self, candidate: Candidate, as_built: bool = False) -> bool:
         """Does `candidate` fit (as built only, or with splits and patches when the search allows them)? Measures it
         unless its verdict is known or follows from a measured candidate."""
         m = self.cost(candidate)
-        verdict = m.fits_as_built if as_built else m.fits
+        verdict = self._known(m, as_built)
         if verdict is not None:
             return verdict
-        why = self._inferred(candidate, as_built)
-        if why is not None:
-            if as_built:
-                m.fits_as_built = False
-            else:
-                m.fits, m.reason = False, m.reason or why
-            return False
         self._measure(m, as_built)
         return bool(m.fits_as_built if as_built else m.fits)
 
@@ -256,14 +263,7 @@ class Stage1:
                 found.append(best)
         for row in rows.values():  # what follows from the measurements for the candidates not measured
             for c in row:
-                m = self.measurements[c]
-                if (m.fits_as_built if as_built else m.fits) is None:
-                    why = self._inferred(c, as_built)
-                    if why is not None:
-                        if as_built:
-                            m.fits_as_built = False
-                        else:
-                            m.fits, m.reason = False, m.reason or why
+                self._known(self.measurements[c], as_built)
         return found
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..checks import check_positive_int
 from ..micro.boards import BOARDS, CODE_RESERVE, RAM_RESERVE, Board
@@ -195,17 +195,6 @@ class Limits:
                 if flash + CODE_RESERVE <= b.flash and ram + RAM_RESERVE <= b.ram]
 
 
-def parse_list(text: str, kind: type, flag: str) -> tuple:
-    """`0.35,0.5` -> (0.35, 0.5) for the command line's grid flags; one error naming `flag`."""
-    try:
-        values = tuple(kind(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{flag} must be a comma-separated list of numbers. Received: {flag} {text!r}") from None
-    if not values:
-        raise ValueError(f"{flag} is empty: the grid has no candidate. Received: {flag} {text!r}")
-    return values
-
-
 def describe_grid(space: SearchSpace) -> str:
     """One line per network: the grid searched."""
     lines = []
@@ -217,7 +206,3 @@ def describe_grid(space: SearchSpace) -> str:
         lines.append(f"{network}: " + "; ".join(parts))
     return "\n".join(lines)
 
-
-def unique(values: Sequence[Any]) -> list[Any]:
-    """`values` without repeats, in order."""
-    return list(dict.fromkeys(values))
