@@ -46,9 +46,12 @@ def step_progress(base: type, epochs: int, log: Callable[[str], None], what: str
     is within an epoch, for output that is not a terminal (a log file, CI), where Keras' progress bar would print a
     line every 50 ms: one line every `interval` seconds (`epoch 1/15  step 20/45  loss 1.2345  ~0:23 left in the
     epoch`), and one at the end of each epoch with its metrics. The first epoch of a model includes tracing it,
-    so its first line comes when its first step has run."""
+    so its first line comes when its first step has run. Each epoch's seconds are kept in `.times`."""
 
     class StepProgress(base):  # type: ignore[misc, valid-type]
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.times: list[float] = []
+
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.epoch, self.start, self.last = epoch, time.monotonic(), time.monotonic()
             self.steps = (self.params or {}).get("steps")
@@ -68,8 +71,9 @@ def step_progress(base: type, epochs: int, log: Callable[[str], None], what: str
             log(line)
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.times.append(time.monotonic() - self.start)
             metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
-            log(f"{what} {epoch + 1}/{epochs}  {time.monotonic() - self.start:.0f} s  {metrics}")
+            log(f"{what} {epoch + 1}/{epochs}  {self.times[-1]:.0f} s  {metrics}")
 
     return StepProgress()
 

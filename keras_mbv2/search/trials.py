@@ -67,49 +67,14 @@ class Clock:
         return f"{left // 60}:{left % 60:02d} left of the budget"
 
 
-def progress_callback(what: str, epochs: int, clock: Clock, log: Log, stop_when_over: bool = False,
-                      first_epoch: int = 0) -> Any:
-    """A Keras callback printing one line per epoch (`what`, epoch n/N, loss, accuracy, validation accuracy, the
-    time left of the budget), and one every `training.STEP_INTERVAL` seconds within an epoch; it keeps each epoch's
-    seconds in `.times`. With `stop_when_over`, training stops at the end of the epoch in which the budget ran
-    out."""
+def progress_callback(what: str, epochs: int, clock: Clock, log: Log) -> Any:
+    """`training.step_progress` for a search's training: its lines name the candidate and the budget left; each
+    epoch's seconds are in `.times`."""
     import keras
 
-    from ..training import STEP_INTERVAL
+    from ..training import step_progress
 
-    class Progress(keras.callbacks.Callback):
-        times: list[float] = []
-
-        def on_train_begin(self, logs: Any = None) -> None:
-            self.times = []
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.begin = self.last = time.monotonic()
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if time.monotonic() - self.last >= STEP_INTERVAL:
-                self.last = time.monotonic()
-                steps = (self.params or {}).get("steps")
-                log(f"    {what}: epoch {self.epoch_shown}/{epochs} step {batch + 1}" + (f"/{steps}" if steps else "")
-                    + f", {clock.describe()}")
-
-        @property
-        def epoch_shown(self) -> int:
-            return getattr(self, "_epoch", first_epoch) + 1
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self._epoch = epoch + 1
-            self.times.append(time.monotonic() - self.begin)
-            logs = logs or {}
-            val = f"  val accuracy {logs['val_accuracy']:.3f}" if "val_accuracy" in logs else ""
-            log(f"    {what}: epoch {epoch + 1}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  accuracy "
-                f"{logs.get('accuracy', float('nan')):.3f}{val}  ({time.monotonic() - self.begin:.0f} s, "
-                f"{clock.describe()})")
-            if stop_when_over and clock.left <= 0 and epoch + 1 < epochs:
-                log(f"    {what}: the budget is spent: training stops after epoch {epoch + 1}")
-                self.model.stop_training = True
-
-    return Progress()
+    return step_progress(keras.callbacks.Callback, epochs, lambda line: log(f"    {what}: {line} ({clock.describe()})"))
 
 
 def epoch_time(times: list[float]) -> float:
@@ -188,8 +153,8 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
         return model, done
     history = model.fit(data.x_train, data.y_train, epochs=epochs, initial_epoch=done, batch_size=32, verbose=0,
                         validation_data=(data.x_val, data.y_val),
-                        callbacks=[SaveEachEpoch(), progress_callback(trial.candidate.label, epochs, clock, log,
-                                                                      first_epoch=done), *callbacks])
+                        callbacks=[SaveEachEpoch(), progress_callback(trial.candidate.label, epochs, clock, log),
+                                   *callbacks])
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise RuntimeError(f"training {trial.candidate.label} diverged (loss {losses[-1]})")
