@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,9 @@ import keras_mbv2 as K
 import keras
 
 from keras_mbv2.datasets import load_digits
+from keras_mbv2.distribute import free_ports
 from keras_mbv2.files import write_file
 from keras_mbv2.training import compile_classifier, reproducible
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` ports free on 127.0.0.1 now."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def epoch_seconds(text: str) -> list[float]:

@@ -60,6 +60,20 @@ def cluster_role(env: dict[str, str] | None = None) -> ClusterRole:
     return ClusterRole(workers, task_type, index, "chief" in members)
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` ports free on `host` now, for a cluster of worker processes on one machine (tests, benchmarks)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def multi_worker_strategy() -> Any:
     """A `tf.distribute.MultiWorkerMirroredStrategy` for the cluster `TF_CONFIG` names (checked first). Create it
     before any other TensorFlow operation of the process, as TensorFlow requires; it waits for every worker."""

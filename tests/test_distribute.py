@@ -9,14 +9,13 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
 from keras_mbv2 import cli
-from keras_mbv2.distribute import ClusterRole, cluster_role
+from keras_mbv2.distribute import ClusterRole, cluster_role, free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO = {"cluster": {"worker": ["127.0.0.1:20000", "127.0.0.1:20001"]}, "task": {"type": "worker", "index": 1}}
@@ -56,16 +55,6 @@ def test_qat_multi_worker_without_tf_config_exits_2_before_any_work(tmp_path, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "TF_CONFIG is not set" in err[0].replace("`", ""), err
     assert os.listdir(tmp_path) == []
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def readme_worker_commands():
@@ -108,7 +97,7 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
                              *more], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
 
-    ports = _free_ports(2)
+    ports = free_ports(2)
     workers: list[subprocess.Popen] = []
 
     def start(index, tag):

@@ -333,7 +333,7 @@ def emit(
     data = strip_strings(data)
     # Flash of the architecture: an untrained network's equal constants (zero biases, ...) share buffers and
     # vanish once trained, so its size is that of its memory twin, which holds every constant apart.
-    flash = len(strip_strings(memory_twin(data))) if cannot_run else len(data)
+    flash = flash_bytes(data) if cannot_run else len(data)
     _check_board(board, flash, arena)
     report = MicroReport(name, flash, arena, measured, ops, tflite_macs(data), board,
                          activation_bytes=use.head if use is not None else None, online_arena_bytes=online,
