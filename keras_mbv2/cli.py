@@ -31,7 +31,8 @@ from .interrupts import INTERRUPTED, on_ctrl_c, stop_on_ctrl_c
 from .models.networks import NETWORKS, build_network
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-DEMO_QUICK = (3, 1)  # `demo --quick`: float and QAT epochs
+
+
 def _stop_on_ctrl_c() -> Any:
     """A Keras callback that raises KeyboardInterrupt at the next batch once Ctrl-C was pressed (`interrupts`)."""
     import keras
@@ -495,13 +496,13 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`keras-mbv2 demo`: the whole job on the bundled digits (see `keras_mbv2.demo.run_demo`)."""
-    from .demo import run_demo
+    from .demo import DEFAULTS, QUICK, run_demo
 
     check_replaceable(args.out, "--out", args.force)
     args.interrupted = f"nothing was written to {args.out} (the demo writes it only when it completes)"
-    quick_epochs, quick_qat = DEMO_QUICK
-    epochs = args.epochs if args.epochs is not None else quick_epochs if args.quick else 15
-    qat_epochs = args.qat_epochs if args.qat_epochs is not None else quick_qat if args.quick else 3
+    base = QUICK if args.quick else DEFAULTS  # a flag given applies, with or without --quick
+    epochs = args.epochs if args.epochs is not None else base["epochs"]
+    qat_epochs = args.qat_epochs if args.qat_epochs is not None else base["qat_epochs"]
     result = run_demo(args.out, network=args.network, width=args.width, groups=args.groups,
                       image_size=args.image_size, epochs=epochs, qat_epochs=qat_epochs, force=args.force,
                       seed=args.seed, log=_say)

@@ -24,6 +24,8 @@ Log = Callable[[str], None]
 #: The demo as `keras-mbv2 demo` runs it by default (the settings `SEED_SPREAD` was measured with).
 DEFAULTS: dict[str, Any] = dict(network="mobilenet_v2", width=None, groups=None, image_size=32, epochs=15,
                                 qat_epochs=3)
+#: `keras-mbv2 demo --quick`: a short run that checks an installation.
+QUICK: dict[str, Any] = dict(epochs=3, qat_epochs=1)
 #: Accuracy points between the best and the worst of seeds 0, 1 and 2, per stage, of the default demo, measured
 #: by `python benchmarks/demo_seeds.py` (benchmarks/DEMO_SEEDS.md). A difference between two stages smaller than
 #: the larger of their two spreads is within run-to-run variation: not significant.
