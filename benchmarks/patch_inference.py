@@ -47,12 +47,12 @@ TIMING_FRAMES = 16
 ARENA = 8 << 20  # bytes given to each TFLM interpreter for the timing
 
 
-def _model(kind: str, width: float, size: int) -> keras.Model:
+def _model(kind: str, width: float, size: int, classes: int = 1000) -> keras.Model:
     keras.utils.set_random_seed(0)
     if kind == "v2":
-        app = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=width, weights=None)
+        app = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=width, weights=None, classes=classes)
         return K.from_keras_application(randomized_batch_norms(app))
-    return randomized_batch_norms(K.MobileNetV1((size, size, 3), alpha=width, weights=None))
+    return randomized_batch_norms(K.MobileNetV1((size, size, 3), alpha=width, weights=None, classes=classes))
 
 
 def _operators(data: bytes) -> int:

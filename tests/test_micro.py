@@ -48,12 +48,14 @@ def test_a_project_folder_builds_and_runs_on_its_own(int8_model, tmp_path):
     project = tmp_path / "p"
     images = load_digits(image_size=32).x_test[:2]
     report = write_project(int8_model, str(project), name="digits", board="nucleo-f746zg", test_images=images)
-    assert {"Makefile", "FIRMWARE.md", "README.md", "project.mk", "app", "selftest", "arduino", "model"} == set(
+    assert {"Makefile", "FIRMWARE.md", "README.md", "project.mk", "app", "boards", "selftest", "arduino",
+                                                                             "model"} == set(
         os.listdir(project))
     assert "digits_model_data.cc" in os.listdir(project / "model") and report.files[0].startswith(str(project))
     assert (project / "project.mk").read_text().splitlines()[1:] == ["MODEL_NAME ?= digits", "TARGET_ARCH ?= cortex-m7"]
     readme = (project / "README.md").read_text()
     for fact in ("nucleo-f746zg", "cortex-m7", f"{report.arena_bytes:,} B kTensorArenaSize", "make run-app",
+                 "QEMU's mps2-an500",
                  "TFLM_DIR="):
         assert fact in readme, fact
     mode = os.stat(project / "Makefile").st_mode & 0o777
@@ -307,17 +309,23 @@ def test_test_images_are_the_models_quantized_inputs(int8_model, with_test_image
         assert f"g_test_labels[kNumTestImages] = {{{', '.join(str(v) for v in data.y_test[:3])}}};" in f.read()
 
 
-def _app_log(scores: np.ndarray) -> str:
+def _app_log(scores: np.ndarray, labels: list[int] | None = None, patches: bool = False) -> str:
     """The app's output for these scores, in the format of the firmware's app/ (result_responder.cc,
-    main_functions.cc)."""
+    main_functions.cc, model_runner.cc, operator_profiler.cc); `labels`: the images' true classes (-1: unknown)."""
     lines = [f"keras_mbv2 app: arena used 81780 of 88336 bytes (kTensorArenaSize), {len(scores)} images, clock: "
              "SysTick ticks"]
     for i, row in enumerate(scores):
-        lines.append(f"image {i}: class {int(np.argmax(row))} ({int(np.argmax(row))}) scores "
-                     f"{','.join(str(int(v)) for v in row)} ticks {1000 + i} SysTick ticks")
+        label = -1 if labels is None else labels[i]
+        lines.append(f"image {i}: class {int(np.argmax(row))} ({int(np.argmax(row))}) true {label} "
+                     f"({label if label >= 0 else 'unknown'}) scores {','.join(str(int(v)) for v in row)} "
+                     f"ticks {1000 + i} SysTick ticks")
         if i == 0:
+            if patches:
+                lines += ["profile: patch operator 0 CONV_2D 6400", "profile: patch operator 1 MUL 1600",
+                          "profile: patch total 8000 SysTick ticks over 2 operators x 64 invocations"]
             lines += ["profile: operator 0 CONV_2D 600", "profile: operator 1 DEPTHWISE_CONV_2D 300",
-                      "profile: operator 2 CONV_2D 100", "profile: total 1000 SysTick ticks over 3 operators"]
+                      "profile: operator 2 CONV_2D 100", "profile: total 1000 SysTick ticks over 3 operators",
+                      "profile: outside the operators 250 SysTick ticks"]
     return "\n".join(lines + ["keras_mbv2 app: done"]) + "\n"
 
 
@@ -329,10 +337,14 @@ def test_the_app_prints_what_the_parser_reads():
         main = f.read()
     with open(os.path.join(APP, "operator_profiler.cc")) as f:
         profiler = f.read()
-    assert '"image %d: class %d (%s) scores "' in responder and '" ticks %llu %s\\n"' in responder
+    with open(os.path.join(APP, "model_runner.cc")) as f:
+        runner = f.read()
+    assert '"image %d: class %d (%s) true %d (%s) scores "' in responder and '" ticks %llu %s\\n"' in responder
     assert '"keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\\n"' in main
     assert '"keras_mbv2 app: done\\n"' in main
-    assert '"profile: operator %d %s %llu\\n"' in profiler
+    assert '"profile: %soperator %d %s %llu\\n"' in profiler and 'Print("patch ")' in runner and 'Print("")' in runner
+    assert '"profile: %stotal %llu %s over %d operators"' in profiler and '" x %d invocations"' in profiler
+    assert '"profile: outside the operators %llu %s\\n"' in runner
 
 
 def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model, with_test_images):
@@ -345,6 +357,7 @@ def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model,
     parsed = parse_app_output(log)
     assert (parsed.arena_used, parsed.arena_size, parsed.done, len(parsed.images)) == (81780, 88336, True, 3)
     assert profile_by_operator(parsed) == [("CONV_2D", 2, 700, 0.7), ("DEPTHWISE_CONV_2D", 1, 300, 0.3)]
+    assert [image.label for image in parsed.images] == [None] * 3 and parsed.outside == 250
     assert check_app_output(log, out, "digits").identical
     changed = host.reshape(3, -1).copy()
     changed[1, 4] = changed[1, 4] + 1 if changed[1, 4] < 127 else 126
@@ -354,6 +367,16 @@ def test_check_app_output_compares_every_score_with_the_host_runtime(int8_model,
         parse_app_output("AllocateTensors failed: kTensorArenaSize 1000 is too small\n")
     with pytest.raises(ValueError, match="classified 1 of the 3 test images"):
         check_app_output(log.split("image 1:")[0], out, "digits")
+
+
+def test_the_parser_reads_true_labels_and_the_patch_models_profile_summed_over_its_patches():
+    from keras_mbv2.micro import parse_app_output, profile_by_operator
+
+    parsed = parse_app_output(_app_log(np.eye(3, dtype="int8") * 100, labels=[0, 2, -1], patches=True))
+    assert [(image.predicted, image.label) for image in parsed.images] == [(0, 0), (1, 2), (2, None)]
+    assert parsed.patch_invocations == 64 and [kind for _, kind, _ in parsed.patch_profile] == ["CONV_2D", "MUL"]
+    assert profile_by_operator(parsed, patches=True) == [("CONV_2D", 1, 6400, 0.8), ("MUL", 1, 1600, 0.2)]
+    assert [index for index, *_ in parsed.profile] == [0, 1, 2] and parsed.outside == 250  # the rest model's
 
 
 def test_the_parser_reads_the_apps_real_output_on_qemu():
@@ -411,3 +434,67 @@ def test_untrained_network_reports_the_flash_and_arena_of_a_trained_one(tmp_path
     assert untrained.array_bytes < 0.98 * trained.model_bytes  # what was written: equal constants stored once
     assert untrained.measured_arena_bytes == trained.measured_arena_bytes
     assert f"{untrained.model_bytes:,} B flash once trained" in str(untrained)
+
+
+# (make arguments, the core and the QEMU board `make run-app` then builds for and runs on, its linker script)
+APP_BOARDS = [
+    ([], "cortex-m4", "mps2-an386", "mps2_an386.ld"),
+    (["TARGET_ARCH=cortex-m7"], "cortex-m7", "mps2-an500", "mps2_an386.ld"),
+    (["BOARD=mps2-an505"], "cortex-m33", "mps2-an505", "mps2_an505.ld"),
+    (["BOARD=mps3-an547"], "cortex-m55", "mps3-an547", "mps3_an547.ld"),
+    (["BOARD=netduinoplus2"], "cortex-m4", "netduinoplus2", "netduinoplus2.ld"),
+]
+
+
+@pytest.fixture
+def fake_tflm(tmp_path):
+    """A folder TFLM's makefile path exists in, whose `microlite` does nothing: enough for `make -n`."""
+    makefile = tmp_path / "tflm" / "tensorflow" / "lite" / "micro" / "tools" / "make" / "Makefile"
+    makefile.parent.mkdir(parents=True)
+    makefile.write_text("microlite:\n\t@true\n")
+    return str(tmp_path / "tflm")
+
+
+@pytest.mark.parametrize("args, core, board, script", APP_BOARDS)
+def test_make_run_app_builds_for_the_cores_qemu_board_with_its_startup_and_linker_script(
+        args, core, board, script, fake_tflm, with_test_images):
+    from keras_mbv2.micro.boards import QEMU_BOARDS
+
+    out, _ = with_test_images
+    dry = subprocess.run(["make", "-n", "-C", MICRO, "run-app", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                          f"TFLM_DIR={fake_tflm}", *args], capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert f"TARGET_ARCH={_tflm_arch(core)}" in dry.stdout and f"-mcpu={core}" in dry.stdout  # TFLM's and the app's
+    assert f"boards/startup.c -T boards/{script}" in dry.stdout and "--specs=rdimon.specs" in dry.stdout
+    assert f"-M {board} " in dry.stdout and f"build/app-{board}-cmsis_nn/app.elf" in dry.stdout
+    assert f"the app for QEMU's {board} ({core};" in dry.stdout and 'for your board pass BOARD_SOURCES=' in dry.stdout
+    if not args or args[0].startswith("TARGET_ARCH"):
+        assert QEMU_BOARDS[core] == board  # the Python side's table (project READMEs) says the same
+
+
+def _tflm_arch(core: str) -> str:
+    return core + "+fp" if core in ("cortex-m4", "cortex-m7") else core
+
+
+@pytest.mark.parametrize("args, message", [
+    (["BOARD=stm32"], "BOARD must be one of mps2-an386 mps2-an500 mps2-an505 mps3-an547 netduinoplus2; got "
+                      "BOARD=stm32"),
+    (["BOARD=mps2-an505", "TARGET_ARCH=cortex-m4"], "BOARD=mps2-an505 is a cortex-m33, TARGET_ARCH=cortex-m4 is not"),
+    (["BOARD_SOURCES=s.c"], "run-app runs on a QEMU board"),
+])
+def test_make_run_app_refuses_a_contradictory_board(args, message, fake_tflm, with_test_images):
+    out, _ = with_test_images
+    result = subprocess.run(["make", "-n", "-C", MICRO, "run-app", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                             f"TFLM_DIR={fake_tflm}", *args], capture_output=True, text=True)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_make_app_for_your_board_uses_your_files(fake_tflm, with_test_images):
+    out, _ = with_test_images
+    dry = subprocess.run(["make", "-n", "-C", MICRO, "app", f"MODEL_DIR={out}", "MODEL_NAME=digits",
+                          f"TFLM_DIR={fake_tflm}", "TARGET_ARCH=cortex-m7", "BOARD_SOURCES=my_startup.c",
+                          "BOARD_LDFLAGS=-T my.ld --specs=nosys.specs"], capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert "my_startup.c -T my.ld --specs=nosys.specs" in dry.stdout and "boards/" not in dry.stdout
+    assert "build/app-cortex-m7-cmsis_nn/app.elf" in dry.stdout
+    assert re.search(r"make -j\d+ -C \S+ -f tensorflow/lite/micro/tools/make/Makefile", dry.stdout)  # in parallel

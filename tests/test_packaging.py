@@ -37,7 +37,7 @@ def test_the_built_wheel_installs_and_deploys_outside_the_checkout(tmp_path):
     with zipfile.ZipFile(wheel) as z:  # the firmware project ships inside the package
         names = set(z.namelist())
     assert {"keras_mbv2/firmware/Makefile", "keras_mbv2/firmware/app/model_runner.cc",
-            "keras_mbv2/firmware/selftest/mps2_an386.ld"} <= names
+            "keras_mbv2/firmware/boards/mps2_an386.ld"} <= names
     with tarfile.open(sdist) as t:
         assert any(n.endswith("keras_mbv2/firmware/app/main.cc") for n in t.getnames())
 

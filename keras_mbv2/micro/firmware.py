@@ -3,12 +3,19 @@
 The app (`make run-app` on QEMU, or a board's UART) prints, one line each:
 
     keras_mbv2 app: arena used 81780 of 88336 bytes (kTensorArenaSize), 5 images, clock: SysTick ticks
-    image 0: class 7 (7) scores -128,-128,...,127 ticks 6203482 SysTick ticks
-    profile: operator 0 CONV_2D 183020
-    profile: total 6203113 SysTick ticks over 65 operators
+    image 0: class 7 (7) true 7 (7) scores -128,-128,...,127 ticks 155604 SysTick ticks
+    profile: operator 0 CONV_2D 9607
+    profile: total 155501 SysTick ticks over 65 operators
+    profile: outside the operators 103 SysTick ticks
 
-`parse_app_output` reads that; `check_app_output` runs the same int8 test images (read back from the emitted
-`<stem>_test_images.cc`) through the host runtime and compares every score; `profile_by_operator` sums the
+and, for a patch-based model, before the rest model's operators, the patch model's summed over the patches:
+
+    profile: patch operator 0 CONV_2D 120233
+    profile: patch total 1108588 SysTick ticks over 11 operators x 64 invocations
+
+`parse_app_output` reads that (and the logs of older apps, without `true` or the patch lines); `check_app_output`
+runs the same int8 test images (read back from the emitted `<stem>_test_images.cc`) through the host runtime and
+compares every score; `profile_by_operator` sums the
 per-operator ticks by operator kind.
 """
 
@@ -26,12 +33,14 @@ from .emitter import file_stem, parse_c_array
 
 @dataclass(frozen=True)
 class AppImage:
-    """One classified image: its index, the predicted class, the raw int8 scores and the Invoke's ticks."""
+    """One classified image: its index, the predicted class, the raw int8 scores, the inference's ticks and the
+    image's true class (None where the app did not know it or did not print it)."""
 
     index: int
     predicted: int
     scores: np.ndarray
     ticks: int
+    label: int | None = None
 
 
 @dataclass
@@ -44,33 +53,47 @@ class AppOutput:
     images: list[AppImage] = field(default_factory=list)
     profile: list[tuple[int, str, int]] = field(default_factory=list)  # (operator index, kind, ticks)
     done: bool = False  # the app reached the end of its test images
+    # patch-based: the patch model's operators, each summed over the patches of the first image
+    patch_profile: list[tuple[int, str, int]] = field(default_factory=list)
+    patch_invocations: int = 0
+    outside: int | None = None  # ticks of the first image outside every operator (TFLM's and the patch loop's)
 
 
 _HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes "
                    r"\(kTensorArenaSize(?:, shared by both models| \+ kPatchArenaSize)?\), (\d+) images, clock: (.+)$")
-_IMAGE = re.compile(r"image (\d+): class (\d+) \(.*\) scores ([-\d,]+) ticks (\d+) (.+)$")
-_PROFILE = re.compile(r"profile: operator (\d+) (\S+) (\d+)$")
+_IMAGE = re.compile(r"image (\d+): class (\d+) \(.*?\)(?: true (-?\d+) \(.*?\))? scores ([-\d,]+) ticks (\d+) (.+)$")
+_PROFILE = re.compile(r"profile: (patch )?operator (\d+) (\S+) (\d+)$")
+_PATCH_TOTAL = re.compile(r"profile: patch total \d+ .* x (\d+) invocations$")
+_OUTSIDE = re.compile(r"profile: outside the operators (\d+) ")
 
 
 def parse_app_output(text: str) -> AppOutput:
     """Read the app's output (QEMU's or a board's serial log). Raises ValueError when the app did not start."""
     head = None
-    images, profile, done = [], [], False
+    found = AppOutput(0, 0, "")
     for line in text.splitlines():
         line = line.strip()
         if m := _HEAD.search(line):
             head = m
         elif m := _IMAGE.search(line):
-            images.append(AppImage(int(m.group(1)), int(m.group(2)),
-                                   np.array([int(v) for v in m.group(3).split(",")], dtype=np.int8), int(m.group(4))))
+            label = int(m.group(3)) if m.group(3) is not None and int(m.group(3)) >= 0 else None
+            found.images.append(AppImage(int(m.group(1)), int(m.group(2)),
+                                         np.array([int(v) for v in m.group(4).split(",")], dtype=np.int8),
+                                         int(m.group(5)), label))
         elif m := _PROFILE.search(line):
-            profile.append((int(m.group(1)), m.group(2), int(m.group(3))))
+            (found.patch_profile if m.group(1) else found.profile).append((int(m.group(2)), m.group(3),
+                                                                           int(m.group(4))))
+        elif m := _PATCH_TOTAL.search(line):
+            found.patch_invocations = int(m.group(1))
+        elif m := _OUTSIDE.search(line):
+            found.outside = int(m.group(1))
         elif line == "keras_mbv2 app: done":
-            done = True
+            found.done = True
     if head is None:
         tail = "\n".join(text.strip().splitlines()[-5:]) or "(no output)"
         raise ValueError(f"The app did not report its arena: it did not start. Its last lines:\n{tail}")
-    return AppOutput(int(head.group(1)), int(head.group(2)), head.group(4), images, profile, done)
+    found.arena_used, found.arena_size, found.tick_unit = int(head.group(1)), int(head.group(2)), head.group(4)
+    return found
 
 
 def read_test_images(folder: str, name: str = "model") -> np.ndarray:
@@ -116,11 +139,13 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
                            host.reshape(len(images), -1))
 
 
-def profile_by_operator(output: AppOutput) -> list[tuple[str, int, int, float]]:
-    """(operator kind, how many, ticks, share of the total) from the app's per-operator profile, largest first."""
-    total = sum(ticks for _, _, ticks in output.profile) or 1
+def profile_by_operator(output: AppOutput, patches: bool = False) -> list[tuple[str, int, int, float]]:
+    """(operator kind, how many, ticks, share of the total) from the app's per-operator profile, largest first:
+    the model's (a patch-based model's rest model) or, with `patches`, the patch model's summed over the patches."""
+    profile = output.patch_profile if patches else output.profile
+    total = sum(ticks for _, _, ticks in profile) or 1
     kinds: dict[str, list[int]] = {}
-    for _, kind, ticks in output.profile:
+    for _, kind, ticks in profile:
         kinds.setdefault(kind, []).append(ticks)
     rows = [(kind, len(t), sum(t), sum(t) / total) for kind, t in kinds.items()]
     return sorted(rows, key=lambda row: -row[2])

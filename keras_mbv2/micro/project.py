@@ -25,11 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..files import output_folder, umask
-from .boards import BOARDS
+from .boards import BOARDS, QEMU_BOARDS
 from .emitter import MicroReport, emit
 
 #: The firmware project's sources inside the package, copied whole into every project.
-FIRMWARE = ("Makefile", "app", "selftest", "arduino")
+FIRMWARE = ("Makefile", "app", "boards", "selftest", "arduino")
 #: The core `make` builds for when no board names one (QEMU's mps2-an386, a Cortex-M4).
 DEFAULT_CORE = "cortex-m4"
 
@@ -55,6 +55,7 @@ def _readme(report: MicroReport, board: str | None, core: str, name: str) -> str
               if any(f.endswith("_test_images.cc") for f in report.files) else "none (`--test-images N` embeds N)")
     model = f"`model/` ({'patch model + rest model, ' if patched else ''}{report.model_bytes:,} B flash)"
     check = f"keras-mbv2 check-app --log app.log --dir model{'' if name == 'model' else f' --name {name}'}"
+    qemu = QEMU_BOARDS[core]
     return f"""# Firmware project: `{name}` for {chip.name if chip else core}
 
 Written by `keras-mbv2 micro --project` (keras_mbv2.micro.write_project). Everything it needs is in this folder
@@ -75,9 +76,9 @@ except TensorFlow Lite Micro itself and the Arm toolchain; `FIRMWARE.md` explain
 
 ```bash
 make model-objects            # the C array compiled with arm-none-eabi-g++ for {core}
-make run-selftest             # a self-test firmware on QEMU's mps2-an386: the array's identifier and CRC
+make run-selftest             # a self-test firmware on QEMU's {qemu} ({core}): the array's identifier and CRC
 make run-selftest BOARD=netduinoplus2   # ... on an STM32F405's memory (1 MiB flash, 128 KiB SRAM), or
-                                        # mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55)
+                                        # mps2-an386 (M4), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55)
 ```
 
 ## Build and run the app
@@ -87,14 +88,14 @@ Python's Pillow, and a TensorFlow Lite Micro checkout (`git clone https://github
 `FIRMWARE.md` lists what its makefile downloads):
 
 ```bash
-make app TFLM_DIR=~/tflite-micro \\
-    BOARD_SOURCES="selftest/startup_mps2.c" BOARD_LDFLAGS="-T selftest/mps2_an386.ld --specs=nosys.specs"
-make run-app TFLM_DIR=~/tflite-micro > app.log      # on QEMU's mps2-an386 (Cortex-M4)
+make run-app TFLM_DIR=~/tflite-micro > app.log      # builds TFLM and the app, runs it on QEMU's {qemu}
 {check}  # its scores against the host runtime
+make run-app TFLM_DIR=~/tflite-micro BOARD=netduinoplus2   # on an STM32F405's 1 MiB flash and 128 KiB SRAM
 ```
 
-For a real board, give its startup code, system init and linker script as `BOARD_SOURCES` and `BOARD_LDFLAGS`
-(the vendor's CMSIS device pack has them).
+`make app` builds the same firmware (`build/app-{qemu}-cmsis_nn/app.elf`) without running it. For a real board,
+give its startup code, system init and linker script (the vendor's CMSIS device pack has them):
+`make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="startup.c system.c" BOARD_LDFLAGS="-T board.ld --specs=nosys.specs"`.
 """
 
 

@@ -15,6 +15,15 @@ int ImageCount() {
 #endif
 }
 
+int ImageLabel(int index) {
+#ifdef MODEL_TEST_IMAGES_HEADER
+  if (index >= 0 && index < kNumTestImages) return g_test_labels[index];
+#else
+  (void)index;
+#endif
+  return -1;
+}
+
 TfLiteStatus GetImage(int index, int8_t* input) {
 #ifdef MODEL_TEST_IMAGES_HEADER
   if (index < 0 || index >= kNumTestImages) return kTfLiteError;

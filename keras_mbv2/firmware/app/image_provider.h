@@ -20,4 +20,7 @@ TfLiteStatus GetImage(int index, int8_t* input);
 // delivers lines, or images in flash). Same quantization as GetImage.
 TfLiteStatus GetImageRow(int index, int row, int8_t* row_values);
 
+// The true class of image `index` where it is known (the embedded test images' labels), else -1.
+int ImageLabel(int index);
+
 #endif  // KERAS_MBV2_IMAGE_PROVIDER_H_

@@ -60,7 +60,7 @@ void loop() {
     PlatformFinished(1);
     return;
   }
-  RespondToResult(image, ModelOutput(), kCategoryCount, ticks);
+  RespondToResult(image, ImageLabel(image), ModelOutput(), kCategoryCount, ticks);
   if (image == 0) ModelRunnerPrintProfile();  // every operator's ticks, once
   ++image;
   if (ImageCount() > 0 && image == ImageCount()) {

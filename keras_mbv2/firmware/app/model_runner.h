@@ -24,7 +24,8 @@ TfLiteStatus ModelRunnerInvoke(uint64_t* ticks);
 // Bytes of the arena the interpreter uses (TFLM's arena_used_bytes()).
 size_t ModelArenaUsedBytes();
 
-// Prints the per-operator table of the last Invoke.
+// Prints the per-operator table of the last inference (patched: the patch model's operators summed over the
+// patches, then the rest model's) and the ticks outside the operators.
 void ModelRunnerPrintProfile();
 
 #endif  // KERAS_MBV2_MODEL_RUNNER_H_

@@ -1,4 +1,6 @@
-// TFLM's profiler interface, timing every operator of an Invoke with the platform clock, printed as a table.
+// TFLM's profiler interface, timing every operator of an Invoke with the platform clock, printed as a table. A model
+// invoked several times per inference (the patch model, once per patch) adds each Invoke's ticks to the same
+// operators', so its table is the sum over its invocations.
 #ifndef KERAS_MBV2_OPERATOR_PROFILER_H_
 #define KERAS_MBV2_OPERATOR_PROFILER_H_
 
@@ -13,16 +15,30 @@ class OperatorProfiler : public tflite::MicroProfilerInterface {
   uint32_t BeginEvent(const char* tag) override;
   void EndEvent(uint32_t event_handle) override;
 
-  // Forget the events of the previous Invoke.
-  void Reset() { count_ = 0; }
-  // `profile: operator N TAG TICKS` per operator of the last Invoke, then the total.
-  void Print() const;
+  // Forget every recorded tick (before an inference).
+  void Reset() {
+    count_ = 0;
+    next_ = 0;
+    invokes_ = 0;
+  }
+  // Before each Invoke: its operators' ticks add to those of the previous Invokes since Reset.
+  void StartInvoke() {
+    next_ = 0;
+    ++invokes_;
+  }
+  // The ticks of every operator since Reset.
+  uint64_t Total() const;
+  // `profile: <prefix>operator N TAG TICKS` per operator since Reset, then `profile: <prefix>total TICKS UNIT over
+  // N operators` (and `x K invocations` when invoked more than once).
+  void Print(const char* prefix) const;
 
  private:
   const char* tags_[kMaxEvents] = {};
   uint64_t start_[kMaxEvents] = {};
   uint64_t ticks_[kMaxEvents] = {};
-  int count_ = 0;
+  int count_ = 0;    // operators seen since Reset
+  int next_ = 0;     // the next operator of the current Invoke
+  int invokes_ = 0;  // Invokes since Reset
 };
 
 #endif  // KERAS_MBV2_OPERATOR_PROFILER_H_

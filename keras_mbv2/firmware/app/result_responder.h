@@ -4,8 +4,9 @@
 
 #include <cstdint>
 
-// Prints `image I: class C (label) scores s0,s1,... ticks T UNIT`: the raw int8 scores, so a host can compare
-// them bit for bit with the TFLite Micro host runtime (keras_mbv2.micro.check_app_output).
-void RespondToResult(int index, const int8_t* scores, int count, uint64_t ticks);
+// Prints `image I: class C (its label) true T (its label) scores s0,s1,... ticks N UNIT`: the predicted class,
+// the image's true class (`true -1 (unknown)` for a sensor's), and the raw int8 scores, so a host can compare them
+// bit for bit with the TFLite Micro host runtime (keras_mbv2.micro.check_app_output).
+void RespondToResult(int index, int true_class, const int8_t* scores, int count, uint64_t ticks);
 
 #endif  // KERAS_MBV2_RESULT_RESPONDER_H_

@@ -1,10 +1,11 @@
-/* Minimal Cortex-M startup for the QEMU boards (mps2-an386, mps2-an500, mps2-an505, mps3-an547, netduinoplus2):
+/* Minimal Cortex-M startup for every QEMU board of the Makefile (mps2-an386, mps2-an500, mps2-an505, mps3-an547,
+ * netduinoplus2), each with its linker script beside this file:
  * a vector table where the board's linker script puts it, whose reset handler copies .data from flash where the
  * script keeps it there (netduinoplus2), enables the FPU when the code was built for one (CPACR: full access to
  * CP10 and CP11; a hard-float program stops at its first floating-point instruction otherwise), then enters
  * newlib's semihosting crt0 (_start, from --specs=rdimon.specs), which zeroes .bss, sets up the heap and stack,
  * calls main() and exits through semihosting with main's return value. Used by the self-test and by
- * `make run-app`. */
+ * `make app` / `make run-app` for a QEMU board. */
 #include <stdint.h>
 
 #ifdef __cplusplus

@@ -1,0 +1,130 @@
+"""The anchors' own configurations on stock TensorFlow Lite Micro: the networks published RAM figures are for.
+
+Run: python benchmarks/anchors.py  (prints the markdown section; benchmarks/run.py puts it in RESULTS.md)
+
+- MobileNetV2 0.30 @ 80x80x3, 1000 classes: the network of Plumerai's published comparison (blog "Plumerai's
+  inference engine ... world's fastest", 2022: Cortex-M7, total RAM TFLM + CMSIS-NN 155 KiB, STM32 X-CUBE-AI
+  109 KiB, MCUNet's TinyEngine 98 KiB, Plumerai 80 KiB).
+- MobileNetV1 0.25 @ 96x96x3, 2 classes: MLPerf Tiny's visual wake words reference (v1.0 results: the best
+  Cortex-M4 latency, STM32 X-CUBE-AI on a NUCLEO-L4R5ZI, 89 ms; the TFLM reference submission 601 ms).
+
+Each int8 on the TFLM host runtime, untrained, batch-norm statistics recalibrated (benchmarks/patch_inference.py:
+RAM and flash do not depend on the weights' values). Device RAM, everything the device needs for inference:
+- default: TFLM's arena of the whole model (the frame is its input tensor);
+- offline plan: the same with `keras_mbv2.tflite.memory_plan`'s tightest plan where TFLM then needs less;
+- channel splits: MobileNetV2's blocks split down to the floor no split can lower (paper Section 5.1);
+- patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan with the least device RAM (input band +
+  arenas + stage buffer), its outputs checked identical to the whole int8 model's on the TFLM host runtime.
+Flash: the arrays `emit` writes (tensor names stripped; both models when patched). Instructions per inference on
+the emulated Cortex-M4 and M7 come from the recorded app runs in benchmarks/firmware/ (anchor_*.log), when there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from patch_inference import FRAMES, _model  # benchmarks/patch_inference.py, beside this file
+
+from keras_mbv2.micro import parse_app_output
+from keras_mbv2.micro.emitter import flash_bytes
+from keras_mbv2.micro.fit import search_patches
+from keras_mbv2.models import plan_memory_splits, recalibrate_batch_norms, split_floor, split_model
+from keras_mbv2.quantization import to_tflite
+from keras_mbv2.tflite import arena_use, run_tflm
+from keras_mbv2.tflite.memory_plan import with_tightest_plan
+
+ANCHORS = {  # label -> (builder, width, resolution, classes, log stem in benchmarks/firmware/)
+    "MobileNetV2 0.30 @ 80, 1000 classes": ("v2", 0.30, 80, 1000, "anchor_mobilenetv2_030_80"),
+    "MobileNetV1 0.25 @ 96, 2 classes": ("v1", 0.25, 96, 2, "anchor_mobilenetv1_025_96"),
+}
+KIB = 1024
+# Published total RAM for MobileNetV2 0.30 @ 80 on a Cortex-M7 (Plumerai's table), KiB
+PLUMERAI_TABLE = {"TFLM + CMSIS-NN": 155, "STM32 X-CUBE-AI": 109, "MCUNet TinyEngine": 98, "Plumerai": 80}
+FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
+INSTRUCTIONS_PER_TICK = 40  # -icount shift=0 and SysTick at 25 MHz on the MPS2/MPS3 boards
+
+
+def row(label: str, kind: str, width: float, size: int, classes: int) -> dict:
+    model = _model(kind, width, size, classes)
+    calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
+    recalibrate_batch_norms(model, calib)
+    calib = calib[:8]
+    whole = to_tflite(model, calib, num_calibration=8)
+    default = arena_use(whole).total
+    _, planned, _ = with_tightest_plan(whole)
+    result = dict(network=label, default=default, planned=min(default, planned.total), flash=flash_bytes(whole),
+                  split=None)
+    if kind == "v2":
+        split = to_tflite(split_model(model, plan_memory_splits(model, split_floor(model)[0])), calib,
+                          num_calibration=8)
+        result["split"] = min(arena_use(split).total, with_tightest_plan(split)[1].total)
+    need, _, splits, data, patched = search_patches(model, calib, whole, log=lambda m: print(m, file=sys.stderr))
+    x = np.random.default_rng(2).integers(-128, 128, (FRAMES, size, size, 3)).astype("int8")
+    result.update(patched=patched.device_ram_bytes, patched_flash=flash_bytes(patched), plan=patched.plan.describe(),
+                  splits=", ".join(f"{k}={v}" for k, v in splits.items() if v > 1) or "none",
+                  identical=np.array_equal(patched.invoke(x), run_tflm(data, x)[0]))
+    return result
+
+
+def instructions(stem: str) -> dict[str, float]:
+    """{board: millions of instructions per inference} from the recorded runs `<stem>_<board>.log`."""
+    found = {}
+    for name in sorted(os.listdir(FIRMWARE)):
+        if name.startswith(stem + "_") and name.endswith(".log"):
+            with open(os.path.join(FIRMWARE, name)) as f:
+                out = parse_app_output(f.read())
+            ticks = [image.ticks for image in out.images]
+            found[name[len(stem) + 1:-4]] = INSTRUCTIONS_PER_TICK * float(np.median(ticks)) / 1e6
+    return found
+
+
+def section(rows: list[dict]) -> list[str]:
+    lines = [
+        "## The anchors' configurations on stock TFLite Micro (`benchmarks/anchors.py`)",
+        "",
+        "Total device RAM for inference in KiB (1,024 B): TFLM's arena (frame included) unpatched; patched, the input "
+        "band + the arena(s) + the stage buffer. Measured on the TFLM host runtime (64-bit: a Cortex-M's arena is a "
+        "few hundred bytes smaller), without `emit`'s 1 KiB margin. Untrained networks, batch norms recalibrated.",
+        "",
+        "| network | default | offline plan | channel splits | patches (+ splits) | flash | flash patched | plan "
+        "| patched outputs vs whole | instructions per inference (QEMU, CMSIS-NN) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        split = f"{r['split'] / KIB:.1f}" if r["split"] else "n/a (no inverted residuals)"
+        runs = ", ".join(f"{board}: {m:.2f} M" for board, m in r["instructions"].items()) or "not recorded"
+        lines.append(
+            f"| {r['network']} | {r['default'] / KIB:.1f} | {r['planned'] / KIB:.1f} | {split} "
+            f"| **{r['patched'] / KIB:.1f}** | {r['flash'] / KIB:.1f} | {r['patched_flash'] / KIB:.1f} "
+            f"| {r['plan']}; splits {r['splits']} | {'identical' if r['identical'] else 'DIFFERENT'} on {FRAMES} "
+            f"frames | {runs} |")
+    v2 = rows[0]
+    lines += [
+        "",
+        "MobileNetV2 0.30 @ 80 beside Plumerai's published table (Cortex-M7, total RAM, KiB):",
+        "",
+        "| engine | RAM KiB |",
+        "| --- | --- |",
+        *(f"| {engine} (published) | {kib} |" for engine, kib in PLUMERAI_TABLE.items()),
+        f"| stock TFLM, this package: default arena | {v2['default'] / KIB:.1f} |",
+        f"| stock TFLM, this package: offline plan | {v2['planned'] / KIB:.1f} |",
+        f"| stock TFLM, this package: channel splits | {v2['split'] / KIB:.1f} |",
+        f"| stock TFLM, this package: patches (+ splits), bit-exact | **{v2['patched'] / KIB:.1f}** |",
+        "",
+    ]
+    return lines
+
+
+def main() -> int:
+    rows = []
+    for label, (kind, width, size, classes, stem) in ANCHORS.items():
+        rows.append(row(label, kind, width, size, classes) | {"instructions": instructions(stem)})
+        print(rows[-1], file=sys.stderr, flush=True)
+    print("\n".join(section(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
