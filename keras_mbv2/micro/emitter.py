@@ -432,7 +432,10 @@ def _patch_files(stem: str, patch: bytes, plan: PatchPlan, patch_arena: int | No
             "struct PatchAxis {\n  int stride, offset, size, full;\n};\n"
             f"constexpr PatchAxis kPatchInput[2] = {{{axis(plan.input[0])}, {axis(plan.input[1])}}};  // rows, cols\n"
             f"constexpr int kPatchMaskCount = {len(plan.masks)};  // patch model inputs 1..kPatchMaskCount\n"
-            f"constexpr PatchAxis kPatchMasks[{max(1, len(plan.masks))}][2] = {{\n{masks}\n}};\n\n"
+            f"constexpr PatchAxis kPatchMasks[{max(1, len(plan.masks))}][2] = {{\n{masks}\n}};\n"
+            "// Each mask's channels: 1, broadcast over its tensor's channels, or all of them (elementwise MUL)\n"
+            f"constexpr int kPatchMaskChannels[{max(1, len(plan.masks))}] = "
+            f"{{{', '.join(str(c) for c in plan.mask_channels) or '1'}}};\n\n"
             f"#endif  // {guard}\n"
         ),
         f"{stem}_patches.cc": (

@@ -76,6 +76,7 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
     patch = runtime.Interpreter.from_bytes(patch_model, arena_size=arena_size)
     rest = runtime.Interpreter.from_bytes(rest_model, arena_size=arena_size)
     (ay, ax), masks = plan["input"], plan["masks"]
+    channels = plan.get("mask_channels") or [1] * len(masks)
     ph, pw = plan["patch"]
     outputs = []
     for frame in inputs:
@@ -93,7 +94,8 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
                     rows = np.arange(my[2]) + my[0] * oy + my[1]
                     cols = np.arange(mx[2]) + mx[0] * ox + mx[1]
                     inside = ((rows >= 0) & (rows < my[3]))[:, None] & ((cols >= 0) & (cols < mx[3]))[None, :]
-                    patch.set_input(inside.astype("int8")[None, :, :, None], j)
+                    mask = np.repeat(inside.astype("int8")[None, :, :, None], channels[j - 1], axis=3)
+                    patch.set_input(mask, j)
                 patch.invoke()
                 stage[oy:oy + ph, ox:ox + pw] = np.array(patch.get_output(0))[0]
         rest.set_input(stage[None], 0)

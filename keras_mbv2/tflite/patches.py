@@ -20,10 +20,17 @@ input (no stage buffer): smaller when the stage output is larger than the smalle
 
 - **Patch model**: the stage's operators on patch-sized tensors. Every spatial operator reads, besides the
   patch, the halo its kernel needs (the receptive field is walked back from the stage output), with VALID
-  padding. Where a region crosses the border of a tensor, the whole model reads zero padding — the tensor's
-  zero point in int8 — so the tensor is first multiplied by a 0/1 mask (an int8 MUL at scale 1, whose
-  multiplier is exactly 1: inside the image the value is unchanged, outside it becomes the zero point). A
-  tensor read by two operators with different halos (a residual's input) is cut to each with STRIDED_SLICE.
+  padding. Where a region crosses the border of a tensor that an operator with a kernel wider than 1 reads, the
+  whole model reads zero padding — the tensor's zero point in int8 — so the tensor is first multiplied by a 0/1
+  mask (an int8 MUL at scale 1, whose multiplier is exactly 1: inside the image the value is unchanged, outside
+  it becomes the zero point). A 1x1 convolution needs none: its values outside the tensor only reach its own
+  outside, which the next spatial operator's mask removes (the stage output lies inside). A mask as large as the
+  tensor (`full_masks`) is an elementwise MUL, which TFLM's CMSIS-NN kernels run with `arm_elementwise_mul_s8`;
+  a mask of one channel broadcasts, which only TFLM's slow reference kernel does (measured on the Cortex-M4:
+  benchmarks/firmware/). The full mask adds its size to the patch model's activations, which costs nothing
+  where they are the smaller of the two models' (one shared arena): `patch_model` takes it where the device RAM
+  stays the same. A tensor read by two operators with different halos (a residual's input) is cut to each with
+  STRIDED_SLICE.
   So every output value is computed from the same int8 values, with the same kernels, as in the whole model.
 - **Rest model**: the whole model's remaining operators, with the stage output as its input.
 
@@ -56,6 +63,13 @@ from .flatbuffer import (
 SPATIAL = ("CONV_2D", "DEPTHWISE_CONV_2D")
 STAGE_OPERATORS = (*SPATIAL, "ADD")  # what a patch stage may hold: local operators with same-size ADDs
 MEASURED_CANDIDATES = 4  # best-estimated plans patch_model builds and measures on TFLM
+#: What the patch stage costs on a Cortex-M4 (QEMU's mps2-an386, TFLM with CMSIS-NN kernels), in instructions:
+#: per multiply-add of the patch model's operators, per value a full-size mask multiplies (CMSIS-NN's
+#: arm_elementwise_mul_s8), per value a broadcast mask multiplies (TFLM's reference kernel), and per invocation
+#: (TFLM's Invoke, the kernels' set-up, the loop's copies and mask fills). Fitted to the README plan's recorded runs
+#: at 4x4, 6x6 and 8x8 patches (benchmarks/firmware/, PATCHES.md: the held-out 3x3 run is predicted within 0.2%
+#: for its convolutions and copies; the broadcast figure is that run's).
+STAGE_COST = {"mac": 5.75, "masked": 33.8, "masked_broadcast": 50.8, "invocation": 5478.0}
 
 
 @dataclass(frozen=True)
@@ -97,11 +111,22 @@ class PatchPlan:
     masks: list[tuple[Axis, Axis]] = field(default_factory=list)  # patch model inputs 1..: y and x regions
     macs: int = 0  # multiply-adds of one patched inference (patch model x patches + rest model)
     macs_whole: int = 0
+    mask_channels: list[int] = field(default_factory=list)  # per mask: 1 (broadcast) or its tensor's channels
+    patch_macs: int = 0  # multiply-adds of one patch model invocation
+    masked_values: int = 0  # values the masks multiply in one invocation (the masked tensors' regions)
 
     @property
     def patches(self) -> int:
         """How many times the patch model runs per inference."""
         return len(self.starts[0]) * len(self.starts[1])
+
+    @property
+    def stage_instructions(self) -> float:
+        """The patch stage's predicted instructions per inference on a Cortex-M4 with CMSIS-NN (`STAGE_COST`): the
+        part of the patched inference that `grid` and the masks change (the rest model's is the whole model's)."""
+        masked = STAGE_COST["masked" if any(c > 1 for c in self.mask_channels) else "masked_broadcast"]
+        return self.patches * (STAGE_COST["mac"] * self.patch_macs + masked * self.masked_values
+                               + STAGE_COST["invocation"])
 
     @property
     def band_rows(self) -> int:
@@ -118,7 +143,8 @@ class PatchPlan:
         h, w, c = self.stage_shape
         return (f"{self.grid[0]}x{self.grid[1]} of {self.patch[0]}x{self.patch[1]} over the first "
                 f"{self.cut} operators (stage output {h}x{w}x{c}), input patch {self.input[0].size}x"
-                f"{self.input[1].size} of the frame, {len(self.masks)} border masks, "
+                f"{self.input[1].size} of the frame, {len(self.masks)} border masks"
+                f"{' (full size)' if any(c > 1 for c in self.mask_channels) else ''}, "
                 f"MACs {self.mac_overhead:+.1%}")
 
 
@@ -242,9 +268,11 @@ def _opcode(model: Any, name: str) -> int:
     return len(model.operatorCodes) - 1
 
 
-def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, bytes, PatchPlan]:
+def split_model(data: bytes, cut: int, grid: tuple[int, int],
+                full_masks: bool = False) -> tuple[bytes, bytes, PatchPlan]:
     """(patch model, rest model, plan) for the stage of the first `cut` operators (a cut from `stage_cuts`) run
-    in `grid` = (rows, columns) patches of its output."""
+    in `grid` = (rows, columns) patches of its output; `full_masks`: each border mask as large as the tensor it
+    masks (an elementwise MUL, fast with CMSIS-NN) rather than one channel broadcast over the channels."""
     from ai_edge_litert import schema_py_generated as schema
 
     cuts = dict(stage_cuts(data))
@@ -295,6 +323,8 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
     constants: dict[int, int] = {}
     masks: list[tuple[Axis, Axis]] = []
     mask_inputs: list[int] = []
+    mask_channels: list[int] = []
+    masked_values = 0
     mul, strided_slice = _opcode(patch, "MUL"), _opcode(patch, "STRIDED_SLICE")
     one = schema.QuantizationParametersT()
     one.scale, one.zeroPoint = np.array([1.0], np.float32), np.array([0], np.int64)
@@ -335,14 +365,22 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
                 want = reads[(i, position)]
                 fed = sliced(t, tensors[t], want)
                 starts = (starts_y, starts_x)
-                if (kind in SPATIAL and t != source and any(a.crosses_border(s) for a, s in zip(want, starts))):
-                    mask = new_tensor([1, want[0].size, want[1].size, 1], graph.tensors[t], None, one,
+                # Only a kernel wider than 1 reads padding: a 1x1 convolution's values outside the tensor are
+                # outside its output too, never used (the next spatial operator masks them, the stage output
+                # lies inside)
+                kernels = [kernel for _, kernel, _, _ in _spatial_geometry(kind, graph, op)] if kind in SPATIAL else []
+                if (kind in SPATIAL and t != source
+                        and any(k > 1 and a.crosses_border(s) for k, a, s in zip(kernels, want, starts))):
+                    channels = int(graph.tensors[t].shape[3]) if full_masks else 1
+                    mask = new_tensor([1, want[0].size, want[1].size, channels], graph.tensors[t], None, one,
                                       schema.TensorType.INT8)
                     out = new_tensor(region_shape(t, want), graph.tensors[t])
                     options = schema.MulOptionsT()
                     add_op(mul, [fed, mask], [out], schema.BuiltinOptions.MulOptions, options)
                     masks.append(want)
                     mask_inputs.append(mask)
+                    mask_channels.append(channels)
+                    masked_values += math.prod(region_shape(t, want))
                     fed = out
                 inputs.append(fed)
         outputs = []
@@ -374,7 +412,8 @@ def split_model(data: bytes, cut: int, grid: tuple[int, int]) -> tuple[bytes, by
     q = graph.tensors[source].quantization
     plan = PatchPlan(cut, stage, (len(starts_y), len(starts_x)), (h, w, c), (ph, pw), (starts_y, starts_x),
                      tensors[source], int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None else 0,
-                     masks, per_patch * len(starts_y) * len(starts_x) + rest_macs, whole)
+                     masks, per_patch * len(starts_y) * len(starts_x) + rest_macs, whole, mask_channels, per_patch,
+                     masked_values)
     return patch_bytes, rest_bytes, plan
 
 
@@ -430,6 +469,7 @@ class Candidate:
     mac_overhead: float
     stage_bytes: int  # the stage output, the shared arena's stage buffer
     band_bytes: int  # the input band the patches are cut from
+    instructions: float = 0.0  # the patch stage's, predicted with full-size masks (`PatchPlan.stage_instructions`)
 
     @property
     def ram(self) -> int:
@@ -468,8 +508,9 @@ def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) ->
             if overhead <= max_mac_overhead:
                 patch, _, plan = split_model(data, cut, (g, g))
                 band = plan.band_rows * int(frame[2]) * int(frame[3])
+                plan.mask_channels = [2] * len(plan.masks)  # as full-size masks, for the prediction
                 found.append(Candidate(cut, (g, g), activation_peak(patch)[0], rest_peak, overhead, sizes[stage],
-                                       band))
+                                       band, plan.stage_instructions))
     return sorted(found, key=lambda c: (c.ram, c.patch_peak + c.rest_peak, c.grid, c.cut))
 
 
@@ -553,9 +594,8 @@ def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | Non
     `candidates` are built and measured and the one that needs the least device RAM is returned (the estimate
     ranks by activations; persistent data and TFLM's own placement are only known once measured)."""
     from .flatbuffer import require_int8
-    from .memory_plan import with_tightest_plan
 
-    details = require_int8(data)
+    require_int8(data)
     if not isinstance(max_mac_overhead, (int, float)) or not max_mac_overhead >= 0:
         raise ValueError(f"`max_mac_overhead` must be a fraction >= 0 (0.2: 20% more multiply-adds). "
                          f"Received: max_mac_overhead={max_mac_overhead!r}")
@@ -567,16 +607,69 @@ def patch_model(data: bytes, cut: int | None = None, grid: tuple[int, int] | Non
             raise ValueError(f"No patch stage keeps the extra multiply-adds within max_mac_overhead="
                              f"{max_mac_overhead!r}.")
         plans = [(c.cut, c.grid) for c in found[:MEASURED_CANDIDATES]]
-    frame = int(np.prod(details["input_shape"][1:]))
     best = None
     for cut, grid in plans:
-        patch, rest, plan = split_model(data, cut, grid)
-        patch, patch_use, _ = with_tightest_plan(patch)  # an offline memory plan where it beats TFLM's own
-        rest, rest_use, _ = with_tightest_plan(rest)
-        patched = PatchedModel(patch, rest, plan, patch_use, rest_use, frame, data)
+        patched = _measured(data, cut, grid)
         if best is None or patched.device_ram_bytes < best.device_ram_bytes:
             best = patched
     return best
+
+
+def _measured(data: bytes, cut: int, grid: tuple[int, int]) -> PatchedModel:
+    """The plan (cut, grid) built and both models' arenas measured, each with an offline memory plan where it beats
+    TFLM's own, with full-size masks where they keep the device RAM."""
+    from .memory_plan import with_tightest_plan
+
+    patch, rest, plan = split_model(data, cut, grid)
+    patch, patch_use, _ = with_tightest_plan(patch)
+    rest, rest_use, _ = with_tightest_plan(rest)
+    graph = single_subgraph(data, "patched")[1]
+    frame = math.prod(int(v) for v in graph.tensors[int(graph.inputs[0])].shape[1:])  # the whole int8 frame
+    patched = PatchedModel(patch, rest, plan, patch_use, rest_use, frame, data)
+    faster = _with_full_masks(patched) if plan.masks else None
+    if faster is not None and faster.device_ram_bytes <= patched.device_ram_bytes:
+        patched = faster  # the same RAM, elementwise masks: CMSIS-NN's MUL instead of the reference broadcast
+    return patched
+
+
+def faster_plan(patched: PatchedModel, ram_bytes: int, max_mac_overhead: float = 0.2,
+                tries: int = MEASURED_CANDIDATES) -> PatchedModel:
+    """The plan predicted to run fastest (`PatchPlan.stage_instructions`, the measured `STAGE_COST`) whose measured
+    device RAM (`device_ram_bytes`) is at most `ram_bytes`, trying the `tries` fastest predicted to be faster than
+    `patched` (a plan already within `ram_bytes`, returned when none is) and to fit (their estimated RAM beside
+    `patched`'s measured). Fewer, larger patches repeat less of the halo and fewer invocations, and need a wider
+    input band and larger patch activations, which the rest model's activations often hide in a shared arena."""
+    found = candidates(patched.source, max_mac_overhead)
+    base = next((c for c in found if (c.cut, c.grid) == (patched.plan.cut, patched.plan.grid)), None)
+    if base is None:
+        return patched
+    best, tried = patched, 0
+    for c in sorted(found, key=lambda c: c.instructions):
+        if tried >= tries or c.instructions >= best.plan.stage_instructions:
+            break
+        if patched.device_ram_bytes + c.ram - base.ram > ram_bytes:
+            continue
+        tried += 1
+        measured = _measured(patched.source, c.cut, c.grid)
+        if (measured.device_ram_bytes <= ram_bytes
+                and measured.plan.stage_instructions < best.plan.stage_instructions):
+            best = measured
+    return best
+
+
+def _with_full_masks(patched: PatchedModel) -> PatchedModel | None:
+    """`patched` with full-size border masks, measured, where its patch model's activations could stay within
+    the larger model's (so the shared arena does not grow); else None (not built)."""
+    from .memory_plan import with_tightest_plan
+    from .schedule import activation_peak
+
+    plan = patched.plan
+    patch, _, full = split_model(patched.source, plan.cut, plan.grid, full_masks=True)
+    if activation_peak(patch)[0] > max(patched.patch_arena.head, patched.rest_arena.head):
+        return None
+    patch, patch_use, _ = with_tightest_plan(patch)
+    return PatchedModel(patch, patched.rest, full, patch_use, patched.rest_arena, patched.frame_bytes,
+                        patched.source)
 
 
 def plan_to_json(plan: PatchPlan) -> dict:
@@ -589,7 +682,8 @@ def plan_to_json(plan: PatchPlan) -> dict:
             "stage_shape": list(plan.stage_shape), "patch": list(plan.patch),
             "starts": [list(s) for s in plan.starts], "input": [axis(a) for a in plan.input],
             "input_zero_point": plan.input_zero_point, "masks": [[axis(a) for a in m] for m in plan.masks],
-            "macs": plan.macs, "macs_whole": plan.macs_whole}
+            "mask_channels": list(plan.mask_channels), "macs": plan.macs, "macs_whole": plan.macs_whole,
+            "patch_macs": plan.patch_macs, "masked_values": plan.masked_values}
 
 
 def plan_from_json(data: dict) -> PatchPlan:
@@ -600,7 +694,9 @@ def plan_from_json(data: dict) -> PatchPlan:
     return PatchPlan(data["cut"], data["stage_tensor"], tuple(data["grid"]), tuple(data["stage_shape"]),
                      tuple(data["patch"]), (list(data["starts"][0]), list(data["starts"][1])),
                      (axis(data["input"][0]), axis(data["input"][1])), data["input_zero_point"],
-                     [(axis(m[0]), axis(m[1])) for m in data["masks"]], data["macs"], data["macs_whole"])
+                     [(axis(m[0]), axis(m[1])) for m in data["masks"]], data["macs"], data["macs_whole"],
+                     list(data.get("mask_channels", [1] * len(data["masks"]))), data.get("patch_macs", 0),
+                     data.get("masked_values", 0))
 
 
 def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray, arena_size: int | None = None,

@@ -54,10 +54,31 @@ constexpr int kBandRows = kPatchInput[0].size < kNumRows ? kPatchInput[0].size :
 int8_t band[kBandRows * kRowValues];
 int image_index = 0;
 
-// 1 where position stride * start + offset + i of a tensor `full` long lies inside it.
-inline bool Inside(const PatchAxis& axis, int start, int i) {
-  const int position = axis.stride * start + axis.offset + i;
-  return position >= 0 && position < axis.full;
+// The part [first, last) of the region of the patch whose output starts at `start` that lies inside the tensor.
+struct Window {
+  int first, last;
+};
+inline Window Inside(const PatchAxis& axis, int start) {
+  const int from = axis.stride * start + axis.offset;  // the region's first position in the tensor
+  const int first = from < 0 ? -from : 0;
+  const int last = from + axis.size > axis.full ? axis.full - from : axis.size;
+  return {first, last > first ? last : first};
+}
+
+// A mask as rows of memset: 0 outside, 1 inside, `channels` values a pixel. Written before every invocation: TFLM
+// reuses an input's memory once its last reader ran (and the rest model, sharing the arena, overwrites it too).
+void FillMask(int8_t* mask, int rows, int cols, int channels, Window y, Window x) {
+  const int row_values = cols * channels;
+  for (int r = 0; r < rows; ++r) {
+    int8_t* row = mask + r * row_values;
+    if (r < y.first || r >= y.last) {
+      std::memset(row, 0, row_values);
+      continue;
+    }
+    std::memset(row, 0, x.first * channels);
+    std::memset(row + x.first * channels, 1, (x.last - x.first) * channels);
+    std::memset(row + x.last * channels, 0, (cols - x.last) * channels);
+  }
 }
 
 TfLiteStatus InvokePatches() {
@@ -78,28 +99,30 @@ TfLiteStatus InvokePatches() {
     }
     for (int px = 0; px < kPatchColCount; ++px) {
       const int oy = kPatchRowStarts[py], ox = kPatchColStarts[px];
-      // the frame's region for this patch, the input zero point outside the image (the whole model's padding)
+      // the frame's region for this patch, the input zero point outside the image (the whole model's padding):
+      // each row's inside columns in one copy from the band
       int8_t* in = patch_interpreter->input(0)->data.int8;
+      const Window in_rows = Inside(rows, oy), in_cols = Inside(cols, ox);
+      const int x0 = cols.stride * ox + cols.offset;
+      const int patch_row = cols.size * kNumChannels;
       for (int r = 0; r < rows.size; ++r) {
-        const int y = rows.stride * oy + rows.offset + r;
-        for (int c = 0; c < cols.size; ++c) {
-          const int x = cols.stride * ox + cols.offset + c;
-          int8_t* to = in + (r * cols.size + c) * kNumChannels;
-          if (Inside(rows, oy, r) && Inside(cols, ox, c)) {
-            std::memcpy(to, band + (y % kBandRows) * kRowValues + x * kNumChannels, kNumChannels);
-          } else {
-            std::memset(to, kInputZeroPoint, kNumChannels);
-          }
+        int8_t* to = in + r * patch_row;
+        if (r < in_rows.first || r >= in_rows.last) {
+          std::memset(to, kInputZeroPoint, patch_row);
+          continue;
         }
+        const int y = rows.stride * oy + rows.offset + r;
+        std::memset(to, kInputZeroPoint, in_cols.first * kNumChannels);
+        std::memcpy(to + in_cols.first * kNumChannels, band + (y % kBandRows) * kRowValues + (x0 + in_cols.first) *
+                    kNumChannels, (in_cols.last - in_cols.first) * kNumChannels);
+        std::memset(to + in_cols.last * kNumChannels, kInputZeroPoint, (cols.size - in_cols.last) * kNumChannels);
       }
       // each intermediate tensor's border: 1 inside, 0 where the whole model reads padding
       for (int m = 0; m < kPatchMaskCount; ++m) {
-        int8_t* mask = patch_interpreter->input(1 + m)->data.int8;
         const PatchAxis& my = kPatchMasks[m][0];
         const PatchAxis& mx = kPatchMasks[m][1];
-        for (int r = 0; r < my.size; ++r) {
-          for (int c = 0; c < mx.size; ++c) mask[r * mx.size + c] = Inside(my, oy, r) && Inside(mx, ox, c);
-        }
+        FillMask(patch_interpreter->input(1 + m)->data.int8, my.size, mx.size, kPatchMaskChannels[m],
+                 Inside(my, oy), Inside(mx, ox));
       }
       patch_profiler.StartInvoke();
       if (patch_interpreter->Invoke() != kTfLiteOk) return kTfLiteError;
