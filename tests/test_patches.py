@@ -191,3 +191,54 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
                                         sum(y.size * x.size for y, x in plan.masks), report.patch_arena_bytes or 0,
                                         report.stage_bytes or 0,
                                         len(patch))]
+
+
+FIRMWARE_RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "firmware")
+
+
+@pytest.mark.parametrize("stem, tolerance", [
+    ("costfit_grid4", 0.01), ("costfit_grid6", 0.01), ("costfit_grid8", 0.01),  # what STAGE_COST was fitted to
+    ("costfit_grid3", 0.01),  # broadcast masks: the run their cost came from
+    ("readme_patched", 0.01), ("readme_patched_120k", 0.01),  # the same network, another instance
+    ("anchor_mobilenetv2_030_80_patched", 0.01),  # another MobileNetV2, held out
+    ("anchor_mobilenetv1_025_96_patched", 0.15),  # MobileNetV1's stage, broadcast masks: the model's worst
+])
+def test_the_cost_model_predicts_the_recorded_patch_stages(stem, tolerance):
+    """STAGE_COST against the recorded QEMU runs (benchmarks/firmware/<stem>_mps2-an386.log, the plan beside it):
+    the patch model's operators over every patch and the time outside the operators, in instructions."""
+    import json
+
+    from keras_mbv2.micro import parse_app_output
+    from keras_mbv2.micro.boards import qemu_instructions
+    from keras_mbv2.tflite.patches import plan_from_json
+
+    with open(os.path.join(FIRMWARE_RUNS, f"{stem}_patches.json")) as f:
+        plan = plan_from_json(json.load(f))
+    with open(os.path.join(FIRMWARE_RUNS, f"{stem}_mps2-an386.log")) as f:
+        out = parse_app_output(f.read())
+    assert out.patch_invocations == plan.patches and out.done
+    measured = qemu_instructions(sum(t for *_, t in out.patch_profile) + out.outside, "mps2-an386")
+    assert abs(plan.stage_instructions / measured - 1) <= tolerance
+
+
+def test_the_recorded_runs_score_alike_on_every_board_patched_or_not():
+    """The README's model on each QEMU board, unpatched and patched (two plans): each run's int8 scores equal the host
+    runtime's (checked when recorded, `keras-mbv2 check-app`), so all equal each other; and the 4x4 plan chosen
+    within 125,000 B costs at most 1.25x the unpatched instructions (1.57x before: readme_patched_before)."""
+    from keras_mbv2.micro import parse_app_output
+    from keras_mbv2.micro.boards import qemu_instructions
+
+    runs = {}
+    for name in os.listdir(FIRMWARE_RUNS):
+        if name.startswith("readme_") and name.endswith(".log") and "_before_" not in name:
+            with open(os.path.join(FIRMWARE_RUNS, name)) as f:
+                text = f.read()
+            if "overflowed by" not in text:  # the unpatched model does not link for netduinoplus2's 128 KiB
+                runs[name[:-4]] = parse_app_output(text)
+    assert {"readme_whole_mps2-an386", "readme_patched_mps2-an386", "readme_patched_120k_netduinoplus2"} <= set(runs)
+    scores = {k: [tuple(image.scores) for image in out.images] for k, out in runs.items()}
+    assert len(set(map(tuple, scores.values()))) == 1 and all(len(s) == 3 for s in scores.values())
+    assert all(out.done and [image.label for image in out.images] == [7, 6, 3] for out in runs.values())
+    whole = qemu_instructions(runs["readme_whole_mps2-an386"].images[0].ticks, "mps2-an386")
+    patched = qemu_instructions(runs["readme_patched_mps2-an386"].images[0].ticks, "mps2-an386")
+    assert patched / whole <= 1.25

@@ -43,6 +43,19 @@ BOARDS: dict[str, Board] = {
 #: board `make run-app` and `make run-selftest` use without BOARD=): Arm's MPS2/MPS3 FPGA images of each core.
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",
                "cortex-m55": "mps3-an547"}
+#: The SysTick clock of each QEMU board the firmware runs on, Hz, measured (QEMU 7.2, `-icount shift=0`: a loop of
+#: 20 M instructions took 500,000 / 400,000 / 640,000 / 3,360,000 ticks). With `-icount shift=0` each instruction
+#: takes 1 ns, so instructions = SysTick ticks x 1e9 / Hz (`make run-app`'s ticks).
+QEMU_SYSTICK_HZ = {"mps2-an386": 25_000_000, "mps2-an500": 25_000_000, "mps2-an505": 20_000_000,
+                   "mps3-an547": 32_000_000, "netduinoplus2": 168_000_000}
+
+
+def qemu_instructions(ticks: int, board: str) -> float:
+    """Instructions QEMU ran in `ticks` SysTick ticks of `board` under `-icount shift=0` (QEMU is not
+    cycle-accurate: a proxy for cost, not cycles)."""
+    if board not in QEMU_SYSTICK_HZ:
+        raise ValueError(f"`board` must be one of {sorted(QEMU_SYSTICK_HZ)}. Received: board={board!r}")
+    return ticks * 1e9 / QEMU_SYSTICK_HZ[board]
 
 
 def fit_problems(board: Board, model_bytes: int, arena_bytes: int) -> list[str]:

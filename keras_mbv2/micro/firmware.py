@@ -57,6 +57,13 @@ class AppOutput:
     patch_profile: list[tuple[int, str, int]] = field(default_factory=list)
     patch_invocations: int = 0
     outside: int | None = None  # ticks of the first image outside every operator (TFLM's and the patch loop's)
+    band_bytes: int = 0  # patch-based: the input band the app holds
+    stage_bytes: int = 0  # patch-based, one arena shared: the stage buffer
+
+    @property
+    def device_ram_bytes(self) -> int:
+        """The RAM the model needed on the device: the arena(s) used, and patch-based the band and stage buffer."""
+        return self.arena_used + self.band_bytes + self.stage_bytes
 
 
 _HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes "
@@ -65,6 +72,7 @@ _IMAGE = re.compile(r"image (\d+): class (\d+) \(.*?\)(?: true (-?\d+) \(.*?\))?
 _PROFILE = re.compile(r"profile: (patch )?operator (\d+) (\S+) (\d+)$")
 _PATCH_TOTAL = re.compile(r"profile: patch total \d+ .* x (\d+) invocations$")
 _OUTSIDE = re.compile(r"profile: outside the operators (\d+) ")
+_PATCHED = re.compile(r"keras_mbv2 app: patch-based, .* = (\d+) bytes \(frame \d+ bytes\), stage buffer (\d+) bytes$")
 
 
 def parse_app_output(text: str) -> AppOutput:
@@ -87,6 +95,8 @@ def parse_app_output(text: str) -> AppOutput:
             found.patch_invocations = int(m.group(1))
         elif m := _OUTSIDE.search(line):
             found.outside = int(m.group(1))
+        elif m := _PATCHED.search(line):
+            found.band_bytes, found.stage_bytes = int(m.group(1)), int(m.group(2))
         elif line == "keras_mbv2 app: done":
             found.done = True
     if head is None:

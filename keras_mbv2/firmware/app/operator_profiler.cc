@@ -12,12 +12,12 @@ uint32_t OperatorProfiler::BeginEvent(const char* tag) {
     ticks_[event] = 0;
     count_ = event + 1;
   }
-  start_[event] = PlatformTicks();
+  start_ = PlatformTicks();
   return static_cast<uint32_t>(event);
 }
 
 void OperatorProfiler::EndEvent(uint32_t event_handle) {
-  if (event_handle < kMaxEvents) ticks_[event_handle] += PlatformTicks() - start_[event_handle];
+  if (event_handle < kMaxEvents) ticks_[event_handle] += PlatformTicks() - start_;
 }
 
 uint64_t OperatorProfiler::Total() const {

@@ -8,9 +8,14 @@
 
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
 
+// Operators beyond KERAS_MBV2_PROFILE_OPERATORS of one model are not recorded: 12 bytes of RAM each.
+#ifndef KERAS_MBV2_PROFILE_OPERATORS
+#define KERAS_MBV2_PROFILE_OPERATORS 128
+#endif
+
 class OperatorProfiler : public tflite::MicroProfilerInterface {
  public:
-  static constexpr int kMaxEvents = 512;
+  static constexpr int kMaxEvents = KERAS_MBV2_PROFILE_OPERATORS;
 
   uint32_t BeginEvent(const char* tag) override;
   void EndEvent(uint32_t event_handle) override;
@@ -34,8 +39,8 @@ class OperatorProfiler : public tflite::MicroProfilerInterface {
 
  private:
   const char* tags_[kMaxEvents] = {};
-  uint64_t start_[kMaxEvents] = {};
   uint64_t ticks_[kMaxEvents] = {};
+  uint64_t start_ = 0;  // TFLM's operator events do not nest: one start at a time
   int count_ = 0;    // operators seen since Reset
   int next_ = 0;     // the next operator of the current Invoke
   int invokes_ = 0;  // Invokes since Reset
