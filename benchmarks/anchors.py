@@ -15,8 +15,10 @@ RAM and flash do not depend on the weights' values). Device RAM, everything the 
 - channel splits: MobileNetV2's blocks split down to the floor no split can lower (paper Section 5.1);
 - patches (+ splits): `keras_mbv2.micro.fit.search_patches`, the plan with the least device RAM (input band +
   arenas + stage buffer), its outputs checked identical to the whole int8 model's on the TFLM host runtime.
-Flash: the arrays `emit` writes (tensor names stripped; both models when patched). Instructions per inference on
-the emulated Cortex-M4 and M7 come from the recorded app runs in benchmarks/firmware/ (anchor_*.log), when there.
+Flash: the arrays `emit` writes (tensor names stripped; both models when patched). On the emulated Cortex-M4 and M7
+(the recorded app runs in benchmarks/firmware/, `<stem>_whole|patched_<board>.log`, of the models
+benchmarks/firmware_models.py writes): the RAM the app used (arena used on the 32-bit core + band + stage buffer)
+and instructions per inference (SysTick ticks under `-icount shift=0`, `boards.qemu_instructions`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from patch_inference import FRAMES, _model  # benchmarks/patch_inference.py, beside this file
 
 from keras_mbv2.micro import parse_app_output
+from keras_mbv2.micro.boards import qemu_instructions
 from keras_mbv2.micro.emitter import flash_bytes
 from keras_mbv2.micro.fit import search_patches
 from keras_mbv2.models import plan_memory_splits, recalibrate_batch_norms, split_floor, split_model
@@ -43,7 +46,7 @@ KIB = 1024
 # Published total RAM for MobileNetV2 0.30 @ 80 on a Cortex-M7 (Plumerai's table), KiB
 PLUMERAI_TABLE = {"TFLM + CMSIS-NN": 155, "STM32 X-CUBE-AI": 109, "MCUNet TinyEngine": 98, "Plumerai": 80}
 FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
-INSTRUCTIONS_PER_TICK = 40  # -icount shift=0 and SysTick at 25 MHz on the MPS2/MPS3 boards
+BOARDS = {"mps2-an386": "M4", "mps2-an500": "M7"}
 
 
 def row(label: str, kind: str, width: float, size: int, classes: int) -> dict:
@@ -68,15 +71,18 @@ def row(label: str, kind: str, width: float, size: int, classes: int) -> dict:
     return result
 
 
-def instructions(stem: str) -> dict[str, float]:
-    """{board: millions of instructions per inference} from the recorded runs `<stem>_<board>.log`."""
-    found = {}
-    for name in sorted(os.listdir(FIRMWARE)):
-        if name.startswith(stem + "_") and name.endswith(".log"):
-            with open(os.path.join(FIRMWARE, name)) as f:
-                out = parse_app_output(f.read())
-            ticks = [image.ticks for image in out.images]
-            found[name[len(stem) + 1:-4]] = INSTRUCTIONS_PER_TICK * float(np.median(ticks)) / 1e6
+def device(stem: str) -> dict[str, dict[str, tuple[int, float]]]:
+    """{"whole"|"patched": {core: (RAM the app used, millions of instructions per inference)}} from the recorded
+    runs `<stem>_<variant>_<board>.log` that exist."""
+    found: dict[str, dict[str, tuple[int, float]]] = {}
+    for variant in ("whole", "patched"):
+        for board, core in BOARDS.items():
+            path = os.path.join(FIRMWARE, f"{stem}_{variant}_{board}.log")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    out = parse_app_output(f.read())
+                found.setdefault(variant, {})[core] = (out.device_ram_bytes,
+                                                       qemu_instructions(out.images[0].ticks, board) / 1e6)
     return found
 
 
@@ -89,17 +95,33 @@ def section(rows: list[dict]) -> list[str]:
         "few hundred bytes smaller), without `emit`'s 1 KiB margin. Untrained networks, batch norms recalibrated.",
         "",
         "| network | default | offline plan | channel splits | patches (+ splits) | flash | flash patched | plan "
-        "| patched outputs vs whole | instructions per inference (QEMU, CMSIS-NN) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| patched outputs vs whole |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         split = f"{r['split'] / KIB:.1f}" if r["split"] else "n/a (no inverted residuals)"
-        runs = ", ".join(f"{board}: {m:.2f} M" for board, m in r["instructions"].items()) or "not recorded"
         lines.append(
             f"| {r['network']} | {r['default'] / KIB:.1f} | {r['planned'] / KIB:.1f} | {split} "
             f"| **{r['patched'] / KIB:.1f}** | {r['flash'] / KIB:.1f} | {r['patched_flash'] / KIB:.1f} "
             f"| {r['plan']}; splits {r['splits']} | {'identical' if r['identical'] else 'DIFFERENT'} on {FRAMES} "
-            f"frames | {runs} |")
+            f"frames |")
+    lines += [
+        "",
+        "On the emulated cores (QEMU, `firmware/app`, CMSIS-NN; each run's scores equal the host runtime's on its 3 "
+        "test images): RAM the app used in KiB and instructions per inference, unpatched and patched (the plan "
+        "above, TFLM's own placement of each arena).",
+        "",
+        "| network | core | unpatched RAM | unpatched M instructions | patched RAM | patched M instructions "
+        "| patched / unpatched |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        runs = r["device"]
+        for core in BOARDS.values():
+            if core in runs.get("whole", {}) and core in runs.get("patched", {}):
+                (wr, wi), (pr, pi) = runs["whole"][core], runs["patched"][core]
+                lines.append(f"| {r['network']} | Cortex-{core} | {wr / KIB:.1f} | {wi:.2f} | **{pr / KIB:.1f}** "
+                             f"| {pi:.2f} | {pi / wi:.2f}x |")
     v2 = rows[0]
     lines += [
         "",
@@ -112,6 +134,9 @@ def section(rows: list[dict]) -> list[str]:
         f"| stock TFLM, this package: offline plan | {v2['planned'] / KIB:.1f} |",
         f"| stock TFLM, this package: channel splits | {v2['split'] / KIB:.1f} |",
         f"| stock TFLM, this package: patches (+ splits), bit-exact | **{v2['patched'] / KIB:.1f}** |",
+        *(f"| stock TFLM, this package, on the emulated Cortex-{core}: unpatched / patched | "
+          f"{v2['device']['whole'][core][0] / KIB:.1f} / **{v2['device']['patched'][core][0] / KIB:.1f}** |"
+          for core in BOARDS.values() if core in v2["device"].get("patched", {})),
         "",
     ]
     return lines
@@ -120,7 +145,7 @@ def section(rows: list[dict]) -> list[str]:
 def main() -> int:
     rows = []
     for label, (kind, width, size, classes, stem) in ANCHORS.items():
-        rows.append(row(label, kind, width, size, classes) | {"instructions": instructions(stem)})
+        rows.append(row(label, kind, width, size, classes) | {"device": device(stem)})
         print(rows[-1], file=sys.stderr, flush=True)
     print("\n".join(section(rows)))
     return 0

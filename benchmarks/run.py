@@ -11,8 +11,12 @@ Run: python benchmarks/run.py [--repeats 7] [--out benchmarks/RESULTS.md]
    unsplit and split (0.35 at 96, 1.0 at 224), and QAT accuracy on the digits at 96x96, split vs unsplit.
 5. Patch-based inference on stock TFLM (`benchmarks/patch_inference.py`): the whole device RAM (frame and
    arenas) default, channel split and patched, extra MACs, outputs against the whole model, host latency.
-6. The firmware on QEMU's Cortex-M4 (`benchmarks/firmware/`): per-operator instruction counts of firmware/app with
-   CMSIS-NN and with TFLM's reference kernels, from the logs recorded there (TFLM is built by hand: see its README).
+6. The anchors' own configurations (`benchmarks/anchors.py`): MobileNetV2 0.30 @ 80 (1000 classes) and MobileNetV1
+   0.25 @ 96 (2 classes), device RAM on stock TFLM beside the published figures, on the host and on QEMU.
+7. The firmware on QEMU (`benchmarks/firmware/`): per-operator instruction counts of firmware/app with CMSIS-NN and
+   with TFLM's reference kernels on the Cortex-M4; the README's patch-based model on every board; the patch stage's
+   cost model against every recorded run (`benchmarks/firmware_runs.py`). From the logs recorded there (TFLM is
+   built by hand: see its README).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import statistics
 import sys
 import time
 
+import anchors  # benchmarks/anchors.py
+import firmware_runs  # benchmarks/firmware_runs.py
 import keras
 import memory_split  # benchmarks/memory_split.py, beside this file
 import numpy as np
@@ -240,7 +246,10 @@ def main(argv=None) -> int:
     lines += memory_split.markdown(arena, qat, qat_args)
     lines += patch_inference.section(
         [patch_inference.row(label, *spec) for label, spec in patch_inference.NETWORKS.items()])
+    lines += anchors.section([anchors.row(label, *spec[:4]) | {"device": anchors.device(spec[4])}
+                              for label, spec in anchors.ANCHORS.items()])
     lines += firmware_section()
+    lines += firmware_runs.section()
     text = "\n".join(lines)
     write_file(args.out, text)
     print(text)
