@@ -66,7 +66,7 @@ def cost_rows() -> list[tuple[str, str, float, float]]:
         if output is None or isinstance(output, str):
             continue
         p = plan(stem)
-        rows.append((stem, p.describe(), p.stage_instructions / 1e6, stage_measured(output, "mps2-an386")))
+        rows.append((stem, p.describe(), p.stage_instructions() / 1e6, stage_measured(output, "mps2-an386")))
     return rows
 
 

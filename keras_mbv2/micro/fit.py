@@ -262,7 +262,7 @@ def search_patches(model: keras.Model, representative_data: Any, data: bytes | N
         if faster is not patched and emitted_ram(faster) <= ram_bytes:
             log(f"patches {faster.plan.grid[0]}x{faster.plan.grid[1]} after {faster.plan.cut} operators: device RAM "
                 f"{faster.device_ram_bytes:,} B measured ({emitted_ram(faster):,} B emitted), predicted "
-                f"{faster.plan.stage_instructions / patched.plan.stage_instructions:.2f}x the instructions of the "
+                f"{faster.plan.stage_instructions() / patched.plan.stage_instructions():.2f}x the instructions of the "
                 f"least-RAM plan's patch stage")
             best = (emitted_ram(faster), current, splits, data, faster)
     return best

@@ -67,8 +67,9 @@ MEASURED_CANDIDATES = 4  # best-estimated plans patch_model builds and measures 
 #: per multiply-add of the patch model's operators, per value a full-size mask multiplies (CMSIS-NN's
 #: arm_elementwise_mul_s8), per value a broadcast mask multiplies (TFLM's reference kernel), and per invocation
 #: (TFLM's Invoke, the kernels' set-up, the loop's copies and mask fills). Fitted to the README plan's recorded runs
-#: at 4x4, 6x6 and 8x8 patches (benchmarks/firmware/, PATCHES.md: the held-out 3x3 run is predicted within 0.2%
-#: for its convolutions and copies; the broadcast figure is that run's).
+#: at 4x4, 6x6 and 8x8 patches (benchmarks/firmware/costfit_*; the held-out 3x3 run's convolutions and copies are
+#: predicted within 0.2%, and the broadcast figure is that run's MUL). Its predictions against every recorded run:
+#: benchmarks/RESULTS.md (a held-out MobileNetV2 0.30 @ 80 within 0.2%, MobileNetV1 within 13.4%).
 STAGE_COST = {"mac": 5.75, "masked": 33.8, "masked_broadcast": 50.8, "invocation": 5478.0}
 
 
@@ -120,11 +121,13 @@ class PatchPlan:
         """How many times the patch model runs per inference."""
         return len(self.starts[0]) * len(self.starts[1])
 
-    @property
-    def stage_instructions(self) -> float:
+    def stage_instructions(self, full_masks: bool | None = None) -> float:
         """The patch stage's predicted instructions per inference on a Cortex-M4 with CMSIS-NN (`STAGE_COST`): the
-        part of the patched inference that `grid` and the masks change (the rest model's is the whole model's)."""
-        masked = STAGE_COST["masked" if any(c > 1 for c in self.mask_channels) else "masked_broadcast"]
+        part of the patched inference that `grid` and the masks change (the rest model's is the whole model's).
+        `full_masks`: cost the masks as full-size (True) or broadcast (False) rather than as the plan holds them."""
+        if full_masks is None:
+            full_masks = any(c > 1 for c in self.mask_channels)
+        masked = STAGE_COST["masked" if full_masks else "masked_broadcast"]
         return self.patches * (STAGE_COST["mac"] * self.patch_macs + masked * self.masked_values
                                + STAGE_COST["invocation"])
 
@@ -508,9 +511,8 @@ def candidates(data: bytes, max_mac_overhead: float = 0.2, max_grid: int = 8) ->
             if overhead <= max_mac_overhead:
                 patch, _, plan = split_model(data, cut, (g, g))
                 band = plan.band_rows * int(frame[2]) * int(frame[3])
-                plan.mask_channels = [2] * len(plan.masks)  # as full-size masks, for the prediction
                 found.append(Candidate(cut, (g, g), activation_peak(patch)[0], rest_peak, overhead, sizes[stage],
-                                       band, plan.stage_instructions))
+                                       band, plan.stage_instructions(full_masks=True)))
     return sorted(found, key=lambda c: (c.ram, c.patch_peak + c.rest_peak, c.grid, c.cut))
 
 
@@ -645,14 +647,14 @@ def faster_plan(patched: PatchedModel, ram_bytes: int, max_mac_overhead: float =
         return patched
     best, tried = patched, 0
     for c in sorted(found, key=lambda c: c.instructions):
-        if tried >= tries or c.instructions >= best.plan.stage_instructions:
+        if tried >= tries or c.instructions >= best.plan.stage_instructions():
             break
         if patched.device_ram_bytes + c.ram - base.ram > ram_bytes:
             continue
         tried += 1
         measured = _measured(patched.source, c.cut, c.grid)
         if (measured.device_ram_bytes <= ram_bytes
-                and measured.plan.stage_instructions < best.plan.stage_instructions):
+                and measured.plan.stage_instructions() < best.plan.stage_instructions()):
             best = measured
     return best
 
