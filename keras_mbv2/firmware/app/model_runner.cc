@@ -60,9 +60,10 @@ struct Window {
 };
 inline Window Inside(const PatchAxis& axis, int start) {
   const int from = axis.stride * start + axis.offset;  // the region's first position in the tensor
-  const int first = from < 0 ? -from : 0;
+  const int before = from < 0 ? -from : 0;
+  const int first = before < axis.size ? before : axis.size;
   const int last = from + axis.size > axis.full ? axis.full - from : axis.size;
-  return {first, last > first ? last : first};
+  return {first, last > first ? last : first};  // empty (first == last) when the region lies wholly outside
 }
 
 // A mask as rows of memset: 0 outside, 1 inside, `channels` values a pixel. Written before every invocation: TFLM
