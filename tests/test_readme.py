@@ -70,7 +70,8 @@ def test_python_block_runs_as_printed(markdown, index, before, code, tmp_path):
         assert lines[:4] == ["138240", "73728", "(73728, 'expanded_conv')", "3"], out
         assert "block_1=3" in out
     if "fit_ram(model, 125_000" in code:  # patches below the split floor, bit-exact, emitted for the app
-        assert "patches 8x8" in out and "B input band (" in out and out.strip().endswith("True"), out
+        # the plan predicted fastest within the budget, and the RAM the text beside the block states
+        assert "patches 4x4" in out and "= 122,016 B RAM" in out and out.strip().endswith("True"), out
         assert (tmp_path / "micro_patched" / "model_patches.h").is_file()
 
 
