@@ -23,18 +23,14 @@ and instructions per inference (SysTick ticks under `-icount shift=0`, `boards.q
 
 from __future__ import annotations
 
-import os
 import sys
 
+import firmware_runs  # benchmarks/firmware_runs.py, beside this file
 import numpy as np
-from patch_inference import FRAMES, _model  # benchmarks/patch_inference.py, beside this file
+from patch_inference import FRAMES, calibrated, floor_split  # benchmarks/patch_inference.py
 
-from keras_mbv2.micro import parse_app_output
-from keras_mbv2.micro.boards import qemu_instructions
 from keras_mbv2.micro.emitter import flash_bytes
 from keras_mbv2.micro.fit import search_patches
-from keras_mbv2.models import plan_memory_splits, recalibrate_batch_norms, split_floor, split_model
-from keras_mbv2.quantization import to_tflite
 from keras_mbv2.tflite import arena_use, run_tflm
 from keras_mbv2.tflite.memory_plan import with_tightest_plan
 
@@ -45,23 +41,17 @@ ANCHORS = {  # label -> (builder, width, resolution, classes, log stem in benchm
 KIB = 1024
 # Published total RAM for MobileNetV2 0.30 @ 80 on a Cortex-M7 (Plumerai's table), KiB
 PLUMERAI_TABLE = {"TFLM + CMSIS-NN": 155, "STM32 X-CUBE-AI": 109, "MCUNet TinyEngine": 98, "Plumerai": 80}
-FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
 BOARDS = {"mps2-an386": "M4", "mps2-an500": "M7"}
 
 
 def row(label: str, kind: str, width: float, size: int, classes: int) -> dict:
-    model = _model(kind, width, size, classes)
-    calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
-    recalibrate_batch_norms(model, calib)
-    calib = calib[:8]
-    whole = to_tflite(model, calib, num_calibration=8)
+    model, calib, whole = calibrated(kind, width, size, classes)
     default = arena_use(whole).total
     _, planned, _ = with_tightest_plan(whole)
     result = dict(network=label, default=default, planned=min(default, planned.total), flash=flash_bytes(whole),
                   split=None)
     if kind == "v2":
-        split = to_tflite(split_model(model, plan_memory_splits(model, split_floor(model)[0])), calib,
-                          num_calibration=8)
+        split = floor_split(model, calib)
         result["split"] = min(arena_use(split).total, with_tightest_plan(split)[1].total)
     need, _, splits, data, patched = search_patches(model, calib, whole, log=lambda m: print(m, file=sys.stderr))
     x = np.random.default_rng(2).integers(-128, 128, (FRAMES, size, size, 3)).astype("int8")
@@ -77,12 +67,9 @@ def device(stem: str) -> dict[str, dict[str, tuple[int, float]]]:
     found: dict[str, dict[str, tuple[int, float]]] = {}
     for variant in ("whole", "patched"):
         for board, core in BOARDS.items():
-            path = os.path.join(FIRMWARE, f"{stem}_{variant}_{board}.log")
-            if os.path.isfile(path):
-                with open(path) as f:
-                    out = parse_app_output(f.read())
-                found.setdefault(variant, {})[core] = (out.device_ram_bytes,
-                                                       qemu_instructions(out.images[0].ticks, board) / 1e6)
+            out = firmware_runs.run(f"{stem}_{variant}", board)
+            if out is not None:
+                found.setdefault(variant, {})[core] = (out.device_ram_bytes, firmware_runs.instructions(out, board))
     return found
 
 

@@ -21,16 +21,14 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 from anchors import ANCHORS  # benchmarks/anchors.py, beside this file
-from patch_inference import _model  # benchmarks/patch_inference.py
+from patch_inference import calibrated  # benchmarks/patch_inference.py
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.micro import emit, fit_ram
 from keras_mbv2.micro.fit import search_patches
 from keras_mbv2.models import recalibrate_batch_norms
-from keras_mbv2.quantization import to_tflite
 
 TEST_IMAGES = 3
 
@@ -50,13 +48,10 @@ def readme(out: str) -> None:
 
 def anchors(out: str) -> None:
     for kind, width, size, classes, stem in ANCHORS.values():
-        model = _model(kind, width, size, classes)
-        calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
-        recalibrate_batch_norms(model, calib)
-        whole = to_tflite(model, calib[:8], num_calibration=8)
+        model, calib, whole = calibrated(kind, width, size, classes)
         images = load_digits(image_size=size, channels=3).x_test[:TEST_IMAGES] * 2 - 1  # the calibration's range
         emit(whole, os.path.join(out, f"{stem}_whole"), test_images=images)
-        _, _, _, _, patched = search_patches(model, calib[:8], whole)
+        _, _, _, _, patched = search_patches(model, calib, whole)
         emit(patched, os.path.join(out, f"{stem}_patched"), test_images=images)
 
 

@@ -55,6 +55,21 @@ def _model(kind: str, width: float, size: int, classes: int = 1000) -> keras.Mod
     return randomized_batch_norms(K.MobileNetV1((size, size, 3), alpha=width, weights=None, classes=classes))
 
 
+def calibrated(kind: str, width: float, size: int, classes: int = 1000) -> tuple[keras.Model, np.ndarray, bytes]:
+    """(the network untrained, its batch norms recalibrated on 32 random frames; the first 8 of those frames, the
+    calibration images; its int8 conversion with them): what every row here and in anchors.py measures."""
+    model = _model(kind, width, size, classes)
+    calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
+    recalibrate_batch_norms(model, calib)
+    calib = calib[:8]
+    return model, calib, to_tflite(model, calib, num_calibration=8)
+
+
+def floor_split(model: keras.Model, calib: np.ndarray) -> bytes:
+    """`model` split down to the floor no channel split can lower, int8."""
+    return to_tflite(split_model(model, plan_memory_splits(model, split_floor(model)[0])), calib, num_calibration=8)
+
+
 def _operators(data: bytes) -> int:
     return len(parse_model(data).subgraphs[0].operators)
 
@@ -82,16 +97,10 @@ def _arenas(patched) -> str:
 
 
 def row(label: str, kind: str, width: float, size: int) -> dict:
-    model = _model(kind, width, size)
-    calib = np.random.default_rng(1).uniform(-1, 1, (32, size, size, 3)).astype("float32")
-    recalibrate_batch_norms(model, calib)
-    calib = calib[:8]
-    whole = to_tflite(model, calib, num_calibration=8)
+    model, calib, whole = calibrated(kind, width, size)
     result = dict(network=label, default=arena_use(whole).total, ops=_operators(whole), split=None)
     if kind == "v2":
-        split = to_tflite(split_model(model, plan_memory_splits(model, split_floor(model)[0])), calib,
-                          num_calibration=8)
-        result["split"] = arena_use(split).total
+        result["split"] = arena_use(floor_split(model, calib)).total
     need, _, splits, data, patched = search_patches(model, calib, whole, log=lambda m: print(m, file=sys.stderr))
     x = np.random.default_rng(2).integers(-128, 128, (FRAMES, size, size, 3)).astype("int8")
     timed = np.random.default_rng(3).integers(-128, 128, (TIMING_FRAMES, size, size, 3)).astype("int8")

@@ -39,6 +39,7 @@ import tensorflow as tf
 import keras_mbv2 as K
 from keras_mbv2.files import write_file
 from keras_mbv2.micro import measure_arena, offline_plan, parse_app_output, profile_by_operator
+from keras_mbv2.micro.boards import qemu_instructions
 from keras_mbv2.quantization import to_tflite
 from keras_mbv2.tflite import io_details
 
@@ -137,8 +138,7 @@ def mcu(repeats: int) -> list[dict]:
 
 
 FIRMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "firmware")
-# -icount shift=0: one instruction per virtual nanosecond; mps2-an386's SysTick counts at 25 MHz (40 ns)
-INSTRUCTIONS_PER_TICK = 40
+BOARD = "mps2-an386"  # the board of the per-operator logs
 
 
 def firmware_section() -> list[str]:
@@ -161,7 +161,7 @@ def firmware_section() -> list[str]:
         f"The demo's MobileNetV2 0.35 on 32x32x1 digits, int8, run by `firmware/app` built against TFLite Micro and "
         f"run with `make run-app` (how: benchmarks/firmware/README.md). QEMU is not cycle-accurate: with `-icount "
         f"shift=0` each instruction takes 1 ns and SysTick counts at 25 MHz, so instructions = "
-        f"{INSTRUCTIONS_PER_TICK} x SysTick ticks, a proxy for cost, not cycles. Arena used on the M4: "
+        f"{qemu_instructions(1, BOARD):g} x SysTick ticks, a proxy for cost, not cycles. Arena used on the M4: "
         + ", ".join(f"{out.arena_used:,} B ({k})" for k, out in kernels.items())
         + f" of the emitted {first.arena_size:,} B (the 64-bit host TFLM runtime's measure plus 1 KiB). The five "
         "embedded test images' scores equal the host TFLM runtime's bit for bit with either kernel set "
@@ -173,11 +173,11 @@ def firmware_section() -> list[str]:
     ]
     totals = {k: sum(ticks for _, ticks in t.values()) for k, t in tables.items()}
     for op, (count, _) in sorted(first_table.items(), key=lambda kv: -kv[1][1]):
-        cells = [f"{INSTRUCTIONS_PER_TICK * t[op][1] / 1e6:.2f} | {t[op][1] / totals[k]:.1%}"
+        cells = [f"{qemu_instructions(t[op][1], BOARD) / 1e6:.2f} | {t[op][1] / totals[k]:.1%}"
                  for k, t in tables.items()]
         ratio = (f" | {tables['reference'][op][1] / tables['CMSIS-NN'][op][1]:.1f}x" if len(tables) == 2 else "")
         lines.append(f"| {op} | {count} | " + " | ".join(cells) + ratio + " |")
-    cells = [f"**{INSTRUCTIONS_PER_TICK * total / 1e6:.2f}** | 100%" for total in totals.values()]
+    cells = [f"**{qemu_instructions(total, BOARD) / 1e6:.2f}** | 100%" for total in totals.values()]
     ratio = f" | **{totals['reference'] / totals['CMSIS-NN']:.1f}x**" if len(tables) == 2 else ""
     lines += [f"| all | {sum(c for c, _ in first_table.values())} | " + " | ".join(cells) + ratio
               + " |", ""]
