@@ -368,7 +368,7 @@ def test_ctrl_c_that_a_library_swallowed_still_stops_training():
     cli.INTERRUPTED.set()
     try:
         with pytest.raises(KeyboardInterrupt):
-            cli._stop_on_ctrl_c().on_train_batch_end(0)
+            cli.stop_on_ctrl_c_callback().on_train_batch_end(0)
     finally:
         cli.INTERRUPTED.clear()
-    cli._stop_on_ctrl_c().on_train_batch_end(0)  # no Ctrl-C: nothing happens
+    cli.stop_on_ctrl_c_callback().on_train_batch_end(0)  # no Ctrl-C: nothing happens

@@ -22,7 +22,7 @@ from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.tflite import operator_names, strip_strings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICRO = os.path.join(ROOT, "keras_mbv2", "firmware")  # the firmware sources, shipped in the package
+MICRO = os.path.join(ROOT, "micro")  # the firmware sources (the wheel carries them as keras_mbv2/firmware)
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="gcc-arm-none-eabi is not installed")
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
 

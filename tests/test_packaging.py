@@ -38,8 +38,12 @@ def test_the_built_wheel_installs_and_deploys_outside_the_checkout(tmp_path):
         names = set(z.namelist())
     assert {"keras_mbv2/firmware/Makefile", "keras_mbv2/firmware/app/model_runner.cc",
             "keras_mbv2/firmware/boards/mps2_an386.ld"} <= names
-    with tarfile.open(sdist) as t:
-        assert any(n.endswith("keras_mbv2/firmware/app/main.cc") for n in t.getnames())
+    with tarfile.open(sdist) as t:  # the sdist keeps the repository's layout: the firmware is micro/
+        assert any(n.endswith("/micro/app/main.cc") for n in t.getnames())
+    # one copy: the wheel's firmware is the repository's micro/, file for file
+    micro = {os.path.relpath(os.path.join(d, f), os.path.join(ROOT, "micro"))
+             for d, _, fs in os.walk(os.path.join(ROOT, "micro")) if "build" not in d.split(os.sep) for f in fs}
+    assert {n[len("keras_mbv2/firmware/"):] for n in names if n.startswith("keras_mbv2/firmware/")} == micro
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=str(tmp_path))
@@ -56,5 +60,26 @@ def test_the_built_wheel_installs_and_deploys_outside_the_checkout(tmp_path):
     assert "QAT int8 (TFLite Micro)" in demo and (work / "demo" / "model_int8.tflite").is_file()
     _run([exe, "micro", "--tflite", "demo/model_int8.tflite", "--project", "p", "--board", "arduino-nano-33-ble"],
          str(work))
+    project = {os.path.relpath(os.path.join(d, f), str(work / "p")) for d, _, fs in os.walk(work / "p") for f in fs}
+    firmware = {f for f in micro if f != "README.md"} | {"FIRMWARE.md"}  # micro/README.md is the project's FIRMWARE.md
+    assert firmware <= project and all(f.startswith("model/") or f in ("README.md", "project.mk")
+                                       for f in project - firmware), sorted(project - firmware)
     _run(["make", "-s", "-C", "p", "model-objects", "TARGET_ARCH=cortex-m4"], str(work))
     assert (work / "p" / "build" / "cortex-m4" / "model_data.o").is_file()
+
+
+def test_pyproject_lists_every_package_and_maps_the_firmware_to_micro():
+    """pyproject.toml lists its packages (the firmware, `micro/`, has no __init__.py, so nothing finds it): a new
+    subpackage missing from the list would be missing from the wheel."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".") for d, _, fs in os.walk(os.path.join(ROOT, "keras_mbv2"))
+             if "__init__.py" in fs}
+    assert set(setuptools["packages"]) == found | {"keras_mbv2.firmware"}
+    assert setuptools["package-dir"] == {"keras_mbv2.firmware": "micro"}
+    assert not os.path.exists(os.path.join(ROOT, "keras_mbv2", "firmware"))  # one copy: micro/
+    from keras_mbv2.micro import firmware_dir
+
+    assert os.path.samefile(firmware_dir(), os.path.join(ROOT, "micro"))

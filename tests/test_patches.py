@@ -173,7 +173,7 @@ def test_emit_writes_both_models_and_the_plan_for_the_app(mbv2, digits, tmp_path
     with pytest.raises(ValueError, match="holds a patched model's files"):  # the app would build as patched
         emit(mbv2, str(out))
     # the QEMU self-test links both arrays and checks each (TFLite identifier, 16-byte alignment, CRC32)
-    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_mbv2", "firmware")
+    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
     build = subprocess.run(["make", "-s", "-C", micro, "selftest", f"MODEL_DIR={out}",
                             f"SELFTEST_BUILD={tmp_path / 'selftest'}"], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr

@@ -42,7 +42,7 @@ def example_code(path: str) -> str:
 
 
 PYTHON_BLOCKS = [(os.path.basename(md), i, before, code)
-                 for md in (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "keras_mbv2", "firmware", "README.md"))
+                 for md in (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "micro", "README.md"))
                  for i, (before, code) in enumerate(code_blocks(md, "python"))]
 
 

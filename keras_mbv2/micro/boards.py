@@ -39,7 +39,7 @@ BOARDS: dict[str, Board] = {
 }
 
 
-#: QEMU's machine for each core the firmware builds for (keras_mbv2/firmware/Makefile's QEMU_BOARD_<core>, the
+#: QEMU's machine for each core the firmware builds for (micro/Makefile's QEMU_BOARD_<core>, the
 #: board `make run-app` and `make run-selftest` use without BOARD=): Arm's MPS2/MPS3 FPGA images of each core.
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",
                "cortex-m55": "mps3-an547"}

@@ -315,7 +315,7 @@ def emit(
     if isinstance(tflite, PatchedModel):
         return _emit_patched(tflite, out_dir, name, board, labels, test_images, test_labels)
     stale = os.path.join(out_dir, f"{file_stem(name)}_patches.h")
-    if os.path.exists(stale):  # keras_mbv2/firmware/Makefile would build the app as patched, around the wrong model
+    if os.path.exists(stale):  # micro/Makefile would build the app as patched, around the wrong model
         raise ValueError(f"`out_dir` holds a patched model's files ({os.path.basename(stale)} ...): emit into another "
                          f"folder or remove {file_stem(name)}_patches.* first. Received: out_dir={out_dir!r}")
     data = read_tflite(tflite)

@@ -2,10 +2,11 @@
 
 `keras-mbv2 micro ... --project DIR` (or `write_project`) hands the user what TFLM's `generate_project` and Edge
 Impulse's C++ library export hand theirs: a folder that builds on its own, wherever the package was installed
-from (the sources ship inside the wheel as `keras_mbv2/firmware/`, the one copy):
+from (the sources are the repository's top-level `micro/`, the one copy; the wheel carries it as
+`keras_mbv2/firmware/`, pyproject.toml's package-dir):
 
-    DIR/Makefile, DIR/app/, DIR/selftest/, DIR/arduino/   the firmware (keras_mbv2/firmware/, copied)
-    DIR/FIRMWARE.md                                        its documentation (keras_mbv2/firmware/README.md)
+    DIR/Makefile, DIR/app/, DIR/selftest/, DIR/arduino/   the firmware (micro/, copied)
+    DIR/FIRMWARE.md                                        its documentation (micro/README.md)
     DIR/model/                                             the model's files, as `emit` writes them
     DIR/project.mk                                         this project's MODEL_NAME and TARGET_ARCH (the board's
                                                            core), read by the Makefile; the command line overrides
@@ -35,11 +36,17 @@ DEFAULT_CORE = "cortex-m4"
 
 
 def firmware_dir() -> str:
-    """The folder of the firmware sources shipped with the package (`keras_mbv2/firmware`)."""
-    path = resources.files("keras_mbv2").joinpath("firmware")
-    if not path.joinpath("Makefile").is_file():
-        raise FileNotFoundError(f"the firmware sources are missing from the installed package: {path}")
-    return str(path)
+    """The folder of the firmware sources: `keras_mbv2/firmware` in an installed wheel, else the checkout's `micro/`.
+
+    One copy exists: the repository's top-level `micro/`, which the wheel carries as `keras_mbv2/firmware`
+    (pyproject.toml's package-dir); a clone or an editable install reads `micro/` beside the package.
+    """
+    package = resources.files("keras_mbv2")
+    for path in (package.joinpath("firmware"), package.joinpath("..", "micro")):
+        if path.joinpath("Makefile").is_file():
+            return os.path.normpath(str(path))
+    raise FileNotFoundError(f"the firmware sources are missing: neither {package.joinpath('firmware')} (an installed "
+                            f"wheel) nor {os.path.normpath(str(package.joinpath('..', 'micro')))} (a checkout)")
 
 
 def _readme(report: MicroReport, board: str | None, core: str, name: str) -> str:

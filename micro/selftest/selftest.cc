@@ -1,7 +1,7 @@
 // Self-test firmware: links the generated model array (<stem>_data.cc, named by MODEL_DATA) and, for a patch-based
 // model, the patch model's array (<stem>_patches.cc), checks each flatbuffer identifier and alignment and prints
 // each array's CRC32 over semihosting, so the host can compare them with the .tflite files.
-// Built by keras_mbv2/firmware/Makefile (target `selftest`), run with:
+// Built by micro/Makefile (target `selftest`), run with:
 //   qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native -kernel selftest.elf
 #include <cstdint>
 #include <cstdio>
