@@ -46,7 +46,46 @@ def load_digits(image_size: int = 32, channels: int = 1, test_fraction: float = 
     return Split(x_train, y_train, x_test, y_test, tuple(str(i) for i in range(10)))
 
 
+def hold_out(x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: int = 0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val): a stratified, seeded validation split of `fraction` of the training
+    images, for choosing (epochs, candidates) without looking at the test split. At least one image per class is
+    held out, and one per class kept."""
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(y))
+    size = max(classes, int(np.ceil(fraction * len(y))))  # as scikit-learn rounds a fraction
+    if len(y) - size < classes:
+        raise ValueError(f"{len(y)} training images are too few to hold out a validation split of {classes} "
+                         f"classes. Received: fraction={fraction}")
+    x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=size, random_state=seed, stratify=y)
+    return x_tr, y_tr, x_val, y_val
+
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def image_folder_channels(directory: str, sample: int = 16) -> int:
+    """3 when any of the first `sample` images of each class is in colour (RGB, RGBA or a palette), else 1 (all
+    grayscale): the channels a model of the folder's images takes unless the user says otherwise."""
+    import os
+
+    from PIL import Image
+
+    if not os.path.isdir(directory):
+        raise ValueError(f"`directory` must be an existing folder. Received: directory={directory!r}")
+    for name in sorted(os.listdir(directory)):
+        folder = os.path.join(directory, name)
+        if not os.path.isdir(folder) or name.startswith("."):
+            continue
+        for fname in sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))[:sample]:
+            try:
+                with Image.open(os.path.join(folder, fname)) as image:
+                    if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                        return 3
+            except OSError:
+                continue  # load_image_folder names the unreadable file
+    return 1
 
 
 def load_image_folder(directory: str, image_size: int = 96, channels: int = 3, test_fraction: float = 0.2,

@@ -26,6 +26,9 @@ from .layers import Block
 
 @dataclass
 class LayerProfile:
+    """One top-level layer (or a block's sub-layer, in `children`) of a `Profile`: its parameters, multiply-adds
+    (the paper's MAdds, Table 4) and the activation bytes live while it runs (Section 5.1, Table 3)."""
+
     name: str
     kind: str
     output_shape: tuple
@@ -40,6 +43,11 @@ class LayerProfile:
 
 @dataclass
 class Profile:
+    """What `profile` measured of a model: parameters, multiply-adds (paper Table 4's MAdds), the peak activation
+    memory with blocks as one operation and with every built-in operator on its own (Section 5.1, Table 3), per
+    layer in `layers`. `not_counted` names the layers with weights whose multiply-adds the profiler does not know
+    (their parameters are counted; their MACs are not in `macs`)."""
+
     name: str
     params: int
     macs: int
@@ -49,6 +57,18 @@ class Profile:
     layers: list[LayerProfile]
     peak_operator_bytes: int = 0
     peak_operator_layer: str = ""
+    not_counted: list[LayerProfile] = field(default_factory=list)
+
+    def not_counted_note(self) -> str:
+        """One line naming the layers whose MACs are not counted and their share of the parameters; "" if none."""
+        if not self.not_counted:
+            return ""
+        params = sum(lp.params for lp in self.not_counted)
+        names = ", ".join(f"{lp.name} ({lp.kind})" for lp in self.not_counted[:6])
+        more = f" and {len(self.not_counted) - 6} more" if len(self.not_counted) > 6 else ""
+        return (f"MACs not counted for {len(self.not_counted)} layer{'s' if len(self.not_counted) > 1 else ''} the "
+                f"profiler does not know: {names}{more} ({params:,} params, {params / max(self.params, 1):.1%} of "
+                "the model's)")
 
     def memory_by_resolution(self) -> dict[int, tuple[int, int]]:
         """Paper Table 3's view: for each spatial size, the widest top-level tensor (channels, bytes)."""
@@ -86,6 +106,8 @@ class Profile:
             f"{'total':<70}{self.params:>11,}{self.macs:>14,}{self.peak_activation_bytes:>13,}"
             f"{self.peak_operator_bytes:>16,} (peaks, {self.bytes_per_activation} B/activation)"
         )
+        if self.not_counted:
+            rows.append(self.not_counted_note())
         return "\n".join(rows)
 
 
@@ -111,6 +133,18 @@ def layer_macs(layer: keras.layers.Layer, input_shape: Any, output_shape: Any) -
     return 0
 
 
+def _params(op: Any) -> int:
+    """Parameters of one node's operation: a layer's weights; 0 for a Keras op (`x + 3.0` in a functional graph:
+    an Operation, not a Layer, with no weights)."""
+    return op.count_params() if isinstance(op, keras.layers.Layer) and op.weights else 0
+
+
+#: Layers whose multiply-adds `layer_macs` counts, or which the paper counts as none (batch norm); any other layer
+#: with weights is named in `Profile.not_counted`.
+_COUNTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense,
+            keras.layers.BatchNormalization, keras.layers.Normalization)
+
+
 def _block_children(block: Block, input_shape: Any) -> list[LayerProfile]:
     children: list[LayerProfile] = []
 
@@ -119,7 +153,7 @@ def _block_children(block: Block, input_shape: Any) -> list[LayerProfile]:
         shapes_in = shape if isinstance(shape, list) else [shape]
         children.append(LayerProfile(
             name=layer.name, kind=type(layer).__name__, output_shape=tuple(out),
-            params=layer.count_params() if layer.weights else 0,
+            params=_params(layer),
             macs=layer_macs(layer, shape, out) if not isinstance(shape, list) else 0,
             activation_bytes=sum(_size(s) for s in shapes_in) + _size(out),
         ))
@@ -215,7 +249,7 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
             inner = io_bytes
         layers.append(LayerProfile(
             name=op.name, kind=type(op).__name__, output_shape=out_shape,
-            params=op.count_params() if op.weights else 0, macs=macs, activation_bytes=io_bytes,
+            params=_params(op), macs=macs, activation_bytes=io_bytes,
             live_bytes=live_now, children=children,
             operator_bytes=0 if fused else live_now - io_bytes + inner, inner_operator_bytes=inner,
         ))
@@ -226,10 +260,13 @@ def profile(model: keras.Model, bytes_per_activation: int = 1) -> Profile:
                 live.pop(key(t), None)
     peak = max(layers, key=lambda lp: lp.live_bytes)
     operator_peak = max(layers, key=lambda lp: lp.operator_bytes)
+    ops = {n.operation.name: n.operation for n in nodes}
+    not_counted = [lp for lp in layers if lp.params and not isinstance(ops[lp.name], (Block, *_COUNTED))]
     return Profile(
         name=model.name, params=model.count_params(), macs=sum(lp.macs for lp in layers),
         peak_activation_bytes=peak.live_bytes, peak_layer=peak.name, bytes_per_activation=bytes_per_activation,
         layers=layers, peak_operator_bytes=operator_peak.operator_bytes, peak_operator_layer=operator_peak.name,
+        not_counted=not_counted,
     )
 
 

@@ -88,3 +88,41 @@ def fit_progress(base: type, epochs: int, log: Callable[[str], None], quiet: boo
     if getattr(stream, "isatty", lambda: False)():
         return 1, []
     return 0, [step_progress(base, epochs, log)]
+
+
+#: Images `RecalibrateBatchNorms` re-estimates the statistics on (a seeded sample of the training images).
+RECALIBRATION_IMAGES = 256
+
+
+class RecalibrateBatchNorms(keras.callbacks.Callback):
+    """Re-estimate every batch norm's moving statistics from the training images before each validation inside
+    `fit` (`on_test_begin`) and when training ends, so that inference mode, the validation score, the saved model
+    and its int8 conversion all use the data's statistics (`models.batch_norm.recalibrate_batch_norms`).
+
+    Why: the moving statistics follow the data at `1 - momentum` per step. A small folder (3 classes x 60 images:
+    about 4 steps of 32 per epoch) gives a 2-epoch trial 8 steps, after which 0.9**8 = 43% of the start (mean 0,
+    variance 1) is still in them at momentum 0.9, and 99% at keras.applications' 0.999: training accuracy is
+    high and validation accuracy at chance (the search's trials on such a folder; benchmarks/SMALL_DATA.md).
+    Weights are unchanged; only the moving statistics are set. `x` is sampled (seeded) to `max_images` images."""
+
+    def __init__(self, x: Any, max_images: int = RECALIBRATION_IMAGES, seed: int = 0) -> None:
+        super().__init__()
+        import numpy as np
+
+        x = np.asarray(x)
+        if len(x) > max_images:
+            x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_images, replace=False))]
+        self.x = x
+
+    def _recalibrate(self) -> None:
+        from .models.batch_norm import recalibrate_batch_norms
+
+        recalibrate_batch_norms(self.model, self.x)
+
+    def on_test_begin(self, logs: Any = None) -> None:
+        """Before the validation inside `fit` (Keras 3 runs it through the same callbacks)."""
+        self._recalibrate()
+
+    def on_train_end(self, logs: Any = None) -> None:
+        """The model `fit` leaves (and the caller saves or converts) carries the data's statistics."""
+        self._recalibrate()

@@ -53,6 +53,13 @@ def assets(tmp_path_factory):
     model.save(root / "tiny.keras")
     # a model from outside: keras.applications' MobileNetV2 with its 1000-class head
     keras.applications.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, weights=None).save(root / "app.keras")
+    # keras.applications' MobileNetV3Small: hard_silu activations, which tf_keras (and so tfmot) lacks
+    keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=10).save(
+        root / "v3.keras")
+    # a model with a Python lambda inside: Keras' safe mode does not load it
+    inputs = keras.Input((32, 32, 1))
+    lam = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(lam))).save(root / "lambda.keras")
     digits = load_digits(image_size=32)
     (root / "tiny_int8.tflite").write_bytes(to_tflite(model, digits.x_train[:8], num_calibration=8))
     (root / "fake.keras").write_text("this is not a model\n")
@@ -70,8 +77,8 @@ def assets(tmp_path_factory):
     return root
 
 
-USER_FILES = ("tiny.keras", "app.keras", "tiny_int8.tflite", "fake.keras", "notes.txt", "one_class", "two_classes",
-              "empty_class", "corrupt", "micro_out")
+USER_FILES = ("tiny.keras", "app.keras", "v3.keras", "lambda.keras", "tiny_int8.tflite", "fake.keras", "notes.txt",
+              "one_class", "two_classes", "empty_class", "corrupt", "micro_out")
 
 # (argv, fragment of the one-line error that names the flag and the value)
 USAGE = [
@@ -148,6 +155,10 @@ USAGE = [
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "0", "--out", "o"], "argument --fit-ram"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "1000", "--out", "o"], "--fit-ram is below what the model needs"),
+    # a model the package did not build: refused before any training, in one complete line naming the layer
+    (["qat", "--model", "v3.keras", "--run-dir", "r", "--tflite", "q.tflite"],
+     "(Activation) uses the activation 'hard_silu', which tf_keras does not have"),
+    (["profile", "--model", "lambda.keras"], "rebuild the model without the Lambda layer (built-in layers, or a"),
     # search: the board or limits, the grid, the run folder, all checked before anything is measured or written
     (["search", "--board", "pico"], "--board must be one of"),
     (["search"], "give --board NAME, or --flash BYTES and --ram BYTES"),

@@ -75,6 +75,17 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def whole_sentences(text: str, limit: int = 600) -> str:
+    """`text` on one line, at most about `limit` characters, cut only after a whole sentence (never mid-sentence;
+    a first sentence longer than `limit` is kept whole)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?:;](?=\s)", text)]
+    fitting = [e for e in ends if e <= limit]
+    return text[:fitting[-1]] if fitting else text[:ends[0]] if ends else text
+
+
 def command_flags(subparser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     """Library argument name -> the flag of `command` (whose parser is `subparser`) that sets it."""
     flags = {a.dest: a.option_strings[-1] for a in subparser._actions if a.option_strings and a.dest != "help"}

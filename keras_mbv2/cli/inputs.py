@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from ..files import check_replaceable
-from .contract import StepFailed, UsageError
+from .contract import StepFailed, UsageError, whole_sentences
 
 
 def require_suffix(flag: str, path: str, suffix: str) -> None:
@@ -38,9 +38,14 @@ def load_keras(path: str, flag: str = "--model") -> Any:
     try:
         return keras.models.load_model(path)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{flag} could not be loaded as a Keras model ({reason[:200]}). Received: {flag} {path!r}"
-                         ) from exc
+        reason = whole_sentences(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        if "`Lambda` layer" in reason:  # Keras' safe mode: its advice (safe_mode=False) is no flag of ours
+            reason = ("it holds a Lambda layer with Python code, which Keras does not load from a file by default, "
+                      "and which neither the converter's int8 path nor tfmot can take: rebuild the model without "
+                      "the Lambda layer (built-in layers, or a Layer subclass registered with "
+                      "keras.saving.register_keras_serializable)")
+        raise UsageError(f"{flag} could not be loaded as a Keras model: {reason.rstrip('.')}. Received: {flag} "
+                         f"{path!r}") from exc
 
 
 def load_data(spec: str, shape: tuple[int, int, int]) -> Any:
@@ -57,6 +62,18 @@ def load_data(spec: str, shape: tuple[int, int, int]) -> Any:
     if not os.path.isdir(spec):
         raise UsageError(f"--data must be 'digits' or an image folder. Received: --data {spec!r}")
     return load_image_folder(spec, image_size=h, channels=c)
+
+
+def data_channels(spec: str) -> int:
+    """--data's channels: 1 for the digits, else the folder's (`datasets.image_folder_channels`: 3 when its images
+    are in colour)."""
+    if spec == "digits":
+        return 1
+    if not os.path.isdir(spec):
+        raise UsageError(f"--data must be 'digits' or an image folder. Received: --data {spec!r}")
+    from ..datasets import image_folder_channels
+
+    return image_folder_channels(spec)
 
 
 def check_not_chance(accuracy: float, classes: int, what: str, advice: str) -> None:

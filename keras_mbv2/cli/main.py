@@ -16,7 +16,17 @@ from typing import Any, Sequence
 from .._version import __version__
 from ..interrupts import INTERRUPTED, on_ctrl_c
 from . import build, check_app, compare, demo, export, figures, micro, profile, qat, search, train
-from .contract import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, QUIET, Parser, StepFailed, command_flags, flag_message
+from .contract import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    QUIET,
+    Parser,
+    StepFailed,
+    command_flags,
+    flag_message,
+    whole_sentences,
+)
 
 #: The commands in `--help`'s order: name -> its module (HELP, EXAMPLE, optional DESCRIPTION and ALIASES,
 #: add_flags(parser), run(args)).
@@ -101,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
             sys.stderr.write("".join(captured))
-        reason = " ".join(str(exc).split()) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: " + \
-            " ".join(str(exc).split())[:500]
+        reason = " ".join(str(exc).split()) if isinstance(exc, StepFailed) else \
+            f"{type(exc).__name__}: {whole_sentences(str(exc))}"
         print(f"{name}: failed: {reason}", file=sys.stderr)
         return EXIT_FAILED
     finally:

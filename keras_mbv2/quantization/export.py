@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+import tempfile
 from typing import Any, Iterable
 
 import numpy as np
@@ -76,20 +80,55 @@ def to_tflite(
         raise ValueError(f"`model` must be a Keras 3 or tf_keras (QAT) model. Received: model={type(model).__name__}")
     shape = _input_shape(model)
     keras_model = model if isinstance(model, keras.Model) else None
+    saved_model = None
     if isinstance(model, keras.Model):
         # The converter freezes tf_keras variables but not Keras 3 ones: convert the flat tf_keras twin,
         # which is checked equal to the model in float.
-        from .flatten import to_tf_keras
+        from .flatten import NotQuantizable, to_tf_keras
 
-        model = to_tf_keras(model, batch_size=1)
-    fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec((1,) + shape, tf.float32))
-    # The converter saves its trackable as a SavedModel; handing it the tf_keras model makes it serialise
-    # every layer's traced calls (~90 s for a small NASNet). A bare module holding only the variables gives
-    # byte-identical output in a fifth of the time.
-    holder = tf.Module()
-    holder.model_variables = list(model.variables)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+        try:
+            model = to_tf_keras(model, batch_size=1)
+        except NotQuantizable:  # a layer without a tf_keras twin (keras.applications' MobileNetV3: hard_silu, ...)
+            saved_model = tempfile.mkdtemp(prefix="keras-mbv2-export-")
+    try:
+        if saved_model is not None:
+            _export_saved_model(keras_model, shape, saved_model)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        else:
+            fn = tf.function(lambda x: model(x, training=False))
+            concrete = fn.get_concrete_function(tf.TensorSpec((1,) + shape, tf.float32))
+            # The converter saves its trackable as a SavedModel; handing it the tf_keras model makes it serialise
+            # every layer's traced calls (~90 s for a small NASNet). A bare module holding only the variables gives
+            # byte-identical output in a fifth of the time.
+            holder = tf.Module()
+            holder.model_variables = list(model.variables)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+        return _convert(converter, keras_model, representative_data, shape, quantize, num_calibration, schedule)
+    finally:
+        if saved_model is not None:
+            shutil.rmtree(saved_model, ignore_errors=True)
+
+
+def _export_saved_model(model: Any, shape: tuple[int, ...], path: str) -> None:
+    """Keras 3's own SavedModel export of `model` at batch 1 (`keras.export.ExportArchive`): for a model whose
+    layers have no tf_keras twin. The TFLite converter freezes its variables and fuses what TFLite fuses
+    (HARD_SWISH, LOGISTIC + MUL for swish)."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((1,) + shape, tf.float32)])
+    with native_stderr_to([]), contextlib.redirect_stdout(io.StringIO()):  # it prints the endpoints it wrote
+        archive.write_out(path)
+
+
+def _convert(converter: Any, keras_model: Any, representative_data: Any, shape: tuple[int, ...], quantize: str,
+             num_calibration: int, schedule: bool) -> bytes:
+    """Set `converter` up for `quantize` and convert (`to_tflite`'s last step)."""
+    import tensorflow as tf
+
     if quantize == "int8":
         samples = _representative(representative_data, shape, num_calibration)
         if keras_model is not None:  # post-training quantization keeps the moving statistics as they are

@@ -31,6 +31,30 @@ _DROP_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _DROP_KEYS = {"dtype", "lora_rank", "lora_alpha", "quantization_config", "gamma_initializer"}
 
 
+#: Keras 3 activation names -> the tf_keras built-in computing the same function (tf_keras has no `silu` name,
+#: and no `relu6` activation: a ReLU6 becomes `ReLU(max_value=6)`, which tfmot folds into the operator before it).
+#: Keras 3's `hard_silu` / `hard_swish` and `hard_sigmoid` have no tf_keras twin (tf_keras' hard_sigmoid is another
+#: function): a model with them converts by post-training quantization (`to_tflite`, whose converter fuses
+#: HARD_SWISH) but not through tfmot.
+TF_KERAS_ACTIVATIONS = {"silu": "swish", "swish": "swish", "relu": "relu", "linear": "linear", "gelu": "gelu",
+                        "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax", "elu": "elu", "selu": "selu",
+                        "softplus": "softplus", "softsign": "softsign", "exponential": "exponential", "mish": "mish"}
+#: What a user can do about a layer that has no tf_keras twin.
+ADVICE = ("post-training quantization converts it (`keras-mbv2 export --quantize int8`, `to_tflite`); for "
+          "quantization-aware training replace it with built-in layers tfmot quantizes (Conv2D, DepthwiseConv2D, "
+          "Dense, BatchNormalization, ReLU / ReLU6, Add, Concatenate, pooling)")
+
+
+class NotQuantizable(ValueError):
+    """A layer of the model has no tf_keras built-in twin, so tfmot cannot quantize the model: the message names
+    the layer, its class and what to do (`ADVICE`)."""
+
+    def __init__(self, layer: Any, reason: str) -> None:
+        self.layer = layer
+        super().__init__(f"layer {layer.name!r} ({type(layer).__name__}) {reason}, so tfmot cannot quantize the model: "
+                         f"{ADVICE}.")
+
+
 def tf_keras():
     """The tf_keras module (Keras 2), which tfmot quantizes."""
     import tf_keras as tfk  # tfmot picks tf_keras itself when it is installed
@@ -47,15 +71,19 @@ def _twin_config(layer: keras.layers.Layer, name: str) -> dict[str, Any]:
 def make_twin(layer: keras.layers.Layer, name: str) -> Any:
     """A tf_keras layer of the same class and configuration (weights are copied once it is built)."""
     tfk = tf_keras()
+    if not isinstance(layer, keras.layers.Layer):  # a Keras op in the graph (`x + 3.0`, `x * y`): no layer to copy
+        raise NotQuantizable(layer, "is a Keras operation (`keras.ops`, or Python arithmetic on a tensor), not a layer")
     cls = getattr(tfk.layers, type(layer).__name__, None)
     if cls is None or not type(layer).__module__.startswith("keras.src.layers"):
-        raise ValueError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) has no tf_keras built-in equivalent, so it cannot be "
-            "quantized by tfmot. Build the model from keras_mbv2 blocks and built-in Keras layers "
-            "(Conv2D, DepthwiseConv2D, SeparableConv2D, BatchNormalization, ReLU, Add, Concatenate, pooling, "
-            "Dense, ...)."
-        )
+        raise NotQuantizable(layer, "has no tf_keras built-in equivalent")
     config = _twin_config(layer, name)
+    if isinstance(config.get("activation"), str):
+        activation = config["activation"]
+        if activation == "relu6" and type(layer) is keras.layers.Activation:
+            return tfk.layers.ReLU(max_value=6.0, name=name)
+        if activation not in TF_KERAS_ACTIVATIONS:
+            raise NotQuantizable(layer, f"uses the activation {activation!r}, which tf_keras does not have")
+        config["activation"] = TF_KERAS_ACTIVATIONS[activation]
     while True:
         try:
             return cls(**config)
@@ -63,11 +91,10 @@ def make_twin(layer: keras.layers.Layer, name: str) -> Any:
             bad = next((a for a in exc.args[1:] if isinstance(a, str) and a in config), None)
             bad = bad or next((k for k in config if f"'{k}'" in str(exc)), None)
             if bad is None or config[bad] not in (False, None, 0):
-                raise ValueError(
-                    f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt in tf_keras for tfmot: {exc}. "
-                    "Build the model from keras_mbv2 blocks and built-in layers tfmot quantizes."
-                ) from None
+                raise NotQuantizable(layer, f"cannot be rebuilt in tf_keras ({' '.join(str(exc).split())})") from None
             config.pop(bad)
+        except ValueError as exc:
+            raise NotQuantizable(layer, f"cannot be rebuilt in tf_keras ({' '.join(str(exc).split())})") from None
 
 
 class Flattener:
@@ -189,10 +216,8 @@ class Flattener:
                 if isinstance(op, Block):
                     out = op.compose(x, lambda layer, v, _p=f"{op.name}_": self.apply(layer, v, _p))
                 elif isinstance(op, keras.Model):
-                    raise ValueError(
-                        f"Layer {op.name!r} is a nested model; call keras_mbv2's flattening on a model whose layers "
-                        "are blocks and built-in layers (pass input_tensor= instead of nesting models)."
-                    )
+                    raise NotQuantizable(op, "is a nested model (pass input_tensor= to the inner builder instead of "
+                                         "nesting models)")
                 else:
                     out = self.apply(op, x)
                 outs = out if isinstance(out, (list, tuple)) else [out]

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Callable, Iterable
@@ -17,7 +18,7 @@ import numpy as np
 from ..checks import check_positive_int, check_positive_number
 from ..files import LOCK_FILE, run_lock, write_file
 from ..model_checks import check_model_and_data
-from .flatten import tf_keras, to_tf_keras
+from .flatten import ADVICE, tf_keras, to_tf_keras
 
 RUN_FILE = "run.json"  # which model a QAT run folder belongs to
 
@@ -43,6 +44,10 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
         try:
             return tfmot.quantization.keras.quantize_model(flat)
         except (RuntimeError, ValueError) as exc:
+            unsupported = re.search(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported", str(exc))
+            if unsupported:  # tfmot's registry has no QuantizeConfig for this built-in layer
+                raise ValueError(f"layer {unsupported[1]!r} ({unsupported[2]}) is a layer tfmot does not quantize, so "
+                                 f"{model.name!r} cannot train quantization-aware: {ADVICE}.") from exc
             raise ValueError(f"tfmot could not quantize the flat graph of {model.name!r}: {exc}") from exc
 
 

@@ -73,14 +73,11 @@ class DataSource:
     def at(self, size: int) -> SearchData:
         """The images at `size` x `size`."""
         if size not in self._cache:
-            from sklearn.model_selection import train_test_split
-
-            from ..datasets import load_digits, load_image_folder
+            from ..datasets import hold_out, load_digits, load_image_folder
 
             split = load_digits(size, self.channels, seed=self.seed) if self.data == "digits" else \
                 load_image_folder(self.data, size, self.channels, seed=self.seed)
-            x_tr, x_val, y_tr, y_val = train_test_split(split.x_train, split.y_train, test_size=self.fraction,
-                                                        random_state=self.seed, stratify=split.y_train)
+            x_tr, y_tr, x_val, y_val = hold_out(split.x_train, split.y_train, self.fraction, self.seed)
             self._cache = {size: SearchData(x_tr, y_tr, x_val, y_val, split.x_test, split.y_test,
                                             split.class_names)}  # one size at a time: big images are big
         return self._cache[size]

@@ -88,7 +88,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     optimizer included) as `folder/<key>.keras` and the result as `folder/<key>.json`; a trial already saved there is
     read back instead of trained again."""
     from ..files import atomic_write
-    from ..training import compile_classifier
+    from ..training import RecalibrateBatchNorms, compile_classifier
 
     record = os.path.join(folder, f"{candidate.key}.json")
     if os.path.exists(record):
@@ -103,7 +103,8 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
         f"({clock.describe()})")
     progress = progress_callback(candidate.label, epochs, clock, log)
     history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0,
-                        validation_data=(data.x_val, data.y_val), callbacks=[progress, *callbacks])
+                        validation_data=(data.x_val, data.y_val),
+                        callbacks=[RecalibrateBatchNorms(data.x_train), progress, *callbacks])
     if not np.isfinite(history.history["loss"][-1]):
         raise RuntimeError(f"the trial of {candidate.label} diverged (loss {history.history['loss'][-1]})")
     trial = Trial(candidate, epochs, float(history.history["val_accuracy"][-1]),
@@ -127,6 +128,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
     import keras
 
     from ..files import atomic_write
+    from ..training import RecalibrateBatchNorms
 
     os.makedirs(folder, exist_ok=True)
     saved = sorted(int(f[6:9]) for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".keras"))
@@ -153,8 +155,8 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
         return model, done
     history = model.fit(data.x_train, data.y_train, epochs=epochs, initial_epoch=done, batch_size=32, verbose=0,
                         validation_data=(data.x_val, data.y_val),
-                        callbacks=[SaveEachEpoch(), progress_callback(trial.candidate.label, epochs, clock, log),
-                                   *callbacks])
+                        callbacks=[RecalibrateBatchNorms(data.x_train), SaveEachEpoch(),
+                                   progress_callback(trial.candidate.label, epochs, clock, log), *callbacks])
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
         raise RuntimeError(f"training {trial.candidate.label} diverged (loss {losses[-1]})")
