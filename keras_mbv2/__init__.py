@@ -19,7 +19,9 @@ _EXPORTS = {
     **{name: ".models" for name in ("MobileNetV1", "MobileNetV2", "NASNet", "NASNetMobile", "ShuffleNetV1",
                                     "from_keras_application", "split_model")},
     "Profile": ".profiler", "profile": ".profiler", "draw": ".figures",
-    "datasets": ".datasets", "layers": ".layers", "search": ".search",
+    # the subpackages and modules a user reaches as attributes (`keras_mbv2.micro.fit_ram`), loaded on first use
+    **{name: f".{name}" for name in ("datasets", "layers", "micro", "models", "quantization", "search", "tflite",
+                                     "profiler", "training", "distribute")},
 }
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 __all__ = ["__version__", *sorted(_EXPORTS)]

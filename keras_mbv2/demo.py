@@ -32,6 +32,13 @@ QUICK: dict[str, Any] = dict(epochs=3, qat_epochs=1)
 SEED_SPREAD: dict[str, float] = {"float": 2.8, "PTQ int8": 3.6, "QAT int8": 1.4}
 
 
+def signed_points(points: float) -> str:
+    """Accuracy points with their sign at one decimal (`+2.2`, `-0.4`), and `0.0` for a difference that rounds to
+    nothing (never `-0.0`)."""
+    text = f"{points:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 @dataclass(frozen=True)
 class StageDifference:
     """One stage's test accuracy against another's, in points, and whether it exceeds the seed spread."""
@@ -53,9 +60,9 @@ class StageDifference:
 
     def __str__(self) -> str:
         if self.spread is None:
-            return f"{self.points:+.1f} points (seed spread not measured for these settings: not rated)"
+            return f"{signed_points(self.points)} points (seed spread not measured for these settings: not rated)"
         side = "beyond" if self.significant else "within"
-        return f"{self.points:+.1f} points ({side} the seed spread of {self.spread:.1f}: {self.verdict})"
+        return f"{signed_points(self.points)} points ({side} the seed spread of {self.spread:.1f}: {self.verdict})"
 
 
 @dataclass
@@ -120,7 +127,7 @@ def _plots(workdir: str, result: DemoResult, profile: Any, operators: list[tuple
     import matplotlib.pyplot as plt
 
     acc_png = os.path.join(workdir, "accuracy.png")
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(6, 4))
     stages = ["float", "PTQ int8", "QAT int8", "TFLM int8"]
     values = [result.float_accuracy, result.ptq_accuracy, result.qat_accuracy, result.tflm_accuracy]
     bars = ax.bar(stages, [v * 100 for v in values], color=["#4c72b0", "#dd8452", "#55a868", "#8172b3"])
@@ -132,8 +139,9 @@ def _plots(workdir: str, result: DemoResult, profile: Any, operators: list[tuple
         spreads = [result.spread[s] for s in ("float", "PTQ int8", "QAT int8", "QAT int8")]
         ax.errorbar(range(4), [v * 100 for v in values], yerr=[s / 2 for s in spreads], fmt="none", ecolor="black",
                     capsize=4, lw=1)
-    ax.set_xlabel("; ".join(f"{d.stage} - float {d.points:+.1f} points: {d.verdict}" for d in result.differences())
-                  + ("" if result.spread is None else " (error bars: spread over seeds 0-2)"), fontsize=7)
+    ax.set_xlabel("\n".join(f"{d.stage} - float {signed_points(d.points)} points: {d.verdict}"
+                            for d in result.differences())
+                  + ("" if result.spread is None else "\n(error bars: spread over seeds 0-2)"), fontsize=7)
     fig.tight_layout()
     fig.savefig(acc_png, dpi=110)
     plt.close(fig)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from .demo import signed_points
 from .layers import (
     Block,
     Bottleneck,
@@ -504,8 +505,8 @@ def run_ablation(seeds: int = 3, epochs: int = 8, qat_epochs: int = 2,
         gap = a["mean"] - b["mean"]
         noise = a["std"] + b["std"]
         verdict = "held" if gap > noise else ("did not hold" if gap < -noise else "not resolved (within the spread)")
-        return f"- {claim}: {a['mean']:.1%} vs {b['mean']:.1%} ({gap * 100:+.1f} points, spread {noise * 100:.1f}): " \
-               f"**{verdict}**."
+        return (f"- {claim}: {a['mean']:.1%} vs {b['mean']:.1%} ({signed_points(gap * 100)} points, spread "
+                f"{noise * 100:.1f}): **{verdict}**.")
 
     lines = [f"## Accuracy (paper Figure 6): the same body from each design, equal MAdds, {seeds} seeds", "",
              f"Digits 32x32 ({len(data.y_train)} training, {len(data.y_test)} test images), {epochs} epochs, Adam "

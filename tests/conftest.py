@@ -61,3 +61,21 @@ def _heaviness(item) -> int:
 
 def pytest_collection_modifyitems(items):
     items.sort(key=_heaviness)
+
+
+@pytest.fixture(autouse=True)
+def _every_saved_figure_reads_whole(monkeypatch):
+    """Every figure the package saves while a test runs: no text cut at the canvas' edges, no legend over data
+    (`harness.figure_problems`)."""
+    from harness import figure_problems
+    from matplotlib.figure import Figure
+
+    save = Figure.savefig
+
+    def checked(fig, *args, **kwargs):
+        problems = figure_problems(fig)
+        assert not problems, f"{args[0] if args else 'a figure'}: " + "; ".join(problems)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked)
+    yield

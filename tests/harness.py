@@ -102,3 +102,37 @@ def randomize_batch_norms(model, seed=0):
         elif "gamma" in w.path:
             w.assign(rng.uniform(0.5, 1.5, w.shape))
     return model
+
+
+def figure_problems(fig) -> list[str]:
+    """What a reader would miss in a matplotlib figure: text cut at the canvas' edges, and a legend inside the axes
+    over the data it describes (a plotted point, a line's vertex, a bar). Empty when the figure reads whole."""
+    from matplotlib.patches import Rectangle
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    problems = []
+    drawn = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # what is drawn, in pixels
+    if drawn.x0 < canvas.x0 - 2 or drawn.y0 < canvas.y0 - 2 or drawn.x1 > canvas.x1 + 2 or drawn.y1 > canvas.y1 + 2:
+        cut = [t.get_text()[:60] for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+               and (t.axes is None or t.axes.axison) and not canvas.contains(*t.get_window_extent(renderer).p1)]
+        problems.append(f"drawn beyond the canvas ({drawn.x0:.0f}, {drawn.y0:.0f}, {drawn.x1:.0f}, {drawn.y1:.0f} "
+                        f"of {canvas.x1:.0f} x {canvas.y1:.0f} px): {cut[:4]}")
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        if not box.overlaps(ax.bbox):
+            continue  # placed outside the axes
+        points = [ax.transData.transform(line.get_xydata()) for line in ax.lines]
+        points += [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
+                   if len(c.get_offsets())]
+        hidden = sum(int(box.contains(x, y)) for pts in points for x, y in np.asarray(pts).reshape(-1, 2))
+        hidden += sum(int(p.get_window_extent(renderer).overlaps(box)) for p in ax.patches
+                      if isinstance(p, Rectangle) and p.get_height() and p.get_width())
+        if hidden:
+            problems.append(f"the legend of {ax.get_title()[:40]!r} hides {hidden} data point(s) or bar(s)")
+    return problems

@@ -197,3 +197,22 @@ def test_no_unexplained_noqa():
                                              ("keras_mbv2.micro.fit", "keras_mbv2.quantization")])
 def test_the_graph_sees_imports(module, expected):
     assert expected in import_graph()[module]
+
+
+def test_subpackages_are_attributes_of_the_package_loaded_on_first_use():
+    """`import keras_mbv2` then `keras_mbv2.micro.fit_ram(...)`, as a user types it: every subpackage resolves as an
+    attribute, and importing the package alone loads neither Keras nor TensorFlow."""
+    probe = (
+        "import sys, keras_mbv2\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+        "names = ('micro', 'quantization', 'tflite', 'search', 'models', 'layers', 'datasets')\n"
+        "print(all(getattr(keras_mbv2, n).__name__ == 'keras_mbv2.' + n for n in names))\n"
+        "print(keras_mbv2.micro.fit_ram.__module__, keras_mbv2.quantization.to_tflite.__module__, "
+        "keras_mbv2.tflite.arena_use.__module__, keras_mbv2.search.search.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "[]" and lines[1] == "True"
+    assert lines[-1].split() == ["keras_mbv2.micro.fit", "keras_mbv2.quantization.export", "keras_mbv2.tflite.runtime",
+                                 "keras_mbv2.search.run"], lines[-1]

@@ -274,3 +274,46 @@ def test_example_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(
     # the emitted project's C files compile for the core
     make = subprocess.run(["make", "-C", str(s / "project"), "model-objects"], capture_output=True, text=True)
     assert make.returncode == 0, make.stderr
+
+
+# -- a choice made on signal -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("right,images,low,high", [
+    (10, 29, 0.199, 0.527),  # the trial: 34.5% of 29 validation images
+    (9, 29, 0.173, 0.492),
+    (288, 288, 0.987, 1.0),
+    (0, 30, 0.0, 0.114),
+])
+def test_the_wilson_interval_of_a_validation_count(right, images, low, high):
+    from keras_mbv2.search.trials import interval
+
+    got = interval(right / images, images)
+    assert got == pytest.approx((low, high), abs=1e-3)
+
+
+def _trial(width, right, images):
+    from keras_mbv2.search.trials import Trial
+
+    return Trial(Candidate("mobilenet_v2", width, 96, 6), 2, right / images, 0.5, 10.0, 5.0, images)
+
+
+@pytest.mark.parametrize("trials,sentence", [
+    ([(0.5, 10, 29), (0.35, 9, 29)], "within the 95% intervals of 29 validation images: the choice between them is "
+                                      "not significant"),
+    ([(0.5, 27, 29), (0.35, 9, 29)], "is above the 95% interval of every other finalist (29 validation images)"),
+    ([(0.5, 27, 29)], "One finalist was trained: there was no choice to make"),
+])
+def test_the_report_says_whether_the_finalists_difference_is_signal(trials, sentence):
+    from keras_mbv2.search.report import SearchResult, status
+
+    trials = [_trial(*t) for t in trials]
+    chosen = Measurement(trials[0].candidate, macs=10, params=1, fits=True)
+    result = SearchResult("out", Limits.of("arduino-nano-33-ble"), chosen, 0.9, 0.9, 0.9, "identical", 1, 1, 4, 1,
+                          [chosen], trials, None, 1.0, classes=3)
+    assert sentence in result.choice()
+    low, high = trials[0].interval
+    assert f"{trials[0].val_accuracy:.1%} ({trials[0].val_accuracy * 29:.0f} of 29, 95% interval {low:.1%} to " \
+           f"{high:.1%})" in status(chosen, result)
+
+
+def test_a_trial_at_chance_is_told_apart_from_one_that_learned():
+    assert _trial(0.5, 10, 29).at_chance(3) and not _trial(0.5, 25, 29).at_chance(3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..search.space import default_text
 from .contract import UsageError, say
 from .flags import boards, name_list, number_list, positive_float, positive_int
 
@@ -31,21 +32,22 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--networks", type=name_list, default="mobilenet_v2",
                    help="comma-separated: mobilenet_v2, mobilenet_v1, shufflenet_v1")
     p.add_argument("--widths", type=number_list(float), default=None,
-                   help="comma-separated width multipliers; None: each network's grid (mobilenet_v2: 0.35,0.5,0.75,1)")
+                   help="comma-separated width multipliers; " + default_text("widths"))
     p.add_argument("--sizes", type=number_list(int), default=None,
-                   help="comma-separated input sizes; None: 64,80,...,160 (quick: 80,96,112,128)")
+                   help="comma-separated input sizes; " + default_text("sizes"))
     p.add_argument("--expansions", type=number_list(int), default=None,
-                   help="mobilenet_v2's expansion factors t; None: 4,6 (quick: 6)")
+                   help="mobilenet_v2's expansion factors t; " + default_text("expansions"))
     p.add_argument("--max-macs", type=positive_int, default=None, metavar="N",
                    help="leave out candidates with more multiply-adds (a latency proxy)")
     p.add_argument("--budget", type=positive_float, default=None, metavar="MINUTES",
-                   help="time for training (trials, final, QAT); None: 60 (quick: 10)")
-    p.add_argument("--finalists", type=positive_int, default=None, help="candidates trained; None: 3 (quick: 2)")
+                   help="minutes for training (trials, final, QAT); " + default_text("budget_minutes"))
+    p.add_argument("--finalists", type=positive_int, default=None,
+                   help="candidates trained; " + default_text("finalists"))
     p.add_argument("--trial-epochs", type=positive_int, default=None,
-                   help="epochs each finalist trains; None: 3 (quick: 1)")
+                   help="epochs each finalist trains at first; " + default_text("trial_epochs"))
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="the winner's float epochs in all; None: 15 (quick: 4)")
-    p.add_argument("--qat-epochs", type=positive_int, default=None, help="QAT epochs; None: 3 (quick: 1)")
+                   help="the winner's float epochs in all; " + default_text("epochs"))
+    p.add_argument("--qat-epochs", type=positive_int, default=None, help="QAT epochs; " + default_text("qat_epochs"))
     p.add_argument("--no-memory-techniques", action="store_true",
                    help="no channel splits or patches: only models that fit as built")
     p.add_argument("--quick", action="store_true",

@@ -11,8 +11,8 @@ load on first use (`keras_mbv2._lazy`).
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    **{name: ".run" for name in ("search", "SearchResult", "SearchDoesNotFit", "DEFAULTS", "QUICK")},
-    **{name: ".space" for name in ("Candidate", "SearchSpace", "Limits", "GRIDS", "QUICK_GRIDS")},
+    **{name: ".run" for name in ("search", "SearchResult", "SearchDoesNotFit")},
+    **{name: ".space" for name in ("Candidate", "SearchSpace", "Limits", "GRIDS", "QUICK_GRIDS", "DEFAULTS", "QUICK")},
     **{name: ".fitting" for name in ("Measurement", "Stage1", "choose_finalists")},
     "Trial": ".trials",
 }

@@ -102,7 +102,7 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
                           tflm_test_accuracy=tflm_accuracy, tflm_agreement=str(agreement),
                           flash_bytes=report.model_bytes, ram_bytes=report.device_ram_bytes, epochs=trained,
                           qat_epochs=qat_epochs, measurements=measurements, trials=trials,
-                          as_built_best=as_built_best, seconds=0.0)
+                          as_built_best=as_built_best, seconds=0.0, classes=classes)
     result.files = write_report(out, result)
     result.files += ["model.keras", "model_int8.tflite", "project/"]
     return result

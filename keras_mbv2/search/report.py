@@ -13,7 +13,7 @@ from typing import Any
 from ..files import atomic_write, write_file
 from .fitting import AS_BUILT, PATCHES, SPLITS, Measurement
 from .space import Limits
-from .trials import Trial
+from .trials import Trial, within_noise
 
 KIB = 1024
 
@@ -39,6 +39,22 @@ class SearchResult:
     as_built_best: Measurement | None  # the largest candidate fitting without splits or patches
     seconds: float
     files: list[str] = field(default_factory=list)
+    classes: int = 0  # the data's classes (chance: 1 / classes)
+
+    def choice(self) -> str:
+        """How sure the choice among the finalists is, in one sentence: a lone finalist, a winner above the others'
+        95% intervals, or a difference within what the validation images can tell apart."""
+        if len(self.trials) < 2:
+            return "One finalist was trained: there was no choice to make among trained candidates."
+        ranked = sorted(self.trials, key=lambda t: -t.val_accuracy)
+        best, second = ranked[0], ranked[1]
+        if best.val_images and within_noise(best, second):
+            return (f"The finalists' difference ({best.candidate.label} {best.val_accuracy:.1%}, "
+                    f"{second.candidate.label} {second.val_accuracy:.1%}) is within the 95% intervals of "
+                    f"{best.val_images} validation images: the choice between them is not significant (ties and "
+                    "near-ties go to more multiply-adds).")
+        return (f"{best.candidate.label}'s validation accuracy is above the 95% interval of every other finalist "
+                f"({best.val_images} validation images).")
 
     def table(self) -> str:
         """The aligned summary the command prints."""
@@ -67,11 +83,15 @@ def status(m: Measurement, result: Any) -> str:
     trials = {t.candidate: t for t in result.trials}
     chosen = result.chosen.candidate
     if m.candidate == chosen:
-        return f"chosen: validation accuracy {trials[chosen].val_accuracy:.1%}"
+        if len(trials) == 1:
+            return f"chosen: the only finalist (validation accuracy {trials[chosen].describe()})"
+        return f"chosen: validation accuracy {trials[chosen].describe()}"
     if m.candidate in trials:
-        mine, best = trials[m.candidate].val_accuracy, trials[chosen].val_accuracy
-        return (f"finalist: validation accuracy {mine:.1%}, " + (f"below the chosen's {best:.1%}" if mine < best else
-                                                               "equal to the chosen's, which has more multiply-adds"))
+        mine, best = trials[m.candidate], trials[chosen]
+        noise = " (within the 95% intervals: not significant)" if mine.val_images and within_noise(mine, best) else ""
+        return (f"finalist: validation accuracy {mine.describe()}, "
+                + (f"below the chosen's {best.val_accuracy:.1%}{noise}" if mine.val_accuracy < best.val_accuracy
+                   else "equal to the chosen's, which has more multiply-adds"))
     if m.fits:
         finalists = [result.chosen, *(x for x in result.measurements if x.candidate in trials)]
         if m.macs > min(f.macs for f in finalists):
@@ -158,10 +178,17 @@ def report_markdown(result: Any) -> str:
     lines += [f"- {m.candidate.label} ({m.macs:,} MACs): {status(m, result)} [{verdict_source(m)}]"
               for m in larger] or ["- none: the chosen model has the most multiply-adds of the grid."]
     lines += ["", "## Trials (equal epochs, validation split held out of the training data)", "",
-              "| candidate | MACs | epochs | validation accuracy | time |", "| --- | ---: | ---: | ---: | ---: |"]
+              "Each validation accuracy is a count of right images, so it carries the uncertainty of that count: the "
+              "95% interval (Wilson) is where the accuracy on unseen images of the same kind lies.", "",
+              "| candidate | MACs | epochs | validation accuracy | right / images | 95% interval | time |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     macs = {m.candidate: m.macs for m in result.measurements}
-    lines += [f"| {t.candidate.label} | {macs[t.candidate]:,} | {t.epochs} | {t.val_accuracy:.1%} | {t.seconds:.0f} s |"
-              for t in result.trials]
+    for t in result.trials:
+        low, high = t.interval
+        lines.append(f"| {t.candidate.label} | {macs[t.candidate]:,} | {t.epochs} | {t.val_accuracy:.1%} | "
+                     f"{round(t.val_accuracy * t.val_images)} / {t.val_images} | {low:.1%} to {high:.1%} | "
+                     f"{t.seconds:.0f} s |")
+    lines += ["", result.choice()]
     lines += ["", "## Every candidate", "",
               "A row is called fitting only when it was converted and measured on the TFLite Micro host runtime. "
               "RAM as built: kTensorArenaSize of the model as converted; RAM: the device RAM of the plan that fits "
@@ -188,10 +215,11 @@ def plot_front(result: Any, path: str) -> None:
     import matplotlib.pyplot as plt
 
     limits = result.limits
-    fig, (ax_ram, ax_flash) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, (ax_ram, ax_flash) = plt.subplots(1, 2, figsize=(11, 5.6))
     styles = {AS_BUILT: ("o", "#55a868", "fits as built"), SPLITS: ("s", "#4c72b0", "fits with channel splits"),
               PATCHES: ("^", "#dd8452", "fits with patches")}
     shown: set[str] = set()
+    flash_shown: set[str] = set()
     for m in result.measurements:
         if not m.measured or m.flash is None:
             continue
@@ -209,14 +237,18 @@ def plot_front(result: Any, path: str) -> None:
             if m.ram_as_built is not None and m.technique != AS_BUILT:
                 ax_ram.annotate("", (x, m.ram / KIB), (x, m.ram_as_built / KIB),
                                 arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
-            ax_flash.scatter(x, m.flash / KIB, marker=marker, color=color)
+            ax_flash.scatter(x, m.flash / KIB, marker=marker, color=color,
+                             label=None if label in flash_shown else label)
+            flash_shown.add(label)
         else:
             need = m.need or m.ram_as_built
             if need:
                 ax_ram.scatter(x, need / KIB, marker="x", color="#c44e52",
                                label=None if "no" in shown else "does not fit (least RAM found)")
                 shown.add("no")
-            ax_flash.scatter(x, m.flash / KIB, marker="x", color="#c44e52")
+            ax_flash.scatter(x, m.flash / KIB, marker="x", color="#c44e52",
+                             label=None if "no" in flash_shown else "does not fit (flash of the model as built)")
+            flash_shown.add("no")
         y = (m.ram or m.need or m.ram_as_built or 0) / KIB
         ax_ram.annotate(f"{m.candidate.width:g}@{m.candidate.size}" + (f" t{m.candidate.expansion}"
                                                                        if m.candidate.expansion else ""),
@@ -224,7 +256,8 @@ def plot_front(result: Any, path: str) -> None:
     c = result.chosen
     ax_ram.scatter(c.macs / 1e6, c.ram / KIB, marker="*", s=220, color="gold", edgecolors="black", zorder=5,
                    label=f"chosen: {c.candidate.label}")
-    ax_flash.scatter(c.macs / 1e6, c.flash / KIB, marker="*", s=220, color="gold", edgecolors="black", zorder=5)
+    ax_flash.scatter(c.macs / 1e6, c.flash / KIB, marker="*", s=220, color="gold", edgecolors="black", zorder=5,
+                     label=f"chosen: {c.candidate.label}")
     ax_ram.axhline(limits.device_ram / KIB, color="black", lw=1, ls="--",
                    label=f"RAM for inference {limits.device_ram / KIB:.0f} KiB")
     ax_flash.axhline(limits.model_flash / KIB, color="black", lw=1, ls="--",
@@ -232,8 +265,8 @@ def plot_front(result: Any, path: str) -> None:
     ax_ram.set(xlabel="multiply-adds (millions)", ylabel="device RAM (KiB), measured on TFLM",
                title="RAM: as built (grey) -> with the plan that fits")
     ax_flash.set(xlabel="multiply-adds (millions)", ylabel="flash: model array(s) (KiB)", title="flash")
-    ax_ram.legend(fontsize=7, loc="upper left")
-    ax_flash.legend(fontsize=7, loc="upper left")
+    for ax in (ax_ram, ax_flash):  # below the axes: a legend inside would hide candidates
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.suptitle(f"keras-mbv2 search: {limits.name}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

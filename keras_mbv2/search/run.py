@@ -30,14 +30,11 @@ from ..logs import native_stderr_to
 from .finish import finish
 from .fitting import Measurement, Stage1, choose_finalists
 from .report import SearchResult
-from .space import Candidate, Limits, SearchSpace, describe_grid
-from .trials import QAT_EPOCH_COST, Clock, Trial, run_trial, winner
+from .space import DEFAULTS, QUICK, Candidate, Limits, SearchSpace, describe_grid
+from .trials import QAT_EPOCH_COST, Clock, Trial, extend_trial, run_trial, winner, within_noise
 
 Log = Callable[[str], None]
 SETTINGS_FILE = "search.json"
-#: The search as `--quick` runs it: a small grid and short training (minutes on 2 cores).
-QUICK = dict(finalists=2, trial_epochs=2, epochs=4, qat_epochs=1, budget_minutes=10.0)
-DEFAULTS = dict(finalists=3, trial_epochs=3, epochs=15, qat_epochs=3, budget_minutes=60.0)
 
 
 class SearchDoesNotFit(ValueError):
@@ -247,9 +244,10 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
         _save_measurements(out, measurements)
         trials = _stage2_trials(chosen, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log,
                                 callbacks, per_epoch / smallest.macs)
+        trials = _make_surer(trials, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log, callbacks)
         best = winner(trials, {m.candidate: m.macs for m in measurements})
         chosen_m = stage1.measurements[best.candidate]
-        log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.val_accuracy:.1%}): float training "
+        log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.describe()}): float training "
             f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
         result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, callbacks,
                         measurements, trials, as_built_best, seed)
@@ -307,9 +305,13 @@ def _stage2_trials(chosen: list[Measurement], source: DataSource, classes: int, 
     """Train the finalists, largest first, while the budget allows (`per_mac`: estimated seconds per float epoch
     per multiply-add, replaced by each trial's measured time)."""
     folder = os.path.join(out, "trials")
-    log(f"[2/4] which is best: {len(chosen)} finalists, {trial_epochs} epoch{'s' if trial_epochs > 1 else ''} each, "
-        f"ranked by validation accuracy ({len(source.at(chosen[0].candidate.size).y_val)} held-out training images; "
-        f"the test split is not used to choose)")
+    each = f"{trial_epochs} epoch{'s' if trial_epochs > 1 else ''}"
+    if len(chosen) == 1:
+        log(f"[2/4] one finalist, nothing to choose between: its first {each} train as the start of its training")
+    else:
+        log(f"[2/4] which is best: {len(chosen)} finalists, {each} each, ranked by validation accuracy "
+            f"({len(source.at(chosen[0].candidate.size).y_val)} held-out training images, each accuracy with its 95% "
+            "interval; the test split is not used to choose)")
     trials: list[Trial] = []
     largest = max(m.macs for m in chosen)
     for k, m in enumerate(chosen, start=1):
@@ -327,5 +329,32 @@ def _stage2_trials(chosen: list[Measurement], source: DataSource, classes: int, 
         trials.append(trial)
         if not saved:
             per_mac = trial.seconds_per_epoch / m.macs
-        log(f"  {k}/{len(chosen)} {c.label}: validation accuracy {trial.val_accuracy:.1%} ({clock.describe()})")
+        log(f"  {k}/{len(chosen)} {c.label}: validation accuracy {trial.describe()} ({clock.describe()})")
+    return trials
+
+
+def _make_surer(trials: list[Trial], source: DataSource, classes: int, trial_epochs: int, epochs: int,
+                qat_epochs: int, out: str, clock: Clock, log: Log, callbacks: list[Any]) -> list[Trial]:
+    """Spend budget the winner will not need where it makes the choice surer: while the two best finalists' 95%
+    intervals overlap (or every finalist is at chance), every finalist trains `trial_epochs` more epochs, as long
+    as the budget keeps the winner's training and QAT and no trial passes the winner's `epochs`."""
+    folder = os.path.join(out, "trials")
+    while len(trials) > 1:
+        best, second = sorted(trials, key=lambda t: -t.val_accuracy)[:2]
+        chance = all(t.at_chance(classes) for t in trials)
+        if not (chance or within_noise(best, second)):
+            break
+        why = (f"every finalist is within chance ({1 / classes:.0%})" if chance else
+               f"{best.candidate.label} and {second.candidate.label} are within each other's 95% intervals")
+        per_epoch = max(t.seconds_per_epoch for t in trials)
+        cost = trial_epochs * sum(t.seconds_per_epoch for t in trials)
+        final_cost = (max(0, epochs - best.epochs - trial_epochs) + QAT_EPOCH_COST * qat_epochs) * per_epoch
+        if max(t.epochs for t in trials) + trial_epochs > epochs or cost + final_cost > clock.left:
+            log(f"      {why}; no budget left to train them longer: the choice is not significant")
+            break
+        log(f"      {why}: each trains {trial_epochs} more epoch{'s' if trial_epochs > 1 else ''} to tell them apart")
+        trials = [extend_trial(t, source.at(t.candidate.size), trial_epochs, folder, clock, log, callbacks,
+                               index=f"{k}/{len(trials)} ") for k, t in enumerate(trials, start=1)]
+        for k, t in enumerate(trials, start=1):
+            log(f"  {k}/{len(trials)} {t.candidate.label}: validation accuracy {t.describe()} after {t.epochs} epochs")
     return trials

@@ -35,6 +35,21 @@ QUICK_GRIDS: dict[str, dict[str, tuple]] = {
     "shufflenet_v1": {"widths": (0.5, 1.0), "sizes": (96, 128, 160), "expansions": (None,)},
 }
 MIN_SIZE = 32  # the networks' total stride
+#: The search's training as it runs by default, and with `--quick` (a small grid, `QUICK_GRIDS`, and short training:
+#: minutes on 2 cores). The one place these numbers are said: `search`, `keras-mbv2 search --help` and the report
+#: read them from here.
+DEFAULTS: dict[str, Any] = dict(finalists=3, trial_epochs=3, epochs=15, qat_epochs=3, budget_minutes=60.0)
+QUICK: dict[str, Any] = dict(finalists=2, trial_epochs=2, epochs=4, qat_epochs=1, budget_minutes=10.0)
+
+
+def default_text(setting: str, network: str = "mobilenet_v2") -> str:
+    """`None: 3 (quick: 2)`, from `DEFAULTS` / `QUICK` (a training setting) or `GRIDS` / `QUICK_GRIDS` (`widths`,
+    `sizes`, `expansions` of `network`), for help texts."""
+    if setting in DEFAULTS:
+        return f"None: {DEFAULTS[setting]:g} (quick: {QUICK[setting]:g})"
+    grid, quick = GRIDS[network][setting], QUICK_GRIDS[network][setting]
+    return (f"None: each network's grid, for {network} {','.join(f'{v:g}' for v in grid)} "
+            f"(quick: {','.join(f'{v:g}' for v in quick)})")
 
 
 @dataclass(frozen=True, order=True)

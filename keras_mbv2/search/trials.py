@@ -10,6 +10,7 @@ folder, so that a run stopped by Ctrl-C continues where it was when started agai
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,9 +27,25 @@ Log = Callable[[str], None]
 QAT_EPOCH_COST = 2.5
 
 
+#: z of the two-sided 95% interval `interval` gives.
+Z95 = 1.959964
+
+
+def interval(accuracy: float, images: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of an accuracy measured on `images` images: where the true
+    accuracy lies, given that each image is right or wrong (a binomial count). 10 of 29 right: 19.9% to 52.7%."""
+    if images <= 0:
+        return 0.0, 1.0
+    n, p = images, accuracy
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass
 class Trial:
-    """One finalist's short training: its validation accuracy after `epochs` epochs and what it cost."""
+    """One finalist's short training: its validation accuracy after `epochs` epochs on `val_images` held-out
+    images, and what it cost."""
 
     candidate: Candidate
     epochs: int
@@ -36,6 +53,31 @@ class Trial:
     val_loss: float
     seconds: float  # training time, tracing included
     seconds_per_epoch: float  # the epochs after the first (without tracing), or the first when it is the only one
+    val_images: int = 0  # 0: a record written before the count was kept
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% interval of `val_accuracy` on `val_images` images (`interval`)."""
+        return interval(self.val_accuracy, self.val_images)
+
+    def describe(self) -> str:
+        """`34.5% (10 of 29, 95% interval 19.9% to 52.7%)`."""
+        if not self.val_images:
+            return f"{self.val_accuracy:.1%}"
+        low, high = self.interval
+        return (f"{self.val_accuracy:.1%} ({round(self.val_accuracy * self.val_images)} of {self.val_images}, 95% "
+                f"interval {low:.1%} to {high:.1%})")
+
+    def at_chance(self, classes: int) -> bool:
+        """True when guessing (1 / `classes`) lies within the interval: not shown to have learned anything."""
+        return self.interval[0] <= 1 / classes
+
+
+def within_noise(a: Trial, b: Trial) -> bool:
+    """True when two trials' 95% intervals overlap: their difference is within what the validation images can
+    tell apart."""
+    (a_low, a_high), (b_low, b_high) = a.interval, b.interval
+    return a_low <= b_high and b_low <= a_high
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for `trials/<key>.json`."""
@@ -108,11 +150,41 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     if not np.isfinite(history.history["loss"][-1]):
         raise RuntimeError(f"the trial of {candidate.label} diverged (loss {history.history['loss'][-1]})")
     trial = Trial(candidate, epochs, float(history.history["val_accuracy"][-1]),
-                  float(history.history["val_loss"][-1]), time.monotonic() - start, epoch_time(progress.times))
+                  float(history.history["val_loss"][-1]), time.monotonic() - start, epoch_time(progress.times),
+                  len(data.y_val))
     os.makedirs(folder, exist_ok=True)
     atomic_write(os.path.join(folder, f"{candidate.key}.keras"), model.save, ".keras")
     write_file(record, json.dumps(trial.to_json(), indent=1) + "\n")
     return trial
+
+
+def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, log: Log, callbacks: list[Any],
+                 index: str = "") -> Trial:
+    """Train a saved trial `more` epochs on from where it stopped (its optimizer included), when the finalists were
+    too close to tell apart; saves the model and the record again (a record already past those epochs is read
+    back)."""
+    import keras
+
+    from ..files import atomic_write
+    from ..training import RecalibrateBatchNorms
+
+    target = trial.epochs + more
+    model = keras.models.load_model(os.path.join(folder, f"{trial.candidate.key}.keras"))
+    log(f"  {index}{trial.candidate.label}: {more} epoch{'s' if more > 1 else ''} more, to {target} "
+        f"({clock.describe()})")
+    start = time.monotonic()
+    progress = progress_callback(trial.candidate.label, target, clock, log)
+    history = model.fit(data.x_train, data.y_train, epochs=target, initial_epoch=trial.epochs, batch_size=32,
+                        verbose=0, validation_data=(data.x_val, data.y_val),
+                        callbacks=[RecalibrateBatchNorms(data.x_train), progress, *callbacks])
+    if not np.isfinite(history.history["loss"][-1]):
+        raise RuntimeError(f"the trial of {trial.candidate.label} diverged (loss {history.history['loss'][-1]})")
+    longer = Trial(trial.candidate, target, float(history.history["val_accuracy"][-1]),
+                   float(history.history["val_loss"][-1]), trial.seconds + time.monotonic() - start,
+                   trial.seconds_per_epoch, len(data.y_val))
+    atomic_write(os.path.join(folder, f"{trial.candidate.key}.keras"), model.save, ".keras")
+    write_file(os.path.join(folder, f"{trial.candidate.key}.json"), json.dumps(longer.to_json(), indent=1) + "\n")
+    return longer
 
 
 def winner(trials: list[Trial], macs: dict[Candidate, int]) -> Trial:
