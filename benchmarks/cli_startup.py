@@ -40,6 +40,12 @@ def main() -> int:
         "keras-mbv2 --help": ([exe, "--help"], env),
         "keras-mbv2 --version": ([exe, "--version"], env),
         "keras-mbv2 build --width x (usage error)": ([exe, "build", "--width", "x", "--out", "m.keras"], env),
+        # usage errors about files: checked before Keras and TensorFlow load
+        "keras-mbv2 micro --tflite missing.tflite --out x": ([exe, "micro", "--tflite", "missing.tflite", "--out",
+                                                             "x"], env),
+        "keras-mbv2 train --data /nonexistent --out m.keras": ([exe, "train", "--data", "/nonexistent", "--out",
+                                                               "m.keras"], env),
+        "keras-mbv2 demo --out .": ([exe, "demo", "--out", "."], env),
         "python -c 'import keras_mbv2, keras'": ([sys.executable, "-c", "import keras_mbv2, keras"], env),
     }
     if args.before:

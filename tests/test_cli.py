@@ -52,6 +52,40 @@ def test_version_help_and_usage_errors_answer_without_tensorflow():
     assert version.returncode == 0 and version.stdout == f"keras-mbv2 {keras_mbv2.__version__}\n"
 
 
+# usage errors about files and folders, each answered before Keras or TensorFlow load (the issue's three first)
+FILE_ERRORS = [
+    (["micro", "--tflite", "missing.tflite", "--out", "x"], "--tflite file does not exist"),
+    (["train", "--data", "/nonexistent", "--out", "m.keras"], "--data must be 'digits' or an image folder"),
+    (["demo", "--out", "."], "--out must not be the current folder"),
+    (["qat", "--model", "nope.keras", "--run-dir", "r", "--tflite", "q.tflite"], "--model file not found"),
+    (["export", "--model", "nope.keras", "--out", "m.tflite"], "--model file not found"),
+    (["profile", "--model", "nope.keras"], "--model file not found"),
+    (["micro", "--model", "nope.keras", "--fit-ram", "90000", "--out", "x"], "--model file not found"),
+    (["micro", "--tflite", ".", "--out", "x"], "--tflite is a folder"),
+    (["search", "--board", "arduino-nano-33-ble", "--data", "nowhere"], "--data must be 'digits'"),
+    (["check-app", "--log", "nope.log", "--dir", "d"], "--log file not found"),
+    (["figures", "--out", "."], "--out must not be the current folder"),
+    (["build", "--out", "m.tflite"], "--out must end with .keras"),
+]
+
+
+def test_usage_errors_about_files_answer_before_tensorflow_loads(tmp_path):
+    probe = textwrap.dedent(f"""
+        import sys
+        from keras_mbv2 import cli
+        codes = [cli.main(argv) for argv in {[argv for argv, _ in FILE_ERRORS]!r}]
+        print("CODES", codes)
+        print("LOADED", sorted(m for m in ("tensorflow", "keras", "jax", "tf_keras") if m in sys.modules))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert f"CODES {[2] * len(FILE_ERRORS)}" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+    assert result.stdout.strip().endswith("LOADED []"), result.stdout[-500:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == len(FILE_ERRORS)
+    for line, (_, fragment) in zip(errors, FILE_ERRORS):
+        assert fragment in line, (line, fragment)
+
+
 def test_every_flag_has_help_and_shows_its_default():
     parser = cli.make_parser()
     for name, sub in parser.commands.items():

@@ -19,6 +19,11 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     add_force(p, "--out")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --out."""
+    output_file("--out", args.out, ".keras", args.force)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the network the flags name and save it to --out."""
     output_file("--out", args.out, ".keras", args.force)

@@ -20,10 +20,16 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="model", help="the --name given to keras-mbv2 micro")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Parse --log, compare with the host runtime on --dir's model, print the profile; fail when they differ."""
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before TensorFlow loads: --log and --dir exist."""
     if not os.path.isfile(args.log):
         raise UsageError(f"--log file not found. Received: --log {args.log!r}")
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"--dir must be the folder keras-mbv2 micro --test-images wrote. Received: --dir {args.dir!r}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse --log, compare with the host runtime on --dir's model, print the profile; fail when they differ."""
     from ..micro import check_app_output, parse_app_output, profile_by_operator
 
     with open(args.log, errors="replace") as f:

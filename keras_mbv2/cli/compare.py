@@ -16,11 +16,15 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=positive_int, default=224, help="input resolution (default 224, as in the paper)")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --size."""
+    if args.size < 32:
+        raise UsageError(f"--size must be at least 32 (the networks' strides). Received: --size {args.size}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Print `keras_mbv2.compare.compare`'s rows."""
     from ..compare import compare, format_rows
 
-    if args.size < 32:
-        raise UsageError(f"--size must be at least 32 (the networks' strides). Received: --size {args.size}")
     print(format_rows(compare(args.size)))
     return 0

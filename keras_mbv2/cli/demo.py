@@ -36,11 +36,15 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    "--epochs and --qat-epochs given still apply")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --out."""
+    check_replaceable(args.out, "--out", args.force)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo into --out and print its table."""
     from ..demo import DEFAULTS, QUICK, run_demo
 
-    check_replaceable(args.out, "--out", args.force)
     args.interrupted = f"nothing was written to {args.out} (the demo writes it only when it completes)"
     base = QUICK if args.quick else DEFAULTS  # a flag given applies, with or without --quick
     epochs = args.epochs if args.epochs is not None else base["epochs"]

@@ -6,7 +6,7 @@ import argparse
 
 from ..files import write_file
 from .flags import add_force
-from .inputs import load_data, load_keras, output_file
+from .inputs import check_data, check_keras_file, load_data, load_keras, output_file
 
 HELP = "convert a .keras model to TFLite (int8 PTQ or float)"
 EXAMPLE = "keras-mbv2 export --model m.keras --quantize int8 --data digits --out m_ptq.tflite"
@@ -24,11 +24,18 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     add_force(p, "--out")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before TensorFlow loads: --out, --model, --data."""
+    output_file("--out", args.out, ".tflite", args.force)
+    check_keras_file(args.model)
+    if args.quantize == "int8":
+        check_data(args.data)
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert --model (`keras_mbv2.quantization.to_tflite`) and write --out."""
     from ..quantization import to_tflite
 
-    output_file("--out", args.out, ".tflite", args.force)
     model = load_keras(args.model)
     calibration = load_data(args.data, tuple(model.input_shape[1:])).x_train[:200] if args.quantize == "int8" else None
     data = to_tflite(model, calibration, quantize=args.quantize)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..files import output_folder
+from ..files import check_replaceable, output_folder
 from .contract import say
 from .flags import add_force
 
@@ -22,6 +22,11 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="keras-mbv2-figures", help="output folder")
     add_force(p, "--out (a non-empty folder)")
     p.add_argument("--quick", action="store_true", help="figures 3 and 4 and the cost and memory sections only")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --out."""
+    check_replaceable(args.out, "--out", args.force)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,8 +24,8 @@ def output_file(flag: str, path: str, suffix: str, force: bool) -> None:
         raise UsageError(f"{flag} is a folder; give a file name ending with {suffix}. Received: {flag} {path!r}")
 
 
-def load_keras(path: str, flag: str = "--model") -> Any:
-    """A .keras model file, with one clear error for a missing, misnamed or unreadable one."""
+def check_keras_file(path: str, flag: str = "--model") -> None:
+    """A .keras model file exists and is a zip archive (cheap: before Keras loads)."""
     import zipfile
 
     if not os.path.isfile(path):
@@ -33,6 +33,25 @@ def load_keras(path: str, flag: str = "--model") -> Any:
     if not path.endswith(".keras") or not zipfile.is_zipfile(path):
         raise UsageError(f"{flag} must be a Keras model saved as .keras (keras-mbv2 build or train writes one). "
                          f"Received: {flag} {path!r}")
+
+
+def check_input_file(path: str, flag: str) -> None:
+    """An input file exists and is a file (cheap: before TensorFlow loads)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} is a folder, not a file. Received: {flag} {path!r}")
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} file does not exist. Received: {flag} {path!r}")
+
+
+def check_data(spec: str, flag: str = "--data") -> None:
+    """--data is "digits" or an existing folder (cheap: before TensorFlow loads)."""
+    if spec != "digits" and not os.path.isdir(spec):
+        raise UsageError(f"{flag} must be 'digits' or an image folder. Received: {flag} {spec!r}")
+
+
+def load_keras(path: str, flag: str = "--model") -> Any:
+    """A .keras model file, with one clear error for a missing, misnamed or unreadable one."""
+    check_keras_file(path, flag)
     import keras
 
     try:
@@ -57,20 +76,18 @@ def load_data(spec: str, shape: tuple[int, int, int]) -> Any:
         raise UsageError(f"--data needs a square model input. Received: input shape {h}x{w}x{c}")
     if c not in (1, 3):
         raise UsageError(f"--data gives 1- or 3-channel images. Received: input shape {h}x{w}x{c}")
+    check_data(spec)
     if spec == "digits":
         return load_digits(image_size=h, channels=c)
-    if not os.path.isdir(spec):
-        raise UsageError(f"--data must be 'digits' or an image folder. Received: --data {spec!r}")
     return load_image_folder(spec, image_size=h, channels=c)
 
 
 def data_channels(spec: str) -> int:
     """--data's channels: 1 for the digits, else the folder's (`datasets.image_folder_channels`: 3 when its images
     are in colour)."""
+    check_data(spec)
     if spec == "digits":
         return 1
-    if not os.path.isdir(spec):
-        raise UsageError(f"--data must be 'digits' or an image folder. Received: --data {spec!r}")
     from ..datasets import image_folder_channels
 
     return image_folder_channels(spec)

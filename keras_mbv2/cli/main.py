@@ -29,7 +29,8 @@ from .contract import (
 )
 
 #: The commands in `--help`'s order: name -> its module (HELP, EXAMPLE, optional DESCRIPTION and ALIASES,
-#: add_flags(parser), run(args)).
+#: add_flags(parser), check(args): the usage checks that need no Keras or TensorFlow (files, folders, flag
+#: combinations), run before anything loads so that a usage error answers at once, and run(args)).
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo, "build": build, "profile": profile, "train": train, "qat": qat, "export": export,
     "micro": micro, "check-app": check_app, "figures": figures, "search": search, "compare": compare,
@@ -55,7 +56,7 @@ def make_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=description, epilog=f"example: {module.EXAMPLE}",
                            parents=[common])
         module.add_flags(p)
-        p.set_defaults(func=module.run, flag_aliases=getattr(module, "ALIASES", {}))
+        p.set_defaults(func=module.run, check=module.check, flag_aliases=getattr(module, "ALIASES", {}))
     return parser
 
 
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_ctrl_c) if in_main_thread else None
     try:
+        args.check(args)  # the usage errors that need no TensorFlow: before it loads
         with native_stderr_to(captured):
             return args.func(args)
     except KeyboardInterrupt:

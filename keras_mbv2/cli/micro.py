@@ -9,7 +9,7 @@ from typing import Any
 from ..files import atomic_write, check_receiving_folder, check_replaceable
 from .contract import UsageError, say
 from .flags import add_force, boards, positive_int
-from .inputs import load_data, load_keras, output_file
+from .inputs import check_data, check_input_file, check_keras_file, load_data, load_keras, output_file
 
 HELP = "TFLite Micro C files, measured arena and board check"
 EXAMPLE = ("keras-mbv2 micro --tflite m_int8.tflite --out micro_out --board nucleo-f746zg (or --project app for a "
@@ -44,8 +44,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="embed the first N test images of --data (quantized) for the app and `make run-app`")
 
 
-def _check_usage(args: argparse.Namespace) -> None:
-    """The flags' combinations and the outputs, before any work."""
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before TensorFlow loads: the flags' combinations, the inputs and the outputs."""
     if (args.tflite is None) == (args.model is None):
         raise UsageError("give exactly one of --tflite (an int8 model) and --model (a .keras model, with --fit-ram). "
                          f"Received: --tflite {args.tflite!r} --model {args.model!r}")
@@ -58,6 +58,12 @@ def _check_usage(args: argparse.Namespace) -> None:
     if (args.out is None) == (args.project is None):
         raise UsageError("give exactly one of --out (the model's C files) and --project (a whole firmware project). "
                          f"Received: --out {args.out!r} --project {args.project!r}")
+    if args.tflite is not None:
+        check_input_file(args.tflite, "--tflite")
+    else:
+        check_keras_file(args.model)
+    if args.model is not None or args.test_images:
+        check_data(args.data)
     if args.save_model is not None:
         output_file("--save-model", args.save_model, ".keras", args.force)
     if args.project is not None:
@@ -70,7 +76,6 @@ def _check_usage(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Emit --tflite's files, or fit --model into --fit-ram and emit the result."""
-    _check_usage(args)
     from ..micro import emit, fit_ram
 
     labels = args.labels.split(",") if args.labels else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .flags import add_network_args, network
-from .inputs import load_keras
+from .inputs import check_keras_file, load_keras
 
 HELP = "params, MAdds and peak activation memory per layer"
 EXAMPLE = "keras-mbv2 profile --network shufflenet_v1 --groups 3 --width 0.5"
@@ -17,6 +17,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="profile a saved .keras model instead of building one")
     p.add_argument("--bytes-per-activation", type=int, choices=(1, 2, 4), default=1,
                    help="1 int8 (default), 2 the paper's 16-bit, 4 float")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --model."""
+    if args.model:
+        check_keras_file(args.model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 from ..files import check_receiving_folder, check_replaceable, run_lock, write_file
 from .contract import QUIET, StepFailed, say
 from .flags import add_force, positive_float, positive_int
-from .inputs import check_not_chance, load_data, load_keras, require_suffix
+from .inputs import check_data, check_keras_file, check_not_chance, load_data, load_keras, require_suffix
 
 HELP = "quantization-aware fine-tuning to a full-int8 .tflite"
 EXAMPLE = "keras-mbv2 qat --model m.keras --data digits --run-dir qat_run --tflite m_int8.tflite"
@@ -44,9 +44,15 @@ def _cluster_role(args: argparse.Namespace) -> Any:
     return role
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check the outputs, take the run folder's lock (the chief), then train and convert (`_qat`)."""
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before TensorFlow loads: --model, --data, --tflite's name."""
+    check_keras_file(args.model)
+    check_data(args.data)
     require_suffix("--tflite", args.tflite, ".tflite")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Take the run folder's lock (the chief), then train and convert (`_qat`)."""
     role = _cluster_role(args)
     if role is not None and not role.chief:  # writes nothing of the user's: no lock, no output checks
         return _qat(args, role)

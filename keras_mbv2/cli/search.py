@@ -8,6 +8,7 @@ import os
 from ..search.space import default_text
 from .contract import UsageError, say
 from .flags import boards, name_list, number_list, positive_float, positive_int
+from .inputs import check_data
 
 HELP = "the most accurate model of a grid that fits a board: measured, trained, emitted"
 EXAMPLE = "keras-mbv2 search --board arduino-nano-33-ble --data digits --quick --out s"
@@ -55,13 +56,18 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (data split, weights, kernels)")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: the board or limits, --data, --out not a file."""
+    if args.board is None and (args.flash is None or args.ram is None):
+        raise UsageError(f"give --board NAME, or --flash BYTES and --ram BYTES. Received: --flash {args.flash} "
+                         f"--ram {args.ram}")
+    check_data(args.data)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run (or continue) the search in --out and print its table."""
     from ..search import search
 
-    if args.board is None and (args.flash is None or args.ram is None):
-        raise UsageError(f"give --board NAME, or --flash BYTES and --ram BYTES. Received: --flash {args.flash} "
-                         f"--ram {args.ram}")
     args.interrupted = (f"what finished (stage 1's measurements, each finished trial and epoch) is kept in "
                         f"{args.out}; run the same command again to continue")
     result = search(args.out, data=args.data, board=args.board, flash=args.flash, ram=args.ram,

@@ -45,6 +45,12 @@ def input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
     return args.input_shape
 
 
+def check(args: argparse.Namespace) -> None:
+    """Usage checks before Keras loads: --out, --data and its channels against --input-shape."""
+    output_file("--out", args.out, ".keras", args.force)
+    args.input_shape = input_shape(args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train on --data, check the result is better than chance, save it to --out."""
     import keras
@@ -54,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from ..models.batch_norm import warn_if_stale_batch_norms
     from ..training import RecalibrateBatchNorms, compile_classifier, fit_progress
 
-    output_file("--out", args.out, ".keras", args.force)
-    args.input_shape = input_shape(args)
     data = load_data(args.data, args.input_shape)
     classes = len(data.class_names)
     x_train, y_train, x_val, y_val = hold_out(data.x_train, data.y_train, args.validation_fraction, args.seed)
