@@ -30,7 +30,7 @@ from ..logs import native_stderr_to
 from .finish import finish
 from .fitting import Measurement, Stage1, choose_finalists
 from .report import SearchResult
-from .space import DEFAULTS, QUICK, Candidate, Limits, SearchSpace, describe_grid
+from .space import DEFAULTS, QUICK, Candidate, Limits, SearchSpace, describe_grid, epochs_for_steps
 from .trials import QAT_EPOCH_COST, Clock, Trial, extend_trial, run_trial, winner, within_noise
 
 Log = Callable[[str], None]
@@ -184,6 +184,7 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
         return base[name] if value is None else value
 
     finalists = check_positive_int("finalists", given("finalists", finalists))
+    trial_given, epochs_given = trial_epochs is not None, epochs is not None
     trial_epochs = check_positive_int("trial_epochs", given("trial_epochs", trial_epochs))
     epochs = check_positive_int("epochs", given("epochs", epochs))
     qat_epochs = check_positive_int("qat_epochs", given("qat_epochs", qat_epochs))
@@ -192,6 +193,16 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
         raise ValueError(f"`epochs` (the winner's epochs in all) must be at least `trial_epochs` ({trial_epochs}). "
                          f"Received: epochs={epochs}")
     source = DataSource(data, seed)
+    if not (trial_given and epochs_given):  # a small data set: enough steps to learn (MIN_STEPS), not epochs
+        sizes = space.grid(space.networks[0])["sizes"]
+        steps = -(-len(source.at(min(sizes)).y_train) // 32)
+        more_trial = trial_epochs if trial_given else epochs_for_steps("trial_epochs", trial_epochs, steps)
+        more_trial = min(more_trial, epochs) if epochs_given else more_trial
+        more = epochs if epochs_given else max(epochs_for_steps("epochs", epochs, steps), more_trial)
+        if (more_trial, more) != (trial_epochs, epochs):
+            log(f"small data: {steps} steps of 32 images an epoch, so trials train {more_trial} epochs and the "
+                f"winner {more} in all (at least {more_trial * steps} and {more * steps} steps)")
+        trial_epochs, epochs = more_trial, more
     settings = _settings(limits, space, data, memory_techniques, seed, finalists, trial_epochs, epochs, qat_epochs)
     resuming = _check_run_folder(out, settings)
     reproducible(seed)

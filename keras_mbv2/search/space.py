@@ -40,6 +40,15 @@ MIN_SIZE = 32  # the networks' total stride
 #: read them from here.
 DEFAULTS: dict[str, Any] = dict(finalists=3, trial_epochs=3, epochs=15, qat_epochs=3, budget_minutes=60.0)
 QUICK: dict[str, Any] = dict(finalists=2, trial_epochs=2, epochs=4, qat_epochs=1, budget_minutes=10.0)
+#: Steps of 32 images the trials and the winner train at least when their epochs are not given: a small folder (3
+#: classes x 60 images: 4 steps an epoch) gets more epochs, the digits (36 steps) keep the numbers above. Measured
+#: (benchmarks/SMALL_DATA.md): 8 steps left a trial's validation at chance; about 40 told the finalists apart.
+MIN_STEPS: dict[str, int] = dict(trial_epochs=40, epochs=120)
+
+
+def epochs_for_steps(setting: str, epochs: int, steps_per_epoch: int) -> int:
+    """`epochs`, raised so that `steps_per_epoch` x epochs reaches `MIN_STEPS[setting]`."""
+    return max(epochs, -(-MIN_STEPS[setting] // max(steps_per_epoch, 1)))
 
 
 def default_text(setting: str, network: str = "mobilenet_v2") -> str:
