@@ -58,11 +58,12 @@ def main() -> None:
     lines = [
         "# Training on a small image folder: batch-norm statistics against steps",
         "",
-        "`python benchmarks/small_data.py` (this machine, 2 cores). " + __doc__.split("\n\n")[1].replace("\n", " "),
+        "`python benchmarks/small_data.py` (this machine, 2 cores). " + __doc__.split("\n\n")[2].replace("\n", " "),
         "",
         "Moving statistics follow the data by `1 - momentum` per step, so after `s` steps `momentum**s` of their "
         "start (mean 0, variance 1) is left: at 0.9, 0.9**8 = 43% after a 2-epoch trial of 4 steps per epoch; at "
-        "keras.applications' 0.999, 99%.",
+        "keras.applications' 0.999, 99%. Momentum changes only the moving statistics, not training (which "
+        "normalizes by each batch's own), so the training columns of the first two tables are the same run.",
         "",
     ]
     for momentum, learning_rate in ((0.9, 2e-3), (0.999, 2e-3), (0.9, 5e-4)):
