@@ -317,3 +317,12 @@ def test_the_report_says_whether_the_finalists_difference_is_signal(trials, sent
 
 def test_a_trial_at_chance_is_told_apart_from_one_that_learned():
     assert _trial(0.5, 10, 29).at_chance(3) and not _trial(0.5, 25, 29).at_chance(3)
+
+
+def test_a_trial_record_round_trips_and_an_older_one_without_the_count_still_reads():
+    from keras_mbv2.search.trials import Trial
+
+    trial = _trial(0.5, 10, 29)
+    assert Trial.from_json(trial.to_json()) == trial
+    old = {k: v for k, v in trial.to_json().items() if k != "val_images"}
+    assert Trial.from_json(old).describe() == "34.5%"  # no count: no interval claimed

@@ -72,13 +72,6 @@ class Trial:
         """True when guessing (1 / `classes`) lies within the interval: not shown to have learned anything."""
         return self.interval[0] <= 1 / classes
 
-
-def within_noise(a: Trial, b: Trial) -> bool:
-    """True when two trials' 95% intervals overlap: their difference is within what the validation images can
-    tell apart."""
-    (a_low, a_high), (b_low, b_high) = a.interval, b.interval
-    return a_low <= b_high and b_low <= a_high
-
     def to_json(self) -> dict[str, Any]:
         """Plain data for `trials/<key>.json`."""
         data = asdict(self)
@@ -89,6 +82,13 @@ def within_noise(a: Trial, b: Trial) -> bool:
     def from_json(cls, data: dict[str, Any]) -> "Trial":
         """Inverse of `to_json`."""
         return cls(**{**data, "candidate": Candidate(**data["candidate"])})
+
+
+def within_noise(a: Trial, b: Trial) -> bool:
+    """True when two trials' 95% intervals overlap: their difference is within what the validation images can
+    tell apart."""
+    (a_low, a_high), (b_low, b_high) = a.interval, b.interval
+    return a_low <= b_high and b_low <= a_high
 
 
 @dataclass
