@@ -9,10 +9,16 @@ strategy splits each global batch over the workers and averages their gradients 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
+
+#: Seconds a worker waits for the rest of its cluster before it gives up (`keras-mbv2 qat --cluster-timeout`).
+CLUSTER_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class ClusterRole:
     task_type: str
     index: int
     has_chief: bool = False  # the cluster names a chief apart from its workers
+    peers: tuple[tuple[str, str], ...] = ()  # the other tasks: ("worker 1", "host:port"), ...
+    address: str = ""  # this task's host:port
 
     @property
     def chief(self) -> bool:
@@ -57,7 +65,61 @@ def cluster_role(env: dict[str, str] | None = None) -> ClusterRole:
         if not host or not port.isdigit():
             raise ValueError(f"`TF_CONFIG`'s cluster addresses must be host:port. Received: TF_CONFIG={text!r}")
     workers = len(members.get("worker", [])) + len(members.get("chief", []))
-    return ClusterRole(workers, task_type, index, "chief" in members)
+    peers = tuple((f"{kind} {i}", str(address)) for kind, addresses in members.items()
+                  for i, address in enumerate(addresses) if (kind, i) != (task_type, index))
+    return ClusterRole(workers, task_type, index, "chief" in members, peers, str(members[task_type][index]))
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+class ClusterDidNotAssemble(RuntimeError):
+    """Some workers of the cluster did not answer within the wait (`wait_for_cluster`); the message names them."""
+
+
+def wait_for_cluster(role: ClusterRole, timeout: float = CLUSTER_TIMEOUT, poll: float = 0.25) -> None:
+    """Wait, in Python (so Ctrl-C and SIGTERM stop it at once), until every other task of the cluster answers on its
+    address; raise ClusterDidNotAssemble naming those that did not within `timeout` seconds.
+
+    TensorFlow's strategy blocks inside native code, holding the interpreter, until every worker has joined: a
+    worker that never starts would hang it for good. So each worker first listens on its own address with a plain
+    socket and probes the others'; once all answer it closes its socket and creates the strategy, whose server
+    then takes the address (a peer still probing sees that server answer instead)."""
+    host, _, port = role.address.rpartition(":")
+    listener = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host.strip("[]"), int(port)))
+    except OSError as exc:
+        listener.close()
+        raise ClusterDidNotAssemble(f"this worker's address {role.address} ({role.describe()}) cannot be listened on: "
+                                    f"{exc.strerror or exc}; another process holds it, or the host is not this "
+                                    "machine's") from None
+    listener.listen(16)
+    listener.setblocking(False)
+    pending = dict(role.peers)
+    deadline = time.monotonic() + timeout
+    try:
+        while pending:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while True:  # peers' probes: accept and close
+                    listener.accept()[0].close()
+            for task in [t for t, address in pending.items() if _answers(address)]:
+                del pending[task]
+            if pending and time.monotonic() >= deadline:
+                raise ClusterDidNotAssemble(
+                    f"the cluster of {role.workers} workers did not assemble within {timeout:g} s ({role.describe()}): "
+                    + ", ".join(f"{task} ({address})" for task, address in pending.items()) + " did not answer")
+            if pending:
+                time.sleep(poll)
+    finally:
+        listener.close()
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Callable, Iterator, Mapping
 
+from .interrupts import cleanup_on_exit
+
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _LEFTOVER = re.compile(r"^\.kmbv2-tmp-(\d+)-([0-9a-f]{8})-")
 LOCK_FILE = ".keras-mbv2.lock"
@@ -71,6 +73,15 @@ def sweep_leftovers(directory: str) -> list[str]:
                 os.remove(path)
         removed.append(name)
     return removed
+
+
+def _remove(path: str) -> None:
+    """Remove a temporary file or folder of this process, if it is still there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 class OutputExistsError(ValueError):
@@ -145,14 +156,12 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str | None = N
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=suffix, dir=directory)
     os.close(fd)
     try:
-        write(tmp)
-        _fix_mode(tmp, directory=os.path.isdir(tmp))
-        os.replace(tmp, path)
+        with cleanup_on_exit(lambda: _remove(tmp)):  # even when the process is ended from a thread
+            write(tmp)
+            _fix_mode(tmp, directory=os.path.isdir(tmp))
+            os.replace(tmp, path)
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
 
 
 def write_file(path: str, content: bytes | str) -> None:
@@ -176,13 +185,14 @@ def write_files(folder: str, files: Mapping[str, bytes | str]) -> list[str]:
         sweep_leftovers(folder)
         tmp = tempfile.mkdtemp(prefix=_temp_prefix(), dir=folder)
         try:
-            for name, content in files.items():
-                with open(os.path.join(tmp, name), "wb") as f:
-                    f.write(content if isinstance(content, bytes) else content.encode())
-                _fix_mode(os.path.join(tmp, name), directory=False)
-            for name in files:
-                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-                written.append(name)
+            with cleanup_on_exit(lambda: _remove(tmp)):  # even when the process is ended from a thread
+                for name, content in files.items():
+                    with open(os.path.join(tmp, name), "wb") as f:
+                        f.write(content if isinstance(content, bytes) else content.encode())
+                    _fix_mode(os.path.join(tmp, name), directory=False)
+                for name in files:
+                    os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+                    written.append(name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -205,7 +215,8 @@ def output_folder(path: str, flag: str = "--out", force: bool = False) -> Iterat
     sweep_leftovers(parent)
     work = tempfile.mkdtemp(prefix=_temp_prefix(os.path.basename(os.path.abspath(path)) + "-"), dir=parent)
     try:
-        yield work
+        with cleanup_on_exit(lambda: _remove(work)):  # even when the process is ended from a thread
+            yield work
         _fix_mode(work, directory=True)
         if os.path.lexists(path):
             aside = tempfile.mkdtemp(prefix=_temp_prefix("replaced-"), dir=parent)
@@ -282,11 +293,16 @@ def run_lock(folder: str, flag: str, log: Callable[[str], None] | None = None) -
                             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
         f.flush()
         _HELD[key] = 1
-        try:
-            yield
-        finally:
-            del _HELD[key]
+
+        def release() -> None:
             with contextlib.suppress(OSError):
                 os.remove(path)  # while still holding the lock: the next run makes a new file
                 if created and not os.listdir(folder):  # a run that wrote nothing leaves no empty folder
                     os.rmdir(folder)
+
+        try:
+            with cleanup_on_exit(release):  # even when the process is ended from a thread (`emergency_exit`)
+                yield
+        finally:
+            del _HELD[key]
+            release()

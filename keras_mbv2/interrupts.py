@@ -4,14 +4,19 @@ Python raises KeyboardInterrupt wherever the main thread happens to be, and Tens
 (seen in CI: `keras-mbv2 train` went on for its 200 epochs; a search stopped by Ctrl-C finished its run). While
 `ctrl_c_stops_training()` is active, Ctrl-C also sets `INTERRUPTED`, and the callback `stop_on_ctrl_c` raises
 KeyboardInterrupt again at the next training batch. No Keras import here: the command line reads it at start-up.
+
+Where the main thread is stuck inside native code (TensorFlow waiting for a worker of a cluster), no Python handler
+runs at all: `stop_within_seconds` watches for the signal from a thread of its own and, after a grace period, ends
+the process itself, running the cleanups that `cleanup_on_exit` registered (locks, temporary outputs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 #: Set by Ctrl-C while `ctrl_c_stops_training` is active; cleared when it starts.
 INTERRUPTED = threading.Event()
@@ -48,3 +53,94 @@ def stop_on_ctrl_c(base: type) -> Any:
                 raise KeyboardInterrupt
 
     return StopOnCtrlC()
+
+
+# -- stopping even where the main thread is stuck inside native code ------------------------------------------------
+#: Seconds the main thread has, after SIGINT or SIGTERM, to run the Python handler (and so unwind, keeping what
+#: finished) before the watchdog ends the process itself: a thread blocked inside TensorFlow (a collective waiting
+#: for a worker that never comes) runs no Python handler.
+GRACE = 5.0
+#: Called, last registered first, before an emergency exit: each removes what its writer would have removed on the
+#: way out (a run folder's lock, a temporary output). `files` registers them.
+_CLEANUPS: list[Callable[[], None]] = []
+_HANDLED = threading.Event()  # the Python-level handler ran: the main thread is unwinding on its own
+
+
+@contextlib.contextmanager
+def cleanup_on_exit(action: Callable[[], None]) -> Iterator[None]:
+    """Run `action` if the process is ended by `emergency_exit` while this block is active."""
+    _CLEANUPS.append(action)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _CLEANUPS.remove(action)
+
+
+def emergency_exit(code: int, message: str) -> None:
+    """End the process from any thread: run the registered cleanups, print `message` (one line) to stderr, and exit
+    with `code` without unwinding the main thread (which may be stuck in native code)."""
+    for action in reversed(list(_CLEANUPS)):
+        with contextlib.suppress(Exception):
+            action()
+    with contextlib.suppress(Exception):
+        os.write(2, (message.rstrip("\n") + "\n").encode())
+    os._exit(code)
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """The SIGINT and SIGTERM handler of the command line: remember which, then raise KeyboardInterrupt so that
+    every `finally` runs (locks released, temporary outputs removed) and what finished is kept."""
+    SIGNALLED[0] = signum
+    _HANDLED.set()
+    on_ctrl_c(signum, frame)
+
+
+#: The signal that stopped the command (0: none): 130 = 128 + SIGINT, 143 = 128 + SIGTERM.
+SIGNALLED = [0]
+
+
+@contextlib.contextmanager
+def stop_within_seconds(message: Callable[[int], str], grace: float = GRACE) -> Iterator[None]:
+    """While active (main thread only), SIGINT and SIGTERM raise KeyboardInterrupt (`on_signal`), and a watchdog
+    thread, woken by the signal itself (`signal.set_wakeup_fd`: the C-level handler writes to it even while the
+    main thread is blocked in native code), ends the process with 128 + the signal and `message(signum)` when the
+    Python handler has not run within `grace` seconds, or at once on a second signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    SIGNALLED[0] = 0
+    _HANDLED.clear()
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    done = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not done.is_set():
+            try:
+                data = os.read(read, 16)
+            except OSError:
+                return
+            if done.is_set() or not data:
+                return
+            signum = data[-1]
+            seen += len(data)
+            if seen > 1 or not _HANDLED.wait(grace):
+                if not done.is_set():
+                    emergency_exit(128 + signum, message(signum))
+
+    watcher = threading.Thread(target=watch, name="keras-mbv2-signal-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(write)  # wakes the watcher: it sees `done` and ends
+        watcher.join(timeout=1)
+        os.close(read)

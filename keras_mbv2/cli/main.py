@@ -7,14 +7,13 @@ import argparse
 import os
 import signal
 import sys
-import threading
 import traceback
 import warnings
 from types import ModuleType
 from typing import Any, Sequence
 
 from .._version import __version__
-from ..interrupts import INTERRUPTED, on_ctrl_c
+from ..interrupts import INTERRUPTED, SIGNALLED, stop_within_seconds
 from . import build, check_app, compare, demo, export, figures, micro, profile, qat, search, train
 from .contract import (
     EXIT_FAILED,
@@ -93,16 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     QUIET.clear()
     if args.quiet:
         QUIET.set()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_ctrl_c) if in_main_thread else None
-    try:
-        args.check(args)  # the usage errors that need no TensorFlow: before it loads
-        with native_stderr_to(captured):
-            return args.func(args)
-    except KeyboardInterrupt:
+
+    def interrupted(signum: int = signal.SIGINT) -> str:
         kept = getattr(args, "interrupted", "nothing was written")
-        print(f"\n{name}: interrupted: {kept}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        return f"\n{name}: interrupted{by}: {kept}"
+
+    try:
+        # Ctrl-C and SIGTERM stop within seconds, even inside TensorFlow (`interrupts.stop_within_seconds`)
+        with stop_within_seconds(interrupted):
+            args.check(args)  # the usage errors that need no TensorFlow: before it loads
+            with native_stderr_to(captured):
+                return args.func(args)
+    except KeyboardInterrupt:
+        signum = SIGNALLED[0] or signal.SIGINT
+        print(interrupted(signum), file=sys.stderr)
+        return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     except ValueError as exc:  # UsageError and our validation errors, which name the argument and value
         if args.debug:
             traceback.print_exc()
@@ -117,6 +122,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{type(exc).__name__}: {whole_sentences(str(exc))}"
         print(f"{name}: failed: {reason}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)

@@ -7,6 +7,7 @@ import argparse
 import os
 from typing import Any
 
+from ..distribute import CLUSTER_TIMEOUT
 from ..files import check_receiving_folder, check_replaceable, run_lock, write_file
 from .contract import QUIET, StepFailed, say
 from .flags import add_force, positive_float, positive_int
@@ -31,6 +32,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multi-worker", action="store_true",
                    help="one of several workers (tf.distribute.MultiWorkerMirroredStrategy): TF_CONFIG names the "
                    "cluster and this worker; run the same command on each; the chief writes --run-dir and --tflite")
+    p.add_argument("--cluster-timeout", type=positive_float, default=CLUSTER_TIMEOUT, metavar="SECONDS",
+                   help="--multi-worker: how long to wait for every worker of the cluster before giving up, naming "
+                   "those that did not answer")
 
 
 def _cluster_role(args: argparse.Namespace) -> Any:
@@ -40,7 +44,8 @@ def _cluster_role(args: argparse.Namespace) -> Any:
     from ..distribute import cluster_role
 
     role = cluster_role()
-    say(f"{role.describe()}: waiting for the cluster's {role.workers} workers (TF_CONFIG)")
+    say(f"{role.describe()}: waiting for the cluster's {role.workers} workers (TF_CONFIG; at most "
+        f"{args.cluster_timeout:g} s, --cluster-timeout)")
     return role
 
 
@@ -65,9 +70,15 @@ def _qat(args: argparse.Namespace, role: Any = None) -> int:
     # a multi-worker strategy first: TensorFlow requires it before any other operation of the process
     strategy = None
     if role is not None:
-        from ..distribute import multi_worker_strategy
+        from ..distribute import ClusterDidNotAssemble, multi_worker_strategy, wait_for_cluster
 
+        try:
+            wait_for_cluster(role, args.cluster_timeout)
+        except ClusterDidNotAssemble as exc:
+            raise StepFailed(f"{exc}; start every worker with the same command and its own TF_CONFIG task, or raise "
+                             "--cluster-timeout (nothing was trained or written)") from None
         strategy = multi_worker_strategy()
+        say(f"{role.describe()}: the cluster's {role.workers} workers are connected")
     import tf_keras
 
     from ..model_checks import check_model_and_data
