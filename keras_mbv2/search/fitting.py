@@ -88,8 +88,10 @@ class Stage1:
 
     def __init__(self, limits: Limits, x: Callable[[int], np.ndarray], classes: int, channels: int,
                  techniques: bool = True, log: Log | None = None,
-                 known: dict[Candidate, Measurement] | None = None) -> None:
+                 known: dict[Candidate, Measurement] | None = None,
+                 on_measured: Callable[[], None] | None = None) -> None:
         self.limits, self.x, self.classes, self.channels = limits, x, classes, channels
+        self.on_measured = on_measured or (lambda: None)  # after each measurement: the search saves them
         self.techniques = techniques
         self.log = log or (lambda message: None)
         self.measurements: dict[Candidate, Measurement] = dict(known or {})
@@ -163,6 +165,7 @@ class Stage1:
                 m.reason = (f"flash: its int8 weights alone take {bound:,} B (a lower bound, counted without "
                             f"converting), over the {self.limits.model_flash:,} B for the model")
                 self.log(f"  {c.label}: {m.macs:,} MACs: does not fit ({m.reason})")
+                self.on_measured()
                 return
             m.measured = True
             x = self.x(c.size)
@@ -193,6 +196,7 @@ class Stage1:
             detail = (f"as built: RAM {m.ram_as_built:,} B, flash {m.flash:,} B: "
                       + ("fits" if m.fits_as_built else "does not fit"))
         self.log(f"  {c.label}: {m.macs:,} MACs: {detail} [measured, {time.perf_counter() - start:.0f} s]")
+        self.on_measured()
 
     def _fit(self, m: Measurement) -> None:
         """Channel splits, then patches (`fit_ram`), on the converted model; the plan's device RAM as emitted."""

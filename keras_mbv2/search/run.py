@@ -15,6 +15,7 @@ place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -209,14 +210,50 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
     log(f"limits  {limits.describe()}")
     log("grid    " + describe_grid(space).replace("\n", "\n        "))
 
+    with run_lock(out, "`out`", log=log):
+        if not resuming:  # first: each stage-1 measurement is saved as it completes, for a rerun to reuse
+            write_file(os.path.join(out, SETTINGS_FILE), json.dumps(settings, indent=1) + "\n")
+        try:
+            stage1, measurements, as_built_best, chosen, classes, per_epoch = _stage1(
+                out, resuming, source, limits, space, memory_techniques, finalists, trial_epochs, qat_epochs, budget,
+                log)
+        except ValueError:  # nothing fits, or the budget is too short: a new run folder is not left behind
+            if not resuming:
+                for name in (SETTINGS_FILE, "candidates.json"):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(out, name))
+            raise
+        clock = Clock(budget)
+        smallest = min(chosen, key=lambda m: m.macs)
+        _save_measurements(out, measurements)
+        trials = _stage2_trials(chosen, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log,
+                                callbacks, per_epoch / smallest.macs)
+        trials = _make_surer(trials, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log, callbacks)
+        best = winner(trials, {m.candidate: m.macs for m in measurements})
+        chosen_m = stage1.measurements[best.candidate]
+        log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.describe()}): float training "
+            f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
+        result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, callbacks,
+                        measurements, trials, as_built_best, seed)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _stage1(out: str, resuming: bool, source: DataSource, limits: Limits, space: SearchSpace, memory_techniques: bool,
+            finalists: int, trial_epochs: int, qat_epochs: int, budget: float, log: Log) -> tuple:
+    """Stage 1 (what fits, each measurement saved in `out` as it completes; an earlier run's reused), the finalists,
+    and the budget check: (stage1, measurements, as_built_best, chosen, classes, seconds per epoch of the smallest
+    finalist). Raises ValueError when nothing fits or the budget cannot train one candidate."""
     known: dict[Candidate, Measurement] = {}
     if resuming and os.path.isfile(os.path.join(out, "candidates.json")):
         with open(os.path.join(out, "candidates.json")) as f:
             known = {m.candidate: m for m in map(Measurement.from_json, json.load(f)["measurements"])}
-        log(f"continuing the search in {out}: stage 1 measured in an earlier run")
+        log(f"continuing the search in {out}: stage 1 measured in an earlier run ({len(known)} candidates reused)")
     first = source.at(min(space.grid(space.networks[0])["sizes"]))
     classes = len(first.class_names)
-    stage1 = Stage1(limits, source.calibration, classes, source.channels, memory_techniques, log, known)
+    stage1 = Stage1(limits, source.calibration, classes, source.channels, memory_techniques, log, known,
+                    on_measured=lambda: _save_measurements(out, [m for m in stage1.measurements.values()
+                                                                 if m.measured]))
     candidates = space.candidates()
     log(f"[1/4] what fits: {len(candidates)} candidates; measuring on the TFLite Micro host runtime the few that "
         "decide (the largest input size of each row that fits, by binary search)")
@@ -231,7 +268,6 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
     log("      finalists (most multiply-adds that fit, diverse): "
         + "; ".join(f"{m.candidate.label} {m.macs:,} MACs ({m.technique})" for m in chosen))
 
-    clock = Clock(budget)
     smallest = min(chosen, key=lambda m: m.macs)
     saved = os.path.join(out, "trials", f"{smallest.candidate.key}.json")
     if resuming and os.path.isfile(saved):  # its trial finished in an earlier run: its measured time
@@ -249,21 +285,7 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
             f"{qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} (a QAT epoch costs about {QAT_EPOCH_COST:g} float "
             f"ones). Received: budget_minutes={budget / 60:g}")
 
-    with run_lock(out, "`out`", log=log):
-        if not resuming:
-            write_file(os.path.join(out, SETTINGS_FILE), json.dumps(settings, indent=1) + "\n")
-        _save_measurements(out, measurements)
-        trials = _stage2_trials(chosen, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log,
-                                callbacks, per_epoch / smallest.macs)
-        trials = _make_surer(trials, source, classes, trial_epochs, epochs, qat_epochs, out, clock, log, callbacks)
-        best = winner(trials, {m.candidate: m.macs for m in measurements})
-        chosen_m = stage1.measurements[best.candidate]
-        log(f"[3/4] the winner, {best.candidate.label} (validation accuracy {best.describe()}): float training "
-            f"to {epochs} epochs, then {qat_epochs} QAT epoch{'s' if qat_epochs > 1 else ''} ({clock.describe()})")
-        result = finish(out, limits, chosen_m, best, source, epochs, qat_epochs, clock, log, callbacks,
-                        measurements, trials, as_built_best, seed)
-    result.seconds = time.perf_counter() - start
-    return result
+    return stage1, measurements, as_built_best, chosen, classes, per_epoch
 
 
 def _tuple(values: Any) -> tuple | None:

@@ -139,23 +139,62 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
         log(f"  {index}{candidate.label}: trained in an earlier run: validation accuracy {trial.val_accuracy:.1%}")
         return trial
     start = time.monotonic()
-    model = candidate.build(channels, classes)
-    compile_classifier(model, 2e-3)
-    log(f"  {index}{candidate.label}: {model.count_params():,} params, {epochs} epoch{'s' if epochs > 1 else ''} "
-        f"({clock.describe()})")
-    progress = progress_callback(candidate.label, epochs, clock, log)
-    history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0,
-                        validation_data=(data.x_val, data.y_val),
-                        callbacks=[RecalibrateBatchNorms(data.x_train), progress, *callbacks])
-    if not np.isfinite(history.history["loss"][-1]):
-        raise RuntimeError(f"the trial of {candidate.label} diverged (loss {history.history['loss'][-1]})")
-    trial = Trial(candidate, epochs, float(history.history["val_accuracy"][-1]),
-                  float(history.history["val_loss"][-1]), time.monotonic() - start, epoch_time(progress.times),
-                  len(data.y_val))
+    partial = os.path.join(folder, f"{candidate.key}-partial.keras")  # the last finished epoch of an interrupted run
     os.makedirs(folder, exist_ok=True)
+    done = _partial_epochs(partial)
+    if done:
+        import keras
+
+        model = keras.models.load_model(partial)
+        log(f"  {index}{candidate.label}: resuming its trial after epoch {done} (saved in an earlier run)")
+    else:
+        model = candidate.build(channels, classes)
+        compile_classifier(model, 2e-3)
+        log(f"  {index}{candidate.label}: {model.count_params():,} params, {epochs} epoch{'s' if epochs > 1 else ''} "
+            f"({clock.describe()})")
+    progress = progress_callback(candidate.label, epochs, clock, log)
+    if done < epochs:
+        history = model.fit(data.x_train, data.y_train, epochs=epochs, initial_epoch=done, batch_size=32, verbose=0,
+                            validation_data=(data.x_val, data.y_val),
+                            callbacks=[RecalibrateBatchNorms(data.x_train), save_each_epoch(partial), progress,
+                                       *callbacks]).history
+        if not np.isfinite(history["loss"][-1]):
+            raise RuntimeError(f"the trial of {candidate.label} diverged (loss {history['loss'][-1]})")
+    else:  # every epoch finished in the earlier run (saved with its re-estimated statistics); only its record is due
+        loss, accuracy = model.evaluate(data.x_val, data.y_val, verbose=0)[:2]
+        history = {"val_accuracy": [accuracy], "val_loss": [loss]}
+    trial = Trial(candidate, epochs, float(history["val_accuracy"][-1]), float(history["val_loss"][-1]),
+                  time.monotonic() - start, epoch_time(progress.times), len(data.y_val))
     atomic_write(os.path.join(folder, f"{candidate.key}.keras"), model.save, ".keras")
     write_file(record, json.dumps(trial.to_json(), indent=1) + "\n")
+    for path in (partial, partial + ".json"):  # the finished trial replaces its per-epoch save
+        if os.path.exists(path):
+            os.remove(path)
     return trial
+
+
+def save_each_epoch(path: str) -> Any:
+    """A callback that saves the model (its optimizer included) to `path` after every epoch, with the number of
+    epochs finished in `path.json`: what an interrupted run resumes from (`_partial_epochs`)."""
+    import keras
+
+    from ..files import atomic_write
+
+    class SaveEachEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            atomic_write(path, self.model.save, ".keras")
+            write_file(path + ".json", json.dumps({"epochs": epoch + 1}) + "\n")
+
+    return SaveEachEpoch()
+
+
+def _partial_epochs(path: str) -> int:
+    """Epochs finished by the model saved at `path` by `save_each_epoch` (0: none saved)."""
+    try:
+        with open(path + ".json") as f:
+            return int(json.load(f)["epochs"]) if os.path.isfile(path) else 0
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, log: Log, callbacks: list[Any],
