@@ -33,8 +33,8 @@ HEAVY = (
     "test_example_runs[microcontroller.py]",  # 90
     "test_blocks_and_networks_tests_pass_on_jax",  # 89
     "test_example_runs[pretrained_weights.py]",  # 85
-    "test_python_block_runs_as_printed[README.md-2]",  # 48
-    "test_python_block_runs_as_printed[README.md-6]",  # 35
+    "test_python_block_runs_as_printed[docs/memory.md",  # 48
+    "test_python_block_runs_as_printed[docs/patches.md",  # 35
     "test_example_runs",  # 21-32
     # pytest
     "test_short_qat_converts_and_runs_alike_on_litert_and_tflm[NASNet]",  # 68

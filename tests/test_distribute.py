@@ -58,8 +58,8 @@ def test_qat_multi_worker_without_tf_config_exits_2_before_any_work(tmp_path, mo
 
 
 def readme_worker_commands():
-    """The README's multi-worker block: (TF_CONFIG as data, argv) per line."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    """The docs' multi-worker block (docs/several-machines.md): (TF_CONFIG as data, argv) per line."""
+    with open(os.path.join(ROOT, "docs", "several-machines.md")) as f:
         text = f.read()
     block = re.search(r"<!-- the suite runs these commands as printed, on free ports -->\n```bash\n(.*?)```", text,
                       re.S).group(1)

@@ -1,4 +1,5 @@
-"""The README is code: its Python blocks and its command sequence run as printed, and so does every example.
+"""The README and the docs are code: their Python blocks and the command sequence run as printed, and so does every
+example; the documentation site builds with warnings as errors.
 
 Blocks are extracted from the markdown, so the text and the test cannot drift. A Python block preceded by a
 comment naming an example file must equal that file's code (which `test_example_runs` runs); every other Python
@@ -41,8 +42,11 @@ def example_code(path: str) -> str:
     return "\n".join(source.splitlines()[start:]).strip() + "\n"
 
 
-PYTHON_BLOCKS = [(os.path.basename(md), i, before, code)
-                 for md in (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "micro", "README.md"))
+#: Every markdown file a user reads: the README (the front door), the guides in docs/, the firmware's README.
+MARKDOWN = [os.path.join(ROOT, "README.md"),
+            *sorted(os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")),
+            os.path.join(ROOT, "micro", "README.md")]
+PYTHON_BLOCKS = [(os.path.relpath(md, ROOT), i, before, code) for md in MARKDOWN
                  for i, (before, code) in enumerate(code_blocks(md, "python"))]
 
 
@@ -75,6 +79,24 @@ def test_python_block_runs_as_printed(markdown, index, before, code, tmp_path):
         assert (tmp_path / "micro_patched" / "model_patches.h").is_file()
 
 
+def test_the_readme_is_a_front_door_and_the_site_builds_strictly(tmp_path):
+    """The README stays short (the guides live in docs/), every guide is in the site's navigation, and
+    `mkdocs build --strict` (the API reference from the docstrings included) gives no warning."""
+    import yaml
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert len(f.read().splitlines()) <= 200
+    with open(os.path.join(ROOT, "mkdocs.yml")) as f:
+        nav = {list(entry.values())[0] for entry in yaml.safe_load(f)["nav"]}
+    assert nav == {f for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")}
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for name in ("FitResult", "Profile", "LayerProfile", "TFLiteResult", "CellSpec", "Board", "InvertedResidual"):
+        assert re.search(rf'id="keras_mbv2\.[\w.]*\b{name}"', api), name  # its own entry, with its docstring
+
+
 def test_every_python_block_is_checked():
     assert len(PYTHON_BLOCKS) >= 4
     assert sum(bool(MARKER.search(before)) for _, _, before, _ in PYTHON_BLOCKS) == 2
@@ -83,7 +105,7 @@ def test_every_python_block_is_checked():
 @pytest.mark.slow
 def test_command_sequence_runs_as_printed(tmp_path):
     """The README's command-line block, line by line in an empty folder: every step exits 0 and feeds the next."""
-    blocks = [code for before, code in code_blocks(os.path.join(ROOT, "README.md"), "bash")
+    blocks = [code for md in MARKDOWN for before, code in code_blocks(md, "bash")
               if "the suite runs this block" in before]
     assert len(blocks) == 1
     outputs = {}

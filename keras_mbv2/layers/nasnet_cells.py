@@ -32,6 +32,9 @@ class Op:
 
 @dataclass(frozen=True)
 class CellSpec:
+    """One NASNet-A cell as data (paper Figure 4(a); TF-slim's `operations` / `hiddenstate_indices`): its name
+    prefix, five combinations of two operations each (summed), and the sources concatenated into its output."""
+
     prefix: str  # "normal" or "reduction"
     combinations: tuple[tuple[Op, Op], ...]
     concat: tuple[Source, ...]

@@ -19,6 +19,10 @@ RAM_RESERVE = 32 * KIB
 
 @dataclass(frozen=True)
 class Board:
+    """One board of `BOARDS`: its name, its core (arm-none-eabi-gcc's -mcpu), its flash and RAM in bytes, and a note
+    naming the chip. The checks take `CODE_RESERVE` of flash for the application's code and `RAM_RESERVE` of RAM
+    for its stack and data."""
+
     name: str
     core: str  # arm-none-eabi-gcc -mcpu value
     flash: int

@@ -58,6 +58,11 @@ class RamNotMet(ValueError):
 
 @dataclass
 class FitResult:
+    """What `fit_ram` found (paper Section 5.1, then patches): the split model and its int8 conversion, each block's
+    channel splits, TFLM's arena before and after, the multiply-adds before and after, the RAM budget asked for, and
+    the patch plan when splits alone did not fit. `device_ram_bytes` is what the device needs; `invoke` runs the
+    plan on the TFLM host runtime as the firmware does."""
+
     model: keras.Model  # the split model (the input model when it already fits)
     tflite: bytes  # its int8 conversion
     memory_splits: dict[str, int]  # per block; 1 = unsplit

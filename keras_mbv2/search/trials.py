@@ -136,7 +136,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     if os.path.exists(record):
         with open(record) as f:
             trial = Trial.from_json(json.load(f))
-        log(f"  {index}{candidate.label}: trained in an earlier run: validation accuracy {trial.val_accuracy:.1%}")
+        log(f"  {index}{candidate.label}: trained in an earlier run: validation accuracy {trial.describe()}")
         return trial
     start = time.monotonic()
     partial = os.path.join(folder, f"{candidate.key}-partial.keras")  # the last finished epoch of an interrupted run
@@ -248,7 +248,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
         trials_folder, f"{trial.candidate.key}.keras")
     model = keras.models.load_model(path)
     if done >= epochs:
-        log(f"  {trial.candidate.label}: {done} epochs trained in an earlier run")
+        log(f"  {trial.candidate.label}: its {done} epochs are trained already (its trial, or an earlier run)")
         return model, done
     if saved:
         log(f"  resuming after epoch {done} (saved in an earlier run)")

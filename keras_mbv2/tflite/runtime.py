@@ -35,6 +35,9 @@ _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
 
 @dataclass
 class TFLiteResult:
+    """What `evaluate_tflite` measured: the accuracy on the labels given, each image's raw outputs and predicted
+    class, the runtime ("litert" or "tflm"), and for TFLM the arena its recording allocator reported."""
+
     accuracy: float
     outputs: np.ndarray  # raw outputs (int8 for an int8 model)
     predictions: np.ndarray
