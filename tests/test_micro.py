@@ -498,3 +498,34 @@ def test_make_app_for_your_board_uses_your_files(fake_tflm, with_test_images):
     assert "my_startup.c -T my.ld --specs=nosys.specs" in dry.stdout and "boards/" not in dry.stdout
     assert "build/app-cortex-m7-cmsis_nn/app.elf" in dry.stdout
     assert re.search(r"make -j\d+ -C \S+ -f tensorflow/lite/micro/tools/make/Makefile", dry.stdout)  # in parallel
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS) + [None])
+def test_a_projects_readme_says_how_to_build_for_its_real_board_and_the_makefile_agrees(board, int8_model, tmp_path,
+                                                                                       fake_tflm):
+    """For each board of the table: the generated README names the core's flags, the vendor files to bring (startup,
+    system init, linker script, the UART retarget), and the ELF paths; `make -n` with exactly the README's `make app`
+    line builds those paths with those files."""
+    import shlex
+
+    from keras_mbv2.micro import write_project
+    from keras_mbv2.micro.boards import VENDOR_FILES
+
+    project = tmp_path / "p"
+    write_project(int8_model, str(project), board=board, memory_plan=False)
+    readme = (project / "README.md").read_text()
+    core = BOARDS[board].core if board else "cortex-m4"
+    assert f"-mcpu={core} -mthumb -mfloat-abi=hard -mfpu=auto" in readme
+    vendor = VENDOR_FILES.get(board or "")
+    if vendor is not None:
+        for name in (vendor.startup, vendor.system, vendor.linker_script.split(" ")[0], "retarget.c"):
+            assert f"`{name}`" in readme, name
+    elfs = re.findall(r"`(build/app-[\w-]+/app\.elf)`", readme)
+    line = re.search(r"^make app (TFLM_DIR=\S+ BOARD_SOURCES=.*?\\\n\s+BOARD_LDFLAGS=\"[^\"]+\")", readme, re.M | re.S)
+    args = [a.replace("~/tflite-micro", fake_tflm) for a in shlex.split(line.group(1).replace("\\\n", " "))]
+    for sources in (args, [f"TFLM_DIR={fake_tflm}"]):  # the real board's line, and the QEMU board's
+        dry = subprocess.run(["make", "-n", "-C", str(project), "app", *sources], capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr
+        built = re.findall(r"-o (build/app-[\w-]+/app\.elf)", dry.stdout)
+        assert built and built[0] in elfs, (built, elfs)
+    assert f"-mcpu={core}" in dry.stdout

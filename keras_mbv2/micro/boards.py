@@ -43,6 +43,53 @@ BOARDS: dict[str, Board] = {
 }
 
 
+@dataclass(frozen=True)
+class VendorFiles:
+    """What a real board needs from its vendor to run the firmware's app (`make app BOARD_SOURCES=...
+    BOARD_LDFLAGS=...`): the CMSIS device pack (or SDK) that holds them, its startup code, its system init, the
+    linker script of the exact part, the UART the board's USB serial port carries (retarget newlib's `_write` to it
+    to see the app's lines), and how the ELF goes onto the board."""
+
+    pack: str
+    startup: str
+    system: str
+    linker_script: str
+    uart: str
+    flash: str
+
+
+#: The vendor files of each real board of `BOARDS` (the QEMU boards bring theirs: micro/boards/).
+VENDOR_FILES: dict[str, VendorFiles] = {
+    "nucleo-l4r5zi": VendorFiles(
+        "STMicroelectronics' CMSIS device pack for the STM32L4 (STM32CubeL4: Drivers/CMSIS/Device/ST/STM32L4xx)",
+        "startup_stm32l4r5xx.s", "system_stm32l4xx.c", "STM32L4R5ZITx_FLASH.ld (STM32CubeIDE / CubeMX)",
+        "LPUART1 (PG7/PG8), the ST-LINK's virtual COM port",
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+    "nucleo-f746zg": VendorFiles(
+        "STMicroelectronics' CMSIS device pack for the STM32F7 (STM32CubeF7: Drivers/CMSIS/Device/ST/STM32F7xx)",
+        "startup_stm32f746xx.s", "system_stm32f7xx.c", "STM32F746ZGTx_FLASH.ld (STM32CubeIDE / CubeMX)",
+        "USART3 (PD8/PD9), the ST-LINK's virtual COM port",
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+    "nucleo-h743zi": VendorFiles(
+        "STMicroelectronics' CMSIS device pack for the STM32H7 (STM32CubeH7: Drivers/CMSIS/Device/ST/STM32H7xx)",
+        "startup_stm32h743xx.s", "system_stm32h7xx.c",
+        "STM32H743ZITx_FLASH.ld (STM32CubeIDE / CubeMX; put the arena in AXI SRAM, the 512 KiB bank)",
+        "USART3 (PD8/PD9), the ST-LINK's virtual COM port",
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+    "arduino-nano-33-ble": VendorFiles(
+        "Nordic's nrfx MDK (nRF5 SDK / nrfx: mdk/)", "gcc_startup_nrf52840.S", "system_nrf52840.c",
+        "nrf52840_xxaa.ld (nrfx mdk; the Arduino bootloader keeps 0x0-0x10000: start FLASH at 0x10000 to keep it)",
+        "none on the USB port without the Arduino core (its CDC stack): use UARTE0 on pins TX/RX, or the sketch in "
+        "arduino/",
+        "arm-none-eabi-objcopy -O ihex {elf} app.hex, then an SWD probe (nrfjprog --program app.hex --chiperase "
+        "--reset); or the Arduino sketch in arduino/ with the IDE's upload"),
+    "corstone-300": VendorFiles(
+        "Arm's Corstone-300 device files (CMSIS pack ARM::V2M_MPS3_SSE_300_BSP)", "startup_SSE300MPS3.c",
+        "system_SSE300MPS3.c", "the BSP's linker script for the FVP's ITCM/DTCM and SRAM",
+        "UART0 of the CMSDK (the FVP prints it on its telnet terminal)", "FVP_Corstone_SSE-300_Ethos-U55 -a {elf}"),
+}
+
+
 #: QEMU's machine for each core the firmware builds for (micro/Makefile's QEMU_BOARD_<core>, the
 #: board `make run-app` and `make run-selftest` use without BOARD=): Arm's MPS2/MPS3 FPGA images of each core.
 QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33": "mps2-an505",

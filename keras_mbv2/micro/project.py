@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..files import output_folder, umask
-from .boards import BOARDS, QEMU_BOARDS
+from .boards import BOARDS, QEMU_BOARDS, VENDOR_FILES
 from .emitter import MicroReport, emit
 
 #: The firmware project's sources inside the package, copied whole into every project.
@@ -100,9 +100,60 @@ make run-app TFLM_DIR=~/tflite-micro > app.log      # builds TFLM and the app, r
 make run-app TFLM_DIR=~/tflite-micro BOARD=netduinoplus2   # on an STM32F405's 1 MiB flash and 128 KiB SRAM
 ```
 
-`make app` builds the same firmware (`build/app-{qemu}-cmsis_nn/app.elf`) without running it. For a real board,
-give its startup code, system init and linker script (the vendor's CMSIS device pack has them):
-`make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="startup.c system.c" BOARD_LDFLAGS="-T board.ld --specs=nosys.specs"`.
+`make app` builds the same firmware (`{qemu_elf(core)}`) without running it.
+{_real_board(board, core)}"""
+
+
+def qemu_elf(core: str, kernels: str = "cmsis_nn") -> str:
+    """The ELF `make app` builds for `core`'s QEMU board (micro/Makefile's APP_BUILD without BOARD_SOURCES)."""
+    return f"build/app-{QEMU_BOARDS[core]}-{kernels}/app.elf"
+
+
+def board_elf(core: str, kernels: str = "cmsis_nn") -> str:
+    """The ELF `make app BOARD_SOURCES=... BOARD_LDFLAGS=...` builds for a real board of `core` (micro/Makefile's
+    APP_BUILD with the board's files)."""
+    return f"build/app-{core}-{kernels}/app.elf"
+
+
+def _real_board(board: str | None, core: str) -> str:
+    """The generated README's section on the real board: the compiler flags, the vendor files to bring, the exact
+    `make app` line, the ELF it writes and how to flash it."""
+    flags = f"`-mcpu={core} -mthumb -mfloat-abi=hard -mfpu=auto` (the Makefile's, for the app and TFLM's library)"
+    vendor = VENDOR_FILES.get(board or "")
+    if vendor is None:
+        return (f"""
+## On a real {core} board
+
+Compiled with {flags}. Bring your part's startup code, system init and linker script (its vendor's CMSIS device
+pack has them) and retarget newlib's `_write` to a UART to see the app's lines:
+
+```bash
+make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="startup.c system.c retarget.c" \\
+    BOARD_LDFLAGS="-T board.ld --specs=nosys.specs"
+```
+
+It writes `{board_elf(core)}`.
+""")
+    startup, system = vendor.startup, vendor.system
+    script = vendor.linker_script.split(" ")[0]
+    return rf"""
+## On the real board: {BOARDS[board].name} ({BOARDS[board].note})
+
+Compiled with {flags}. Bring from {vendor.pack}:
+
+| file | what it is |
+| --- | --- |
+| `{startup}` | startup code: vector table, reset handler (it must enable the FPU: `SCB->CPACR \|= 0xF << 20`) |
+| `{system}` | system init: clocks (`SystemInit`, `SystemCoreClock`) |
+| `{script}` | the linker script: {vendor.linker_script.partition(" ")[2].strip("()") or "the part's flash and RAM"} |
+| `retarget.c` (yours) | newlib's `_write` on {vendor.uart} |
+
+```bash
+make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="{startup} {system} retarget.c" \
+    BOARD_LDFLAGS="-T {script} --specs=nosys.specs"
+```
+
+It writes `{board_elf(core)}`; onto the board: `{vendor.flash.format(elf=board_elf(core))}`.
 """
 
 

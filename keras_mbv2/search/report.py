@@ -51,8 +51,8 @@ class SearchResult:
         if best.val_images and within_noise(best, second):
             return (f"The finalists' difference ({best.candidate.label} {best.val_accuracy:.1%}, "
                     f"{second.candidate.label} {second.val_accuracy:.1%}) is within the 95% intervals of "
-                    f"{best.val_images} validation images: the choice between them is not significant (ties and "
-                    "near-ties go to more multiply-adds).")
+                    f"{best.val_images} validation images: the choice between them is not significant (the higher "
+                    "score was taken; an exact tie goes to more multiply-adds).")
         return (f"{best.candidate.label}'s validation accuracy is above the 95% interval of every other finalist "
                 f"({best.val_images} validation images).")
 
