@@ -30,8 +30,14 @@ TWO = {"cluster": {"worker": ["127.0.0.1:20000", "127.0.0.1:20001"]}, "task": {"
      ClusterRole(2, "chief", 0, has_chief=True)),
 ])
 def test_tf_config_names_the_workers_and_the_chief(config, role):
+    import dataclasses
+
     found = cluster_role({"TF_CONFIG": json.dumps(config)})
-    assert found == role
+    assert dataclasses.replace(found, peers=(), address="") == role
+    everyone = [(kind, i, a) for kind, addresses in config["cluster"].items() for i, a in enumerate(addresses)]
+    assert found.address == next(a for kind, i, a in everyone if (kind, i) == (role.task_type, role.index))
+    assert found.peers == tuple((f"{kind} {i}", a) for kind, i, a in everyone if (kind, i) != (role.task_type,
+                                                                                                  role.index))
     assert found.chief == (role.task_type == "chief" or (role.index == 0 and not role.has_chief))
 
 
@@ -46,6 +52,57 @@ def test_a_bad_tf_config_is_one_error_naming_it(text, fragment):
     with pytest.raises(ValueError) as info:
         cluster_role({} if text is None else {"TF_CONFIG": text})
     assert fragment in str(info.value) and "Received: TF_CONFIG=" in str(info.value)
+
+
+def _lone_worker(tmp_path, *flags):
+    """`keras-mbv2 qat --multi-worker` as worker 0 of a cluster of two whose worker 1 never starts."""
+    ports = free_ports(2)
+    config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": 0}}
+    env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+    argv = ["keras-mbv2", "qat", "--model", "m.keras", "--run-dir", "run", "--tflite", "q.tflite", "--multi-worker",
+            *flags]
+    return subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), \
+        ports
+
+
+@pytest.fixture
+def a_model(tmp_path):
+    from keras_mbv2.models import MobileNetV1
+
+    MobileNetV1(input_shape=(32, 32, 1), alpha=0.25, classes=10, weights=None).save(tmp_path / "m.keras")
+    return tmp_path
+
+
+def test_a_cluster_that_does_not_assemble_is_one_line_naming_the_missing_worker(a_model):
+    """The issue's hang: worker 1 never starts. Worker 0 gives up after --cluster-timeout with exit 1, one line naming
+    worker 1 and its address, and leaves no run folder and no lock."""
+    worker, ports = _lone_worker(a_model, "--cluster-timeout", "5")
+    out, err = worker.communicate(timeout=120)
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert worker.returncode == 1, err[-2000:]
+    assert errors == [f"keras-mbv2 qat: failed: the cluster of 2 workers did not assemble within 5 s (worker 0 of 2 "
+                      f"(the chief: it writes)): worker 1 (127.0.0.1:{ports[1]}) did not answer; start every worker "
+                      "with the same command and its own TF_CONFIG task, or raise --cluster-timeout (nothing was "
+                      "trained or written)"], err[-2000:]
+    assert sorted(os.listdir(a_model)) == ["m.keras"]
+
+
+@pytest.mark.parametrize("signal_name,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_waiting_for_the_cluster_stops_at_once_on_a_signal(signal_name, code, a_model):
+    import signal
+
+    worker, _ = _lone_worker(a_model)
+    for line in worker.stdout:  # its first line: it is waiting
+        assert "waiting for the cluster's 2 workers" in line, line
+        break
+    time.sleep(1)
+    start = time.monotonic()
+    worker.send_signal(getattr(signal, signal_name))
+    _, err = worker.communicate(timeout=60)
+    assert time.monotonic() - start < 5 and worker.returncode == code, (worker.returncode, err[-2000:])
+    by = "" if signal_name == "SIGINT" else f" by {signal_name}"
+    assert err.strip().splitlines()[-1] == f"keras-mbv2 qat: interrupted{by}: nothing was written"
+    assert sorted(os.listdir(a_model)) == ["m.keras"]  # no run folder, no lock
 
 
 def test_qat_multi_worker_without_tf_config_exits_2_before_any_work(tmp_path, monkeypatch, capsys):

@@ -50,7 +50,11 @@ def _cluster_role(args: argparse.Namespace) -> Any:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Usage checks before TensorFlow loads: --model, --data, --tflite's name."""
+    """Usage checks before TensorFlow loads: TF_CONFIG (--multi-worker), --model, --data, --tflite's name."""
+    if args.multi_worker:
+        from ..distribute import cluster_role
+
+        cluster_role()
     check_keras_file(args.model)
     check_data(args.data)
     require_suffix("--tflite", args.tflite, ".tflite")
