@@ -23,8 +23,15 @@ import keras_mbv2  # noqa: F401  (first: TensorFlow's native start-up lines stay
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.profiler import profile
 from keras_mbv2.quantization import evaluate_tflite, to_tflite
-from keras_mbv2.tflite import (arena_use, compare_outputs, io_details, operator_names, quantize_input, run_litert,
-                               run_tflm)
+from keras_mbv2.tflite import (
+    arena_use,
+    compare_outputs,
+    io_details,
+    operator_names,
+    quantize_input,
+    run_litert,
+    run_tflm,
+)
 from keras_mbv2.training import RecalibrateBatchNorms, compile_classifier
 
 SIZE, EPOCHS = 64, 3
