@@ -25,6 +25,7 @@ INTERRUPTED = threading.Event()
 def on_ctrl_c(signum: int, frame: Any) -> None:
     """The SIGINT handler: remember the interrupt, then raise KeyboardInterrupt as Python does."""
     INTERRUPTED.set()
+    _HANDLED.set()  # the main thread runs Python: `stop_within_seconds`' watchdog lets it unwind
     raise KeyboardInterrupt
 
 
@@ -92,7 +93,6 @@ def on_signal(signum: int, frame: Any) -> None:
     """The SIGINT and SIGTERM handler of the command line: remember which, then raise KeyboardInterrupt so that
     every `finally` runs (locks released, temporary outputs removed) and what finished is kept."""
     SIGNALLED[0] = signum
-    _HANDLED.set()
     on_ctrl_c(signum, frame)
 
 
