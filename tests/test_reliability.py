@@ -250,3 +250,28 @@ def test_a_runtime_abort_names_the_operator_and_a_softmax_over_too_many_classes(
             evaluate_tflite(tflite, np.zeros((2, 8, 8, 1)), np.zeros(2), runtime=runtime)
         assert "aborts in operator #3 (SOFTMAX, input shape (1, 1000)); the 3 operators before it run" in str(
             exc.value) and "about 512 classes" in str(exc.value), str(exc.value)
+
+
+def test_a_process_ended_from_a_thread_removes_its_lock_and_temporary_outputs(tmp_path):
+    """`interrupts.emergency_exit` (what the watchdog does when the main thread is stuck in native code): the run
+    folder's lock, the half-written output file and the half-built output folder are removed, the message is the
+    last line, and the exit code is the one given; what was finished before stays."""
+    code = textwrap.dedent(f"""
+        import os, threading, time
+        from keras_mbv2.files import atomic_write, output_folder, run_lock
+        from keras_mbv2.interrupts import emergency_exit
+        os.chdir({str(tmp_path)!r})
+        with run_lock("run", "--run-dir"):
+            open("run/epoch_001.txt", "w").write("finished")
+            with output_folder("out"):
+                def write(tmp):
+                    open(tmp, "w").write("half")
+                    threading.Thread(target=emergency_exit, args=(143, "stopped: what finished is kept")).start()
+                    time.sleep(30)  # the main thread never gets back
+                atomic_write("model.keras", write)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "stopped: what finished is kept"
+    left = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, ds, fs in os.walk(tmp_path) for f in fs + ds)
+    assert left == ["run", os.path.join("run", "epoch_001.txt")], left
