@@ -152,7 +152,7 @@ def _plots(workdir: str, result: DemoResult, profile: Any, operators: list[tuple
     persistent = (result.measured_arena_bytes - result.activation_bytes) / 1024
     live = [b / 1024 for _, b in operators]
     peak = int(np.argmax(live))
-    fig, ax = plt.subplots(figsize=(max(7, len(live) * 0.16), 4))
+    fig, ax = plt.subplots(figsize=(max(7, len(live) * 0.16), 5.2))
     x = np.arange(len(live))
     ax.bar(x, [persistent] * len(live), color="#c7c7c7", width=0.85, label=f"TFLM persistent data {persistent:.1f} KiB")
     ax.bar(x, live, bottom=persistent, width=0.85, label="activations alive at the operator (as TFLM plans them)",
@@ -166,7 +166,7 @@ def _plots(workdir: str, result: DemoResult, profile: Any, operators: list[tuple
     ax.set_xlabel(f"operator of the int8 model, in the order TFLM runs them (peak at #{peak}: {operators[peak][0]})")
     ax.set_ylabel("RAM (KiB)")
     ax.set_title(f"{result.network}: what the TFLM arena holds, operator by operator")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # off the bars
     fig.tight_layout()
     fig.savefig(mem_png, dpi=110)
     plt.close(fig)

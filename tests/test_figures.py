@@ -98,3 +98,38 @@ def test_draw_writes_a_blocks_drawing_and_a_models_blocks(tmp_path):
     with pytest.raises(ValueError, match="`input_shape` is needed"):
         K.draw(InvertedResidual(24), path=str(tmp_path / "y.png"))
     assert sorted(os.listdir(tmp_path)) == ["ir.svg", "model.png"]
+
+
+def test_the_demos_and_the_searchs_figures_read_whole(tmp_path):
+    """accuracy.png and memory.png of the demo, front.png of the search, drawn from made-up results: the suite's
+    figure check (conftest: no text beyond the canvas, no legend over data) runs on each as it is saved."""
+    from types import SimpleNamespace
+
+    from keras_mbv2.demo import DemoResult, _plots
+    from keras_mbv2.search import Candidate, Limits, Measurement
+    from keras_mbv2.search.report import SearchResult, plot_front
+    from keras_mbv2.search.trials import Trial
+    from keras_mbv2.tflite import Agreement
+
+    agreement = Agreement(360, 3600, 0, 0, 360)
+    result = DemoResult(str(tmp_path), "mobilenetv2_0.35_32", 0.936, 0.939, 0.967, 0.967, agreement, 611_272, 88_336,
+                        87_312, 15_360, 1_122_864, 422_730, 87.0, 1437, 360, 15, 3, 0,
+                        {"float": 2.8, "PTQ int8": 3.6, "QAT int8": 1.4})
+    operators = [(f"CONV_2D_{i}", 4_000 + 300 * (i % 9)) for i in range(60)]
+    assert [os.path.basename(p) for p in _plots(str(tmp_path), result, SimpleNamespace(peak_activation_bytes=12_288),
+                                                operators)] == ["accuracy.png", "memory.png"]
+    measurements = []
+    for width, size, ram, flash, fits, technique in ((0.35, 96, 150_000, 600_000, True, "as built"),
+                                                     (0.35, 128, 205_000, 605_000, True, "channel splits"),
+                                                     (0.5, 160, 207_000, 746_000, True, "patches"),
+                                                     (0.5, 128, 300_000, 952_000, False, "")):
+        c = Candidate("mobilenet_v2", width, size, 6)
+        measurements.append(Measurement(c, macs=int(width * size * size * 1000), params=400_000, measured=True,
+                                        fits=fits, fits_as_built=technique == "as built", flash=flash,
+                                        ram_as_built=ram + 50_000, ram=ram if fits else None,
+                                        need=None if fits else ram, technique=technique))
+    trials = [Trial(m.candidate, 2, 0.9, 0.3, 10.0, 5.0, 29) for m in measurements[1:3]]
+    search = SearchResult(str(tmp_path), Limits.of("arduino-nano-33-ble"), measurements[1], 0.95, 0.95, 0.95,
+                          "identical", 605_000, 205_000, 4, 1, measurements, trials, measurements[0], 60.0, classes=3)
+    plot_front(search, str(tmp_path / "front.png"))
+    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
