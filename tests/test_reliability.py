@@ -94,7 +94,7 @@ BAD = [
     ("qat", lambda t, m: fit_qat(None, np.zeros((2, 32, 32, 1)), np.zeros(2), t, batch_size=0), "batch_size=0"),
     ("qat", lambda t, m: fit_qat(None, np.zeros((2, 32, 32, 1)), np.zeros(2), t, learning_rate=float("nan")),
      "learning_rate=nan"),
-    ("qat", lambda t, m: quantize_aware(_with_layer_norm()), "Layer ln"),
+    ("qat", lambda t, m: quantize_aware(_with_layer_norm()), "layer 'ln' (LayerNormalization)"),
     ("export", lambda t, m: to_tflite("model.keras"), "model=str"),
     ("export", lambda t, m: to_tflite(m[0], np.zeros((4, 32, 32, 1)), num_calibration=0), "num_calibration=0"),
     ("evaluate", lambda t, m: evaluate_tflite(m[2], np.full((4, 32, 32, 1), 200.0), np.zeros(4)), "x / 255"),

@@ -51,10 +51,15 @@ def _cluster_role(args: argparse.Namespace) -> Any:
 
 def check(args: argparse.Namespace) -> None:
     """Usage checks before TensorFlow loads: TF_CONFIG (--multi-worker), --model, --data, --tflite's name."""
+    role = None
     if args.multi_worker:
         from ..distribute import cluster_role
 
-        cluster_role()
+        role = cluster_role()
+    if role is None or role.chief:  # the run folder: not another's, and not in use by another run (named)
+        check_receiving_folder(args.run_dir, "--run-dir", [], force=False)
+        with run_lock(args.run_dir, "--run-dir", log=say):
+            pass
     check_keras_file(args.model)
     check_data(args.data)
     require_suffix("--tflite", args.tflite, ".tflite")
@@ -65,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     role = _cluster_role(args)
     if role is not None and not role.chief:  # writes nothing of the user's: no lock, no output checks
         return _qat(args, role)
-    check_receiving_folder(args.run_dir, "--run-dir", [], force=False)
     with run_lock(args.run_dir, "--run-dir", log=say):  # one run per folder, at once
         return _qat(args, role)
 

@@ -1,0 +1,97 @@
+"""One interruption contract for every long command, as a user meets it: SIGINT (Ctrl-C) or SIGTERM at a given phase
+stops the command within seconds, exit 130 / 143, with a last line that names only what exists, no lock or temporary
+file left, and what finished kept: the search's stage-1 measurements and a trial's finished epochs are reused when
+the same command runs again (read from its log: nothing measured or trained twice)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+#: A small search: two input sizes of one row, two finalists; digits; a 128 KiB chip.
+SEARCH = ["search", "--flash", "1048576", "--ram", "131072", "--widths", "0.35", "--sizes", "32,48", "--expansions",
+          "6", "--finalists", "2", "--trial-epochs", "3", "--epochs", "4", "--qat-epochs", "1", "--out", "s"]
+MEASURED = re.compile(r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured", re.M)
+
+
+def _start(argv, cwd):
+    return subprocess.Popen(["keras-mbv2", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _signal_at(process, pattern: str, signum: int, timeout: float = 600) -> tuple[int, str, str, float]:
+    """Read the command's output until a line matches `pattern`, send `signum`; (exit code, stdout, stderr, seconds
+    from the signal to the exit)."""
+    seen, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        if re.search(pattern, line):
+            break
+        assert time.monotonic() < deadline, "".join(seen)[-3000:]
+    else:
+        pytest.fail(f"the command ended before {pattern!r}:\n{''.join(seen)[-3000:]}\n{process.stderr.read()[-3000:]}")
+    start = time.monotonic()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, "".join(seen) + out, err, time.monotonic() - start
+
+
+def _files(folder) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, ds, fs in os.walk(folder) for f in fs)
+
+
+# (the command, the phase's output line, the signal, the files the interrupted run leaves beside the inputs)
+CASES = [
+    (["train", "--data", "digits", "--width", "0.35", "--epochs", "3", "--out", "m.keras"], r"^epoch 1/3 ",
+     signal.SIGTERM, []),
+    (["demo", "--out", "d", "--quick"], r"^\[2/7\] float training", signal.SIGINT, []),
+    (["figures", "--out", "f", "--quick"], r"^\[2/3\] figure4", signal.SIGTERM, []),
+    (["micro", "--model", "m96.keras", "--fit-ram", "100000", "--data", "digits", "--out", "o"], r"^as built: arena",
+     signal.SIGINT, []),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv,phase,signum,left", CASES, ids=[" ".join(c[0][:1] + [c[2].name]) for c in CASES])
+def test_a_signal_stops_the_command_within_seconds_and_leaves_only_what_exists(argv, phase, signum, left, tmp_path):
+    inputs = []
+    if "m96.keras" in argv:
+        subprocess.run(["keras-mbv2", "build", "--width", "0.35", "--input-shape", "96x96x1", "--classes", "10",
+                        "--out", "m96.keras"], cwd=tmp_path, check=True, capture_output=True)
+        inputs = ["m96.keras"]
+    code, out, err, seconds = _signal_at(_start(argv, tmp_path), phase, signum)
+    assert code == 128 + signum and seconds < 10, (code, seconds, err[-2000:])
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"keras-mbv2 {argv[0]}: interrupted"), last
+    assert _files(tmp_path) == sorted(inputs + left), _files(tmp_path)  # no lock, no temporary file, no output
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_measures_and_trains_nothing_twice(tmp_path):
+    """SIGINT after stage 1's first measurement, then after a trial's first epoch, then the run to its end: each
+    candidate is measured once over the three runs, and the trial resumes after its finished epoch."""
+    code, out1, err, _ = _signal_at(_start(SEARCH, tmp_path), MEASURED.pattern, signal.SIGINT)
+    assert code == 130, err[-2000:]
+    first = MEASURED.findall(out1)
+    assert first and {"search.json", "candidates.json"} <= set(os.listdir(tmp_path / "s")), os.listdir(tmp_path / "s")
+    assert ".keras-mbv2.lock" not in os.listdir(tmp_path / "s")
+    assert err.strip().splitlines()[-1].startswith("keras-mbv2 search: interrupted: what finished")
+
+    code, out2, err, _ = _signal_at(_start(SEARCH, tmp_path), r"^    MobileNetV2 .*: epoch 1/3 +\d+ s ", signal.SIGINT)
+    assert code == 130, err[-2000:]
+    assert f"({len(first)} candidates reused)" in out2 and not set(first) & set(MEASURED.findall(out2)), out2[-3000:]
+    assert any(f.endswith("-partial.keras") for f in os.listdir(tmp_path / "s" / "trials"))
+
+    final = subprocess.run(["keras-mbv2", *SEARCH], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0, final.stderr[-3000:]
+    measured = first + MEASURED.findall(out2) + MEASURED.findall(final.stdout)
+    assert len(measured) == len(set(measured)), measured  # each candidate measured once over the three runs
+    assert re.search(r"resuming its trial after epoch 1 \(saved in an earlier run\)", final.stdout), \
+        final.stdout[-3000:]
+    assert {"model_int8.tflite", "report.md"} <= set(os.listdir(tmp_path / "s"))
+    assert not [f for f in _files(tmp_path) if "kmbv2-tmp" in f or f.endswith(".lock") or "-partial" in f]
