@@ -164,8 +164,8 @@ class Stage1:
                 m.measured, m.fits, m.fits_as_built, m.size_independent = True, False, False, True
                 m.reason = (f"flash: its int8 weights alone take {bound:,} B (a lower bound, counted without "
                             f"converting), over the {self.limits.model_flash:,} B for the model")
+                self.on_measured()  # saved before it is said: a rerun reuses what the log shows as measured
                 self.log(f"  {c.label}: {m.macs:,} MACs: does not fit ({m.reason})")
-                self.on_measured()
                 return
             m.measured = True
             x = self.x(c.size)
@@ -195,8 +195,8 @@ class Stage1:
         else:  # measured as built only
             detail = (f"as built: RAM {m.ram_as_built:,} B, flash {m.flash:,} B: "
                       + ("fits" if m.fits_as_built else "does not fit"))
+        self.on_measured()  # saved before it is said: a rerun reuses what the log shows as measured
         self.log(f"  {c.label}: {m.macs:,} MACs: {detail} [measured, {time.perf_counter() - start:.0f} s]")
-        self.on_measured()
 
     def _fit(self, m: Measurement) -> None:
         """Channel splits, then patches (`fit_ram`), on the converted model; the plan's device RAM as emitted."""
