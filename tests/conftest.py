@@ -26,6 +26,7 @@ HEAVY = (
     # pytest -m slow
     "test_two_workers_killed_and_restarted",  # 200 (two processes)
     "test_example_search_ctrl_c_then_rerun",  # 190
+    "test_an_interrupted_search_measures_and_trains_nothing_twice",  # 175
     "test_command_sequence_runs_as_printed",  # 149
     "test_example_runs[quantization_aware_training.py]",  # 131
     "test_quick_start_demo_as_printed",  # 119
@@ -38,6 +39,8 @@ HEAVY = (
     "test_example_runs",  # 21-32
     # pytest
     "test_short_qat_converts_and_runs_alike_on_litert_and_tflm[NASNet]",  # 68
+    "test_the_command_line_profiles_exports_and_emits_mobilenet_v3_small",  # 30
+    "test_keras_applications_profile_and_convert_to_int8_that_runs_on_tflm",  # 17-24
     "test_short_qat_converts_and_runs_alike_on_litert_and_tflm[ShuffleNetV1]",  # 32
     "test_killed_qat_run",  # 30
     "test_split_model_survives_qat",  # 30
