@@ -59,9 +59,9 @@ def load_keras(path: str, flag: str = "--model") -> Any:
     except Exception as exc:
         reason = whole_sentences(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         if "`Lambda` layer" in reason:  # Keras' safe mode: its advice (safe_mode=False) is no flag of ours
-            reason = ("it holds a Lambda layer with Python code, which Keras does not load from a file by default, "
-                      "and which neither the converter's int8 path nor tfmot can take: rebuild the model without "
-                      "the Lambda layer (built-in layers, or a Layer subclass registered with "
+            reason = ("it holds a Lambda layer with Python code, which Keras does not load from a file unless told the "
+                      "file is trusted (safe mode), and which tfmot cannot quantize: rebuild the model without the "
+                      "Lambda layer (built-in layers, or a Layer subclass registered with "
                       "keras.saving.register_keras_serializable)")
         raise UsageError(f"{flag} could not be loaded as a Keras model: {reason.rstrip('.')}. Received: {flag} "
                          f"{path!r}") from exc
