@@ -85,7 +85,7 @@ def test_an_interrupted_search_measures_and_trains_nothing_twice(tmp_path):
     code, out2, err, _ = _signal_at(_start(SEARCH, tmp_path), r"^    MobileNetV2 .*: epoch 1/3 +\d+ s ", signal.SIGINT)
     assert code == 130, err[-2000:]
     assert f"({len(first)} candidates reused)" in out2 and not set(first) & set(MEASURED.findall(out2)), out2[-3000:]
-    assert any(f.endswith("-partial.keras") for f in os.listdir(tmp_path / "s" / "trials"))
+    assert any(f.endswith(".keras") for f in os.listdir(tmp_path / "s" / "trials" / "unfinished"))
 
     final = subprocess.run(["keras-mbv2", *SEARCH], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert final.returncode == 0, final.stderr[-3000:]
@@ -94,4 +94,4 @@ def test_an_interrupted_search_measures_and_trains_nothing_twice(tmp_path):
     assert re.search(r"resuming its trial after epoch 1 \(saved in an earlier run\)", final.stdout), \
         final.stdout[-3000:]
     assert {"model_int8.tflite", "report.md"} <= set(os.listdir(tmp_path / "s"))
-    assert not [f for f in _files(tmp_path) if "kmbv2-tmp" in f or f.endswith(".lock") or "-partial" in f]
+    assert not [f for f in _files(tmp_path) if "kmbv2-tmp" in f or f.endswith(".lock") or "unfinished" in f]

@@ -9,6 +9,7 @@ folder, so that a run stopped by Ctrl-C continues where it was when started agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -139,8 +140,9 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
         log(f"  {index}{candidate.label}: trained in an earlier run: validation accuracy {trial.describe()}")
         return trial
     start = time.monotonic()
-    partial = os.path.join(folder, f"{candidate.key}-partial.keras")  # the last finished epoch of an interrupted run
-    os.makedirs(folder, exist_ok=True)
+    # the last finished epoch of an interrupted run, apart from the finished trials' records (`folder/*.json`)
+    partial = os.path.join(folder, "unfinished", f"{candidate.key}.keras")
+    os.makedirs(os.path.dirname(partial), exist_ok=True)
     done = _partial_epochs(partial)
     if done:
         import keras
@@ -170,6 +172,8 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     for path in (partial, partial + ".json"):  # the finished trial replaces its per-epoch save
         if os.path.exists(path):
             os.remove(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(partial))  # when no other trial is unfinished
     return trial
 
 
