@@ -259,7 +259,7 @@ def test_example_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(
         label = Candidate(**json.loads((trials / name).read_text())["candidate"]).label
         assert f"{label}: trained in an earlier run" in out, out
     ram = int(re.search(r"RAM \(TFLM, measured\)\s+([\d,]+) B of 98,304 B", out).group(1).replace(",", ""))
-    assert ram <= 98_304 and re.search(r"outputs identical|predictions agree on (\d+) of \1 ", out), out[-2000:]
+    assert ram <= 98_304 and re.search(r"outputs identical|predictions agree on (\d+) of \1\b", out), out[-2000:]
     for name in ("model.keras", "model_int8.tflite", "report.md", "front.png", "candidates.csv"):
         assert (s / name).is_file(), name
     report = (s / "report.md").read_text()
