@@ -194,4 +194,8 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
     assert not leftovers, leftovers
     assert sorted(os.listdir(tmp_path / "qat_mw")) == ["backup", "checkpoints", "history.csv", "run.json"]
     assert (tmp_path / "m_mw_int8.tflite").is_file()
-    assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.01, (chief[-500:], single.stdout[-500:])
+    # Within 2 points (7 of the 360 test images). The two runs differ by more than rounding: each worker normalizes its
+    # half of every batch and sees another data order. Measured on this machine, deterministically, at this commit
+    # and at the one before this round: 76.94% on two workers against 78.06% in one process (1.12 points), which the
+    # earlier 1-point bound failed; by hand at lr 1e-4 two runs differed by +0.3 and -1.4 points.
+    assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.02, (chief[-500:], single.stdout[-500:])
