@@ -6,8 +6,9 @@ Run by file path, so that only numpy and the runtime are imported:
 
     python _runtime_worker.py RUNTIME MODEL INPUTS OUT ARENA
 
-RUNTIME is "litert", "tflm" or "tflm-patched" (MODEL is then an .npz of the patch model, the rest model and the
-plan; see keras_mbv2.tflite.patches); INPUTS is a .npy of already-quantized inputs (N, ...); OUT is the .npz to
+RUNTIME is "litert", "tflm", "tflm-patched" (MODEL is then an .npz of the patch model, the rest model and the
+plan; see keras_mbv2.tflite.patches) or "tflm-segments" (an .npz of the segment models and their plan; see
+keras_mbv2.tflite.segments); INPUTS is a .npy of already-quantized inputs (N, ...); OUT is the .npz to
 write (outputs, and TFLM's allocation report); ARENA is TFLM's arena size in bytes. With N = 0, TFLM only
 allocates (and prepares every operator), which already fixes the arena it reports.
 """
@@ -105,8 +106,45 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
+def run_segments(models: list[bytes], plan: dict, inputs: np.ndarray, arena_size: int) -> tuple[np.ndarray, str]:
+    """The firmware's segment loop (keras_mbv2.tflite.segments) on the TFLM host runtime: per frame, for each
+    segment, an interpreter is created and allocated, the segment's input tensors are set from the values so far
+    (the frame for the model's inputs), it is invoked, its outputs are kept, and the interpreter is dropped. The
+    report is each segment's allocations (from its first interpreter, or one made only to report them)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    reports: list[str] = []
+    outputs = []
+    for frame in inputs:
+        values = {int(plan["model_inputs"][0]): frame[None]}
+        for i, model in enumerate(models):
+            interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+            for j, t in enumerate(plan["inputs"][i]):
+                interp.set_input(values[int(t)], j)
+            interp.invoke()
+            for j, t in enumerate(plan["outputs"][i]):
+                values[int(t)] = np.array(interp.get_output(j))
+            if len(reports) < len(models):
+                reports.append(_allocations(interp))
+            del interp
+        outputs.append(values[int(plan["model_outputs"][0])][0])
+    for model in models[len(reports):]:  # no frame: allocate each segment once, for its report
+        reports.append(_allocations(runtime.Interpreter.from_bytes(model, arena_size=arena_size)))
+    report = "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))
+    return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
+
+
 def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_size: int) -> None:
     inputs = np.load(inputs_path)
+    if runtime == "tflm-segments":  # MODEL is an .npz: segment_0 .. segment_<n-1> and the plan as JSON
+        import json
+
+        models = np.load(model_path)
+        count = sum(1 for k in models.files if k.startswith("segment_"))
+        outputs, report = run_segments([models[f"segment_{i}"].tobytes() for i in range(count)],
+                                       json.loads(str(models["plan"])), inputs, arena_size)
+        np.savez(out_path, outputs=outputs, allocations=np.array(report))
+        return
     if runtime == "tflm-patched":  # MODEL is an .npz: patch and rest models and the plan as JSON
         import json
 

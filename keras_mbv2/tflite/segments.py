@@ -1,0 +1,280 @@
+"""Segmented execution on stock TFLite Micro: an int8 model cut, in the flatbuffer, into consecutive segments that
+run one after another in one arena, so that only one segment's persistent data exists at a time.
+
+TFLM keeps every operator's persistent data (tensor and node structs, the per-channel requantization multipliers
+and shifts: 8 B per output channel) for the model's whole life; on MobileNetV2 0.30 @ 80 that is about 74 KB of a
+97 KB patched arena, and no split or patch plan lowers it. Cut into segments, each is a model of its own (the same
+operators, tensors, buffers and quantization: no new conversion, so the outputs stay bit-exact); per inference the
+device creates a `MicroInterpreter` for each segment in the one arena, runs `AllocateTensors`, copies the
+segment's inputs in from the boundary buffer, invokes it, copies its outputs out and drops the interpreter.
+
+The boundary buffer holds, at each cut, every tensor produced before it and read after it (a residual's input
+that crosses the cut included): its size is the largest such set. Between two segments the tensors that pass
+through are moved to its front (in place, in order) and the finished segment's outputs copied after them, so the
+buffer never needs more than that largest set. The device needs the largest segment's arena + the buffer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from .flatbuffer import METADATA_NAME, activation_sizes, metadata_name, pack_model, parse_model, single_subgraph
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment: operators `first` .. `end` - 1 of the source model as a model of their own (`model`), whose
+    inputs and outputs are the source's tensors `inputs` and `outputs` (indices in the source's subgraph, in the
+    segment model's input and output order), and its arena as TFLM's recording allocator measured it (`ArenaUse`,
+    host runtime)."""
+
+    model: bytes
+    first: int
+    end: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    arena: Any = None
+
+
+@dataclass
+class SegmentedModel:
+    """An int8 model run as consecutive segments in one arena (module docstring), with what the device needs,
+    measured on the TFLM host runtime: `arena_bytes` (the largest segment's arena), `boundary_bytes` (the largest
+    set of tensors that crosses a cut), `device_ram_bytes` (their sum)."""
+
+    source: bytes  # the whole int8 model it was cut from
+    segments: list[Segment]
+    tensor_bytes: dict[int, int] = field(repr=False)  # the source's activation tensors' sizes
+    model_inputs: tuple[int, ...] = ()
+    model_outputs: tuple[int, ...] = ()
+
+    @property
+    def cuts(self) -> list[int]:
+        """The operator indices where a segment starts, the first (0) left out."""
+        return [s.first for s in self.segments[1:]]
+
+    def crossing(self, index: int) -> tuple[int, ...]:
+        """The tensors the boundary buffer holds before segment `index` (1 ..): produced before it, read at or
+        after it."""
+        produced = set(self.model_inputs)
+        for s in self.segments[:index]:
+            produced |= set(s.outputs)
+        needed = set(self.model_outputs)
+        for s in self.segments[index:]:
+            needed |= set(s.inputs)
+        return tuple(sorted(produced & needed))
+
+    @property
+    def boundary_bytes(self) -> int:
+        """The boundary buffer: the largest set of tensors that crosses a cut (0 for one segment)."""
+        return max((sum(self.tensor_bytes[t] for t in self.crossing(i)) for i in range(1, len(self.segments))),
+                   default=0)
+
+    @property
+    def arena_bytes(self) -> int:
+        """The one arena every segment runs in, in turn: the largest segment's, measured."""
+        return max(s.arena.total for s in self.segments)
+
+    @property
+    def device_ram_bytes(self) -> int:
+        """What the device needs besides code and weights: the arena + the boundary buffer."""
+        return self.arena_bytes + self.boundary_bytes
+
+    def describe(self) -> str:
+        """One line: segments, the arena, the buffer, the persistent data the largest segment keeps."""
+        big = max(self.segments, key=lambda s: s.arena.total)
+        return (f"{len(self.segments)} segments (cut before operators {', '.join(map(str, self.cuts)) or '-'}): "
+                f"{self.arena_bytes:,} B arena (the largest segment's, operators {big.first}-{big.end - 1}: "
+                f"{big.arena.head:,} B activations + {big.arena.tail:,} B persistent) + {self.boundary_bytes:,} B "
+                f"boundary buffer = {self.device_ram_bytes:,} B")
+
+    def plan_json(self) -> dict:
+        """The loop's plan as the worker and the firmware read it: each segment's input and output tensors, the
+        source's inputs and outputs."""
+        return {"inputs": [list(s.inputs) for s in self.segments], "outputs": [list(s.outputs) for s in self.segments],
+                "model_inputs": list(self.model_inputs), "model_outputs": list(self.model_outputs)}
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime (each
+        segment's interpreter created, allocated, invoked and dropped per frame)."""
+        return run_segments(self, np.asarray(x))[0]
+
+
+def cut_model(data: bytes, cuts: Sequence[int]) -> list[Segment]:
+    """The segments of a single-subgraph model cut before each operator index in `cuts` (ascending, inside the
+    model), each a model of its own with the source's tensors, buffers and quantization; arenas not measured."""
+    model, graph = single_subgraph(data, "cut into segments")
+    count = len(graph.operators)
+    cuts = [int(c) for c in cuts]
+    if cuts != sorted(set(cuts)) or any(not 0 < c < count for c in cuts):
+        raise ValueError(f"`cuts` must be ascending operator indices in 1 .. {count - 1}. Received: cuts={cuts}")
+    sizes = activation_sizes(model, graph)
+    bounds = [0, *cuts, count]
+    segments = []
+    for a, b in zip(bounds, bounds[1:]):
+        ops = graph.operators[a:b]
+        produced = {int(t) for op in ops for t in op.outputs}
+        inputs = list(dict.fromkeys(int(t) for op in ops for t in op.inputs if t >= 0 and int(t) in sizes
+                                    and int(t) not in produced))
+        later = {int(t) for op in graph.operators[b:] for t in op.inputs} | {int(t) for t in graph.outputs}
+        outputs = [t for t in dict.fromkeys(int(t) for op in ops for t in op.outputs) if t in later]
+        segments.append(Segment(_segment_bytes(data, a, b, inputs, outputs), a, b, tuple(inputs), tuple(outputs)))
+    return segments
+
+
+def _segment_bytes(data: bytes, first: int, end: int, inputs: list[int], outputs: list[int]) -> bytes:
+    """Operators `first` .. `end` - 1 of `data` as a model: those inputs and outputs, the tensors and buffers they
+    use (nothing else), no signature and no offline memory plan (the whole model's would not fit it)."""
+    from .patches import _pruned
+
+    model = parse_model(data)
+    graph = model.subgraphs[0]
+    graph.operators = graph.operators[first:end]
+    graph.inputs, graph.outputs = np.array(inputs, np.int32), np.array(outputs, np.int32)
+    model.signatureDefs = None
+    model.metadata = [m for m in model.metadata or [] if metadata_name(m) != METADATA_NAME]
+    return pack_model(_pruned(model), len(data))
+
+
+def segment_model(data: bytes, cuts: Sequence[int]) -> SegmentedModel:
+    """Cut an int8 model before the operators `cuts` (`cut_model`) and measure every segment's arena on the TFLM
+    host runtime (`arena_use`): the device needs the largest of them + the boundary buffer."""
+    from .flatbuffer import require_int8
+    from .runtime import ArenaUse, arena_use, parse_arena_bytes
+
+    details = require_int8(data)
+    model, graph = single_subgraph(data, "cut into segments")
+    segmented = SegmentedModel(data, cut_model(data, cuts), activation_sizes(model, graph),
+                               tuple(int(t) for t in graph.inputs), tuple(int(t) for t in graph.outputs))
+    try:  # every segment allocated once, in one child process (no frame: the loop only reports)
+        report = run_segments(segmented, np.zeros((0, *details["input_shape"][1:]), "int8"))[1]
+        parts = report.split("[segment ")[1:]
+        arenas = [ArenaUse(parse_arena_bytes(p), parse_arena_bytes(p, "head")) for p in parts]
+        if len(arenas) != len(segmented.segments) or any(a.total is None or a.head is None for a in arenas):
+            raise RuntimeError(f"TFLite Micro did not report every segment's arena:\n{report[-500:]}")
+    except RuntimeError:  # a degenerate calibration: each segment on its memory twin (`arena_use`)
+        arenas = [arena_use(s.model, _first_input_shape(s.model)) for s in segmented.segments]
+    segmented.segments = [replace(s, arena=a) for s, a in zip(segmented.segments, arenas)]
+    return segmented
+
+
+def _first_input_shape(data: bytes) -> tuple[int, ...]:
+    graph = parse_model(data).subgraphs[0]
+    return tuple(int(d) for d in graph.tensors[int(graph.inputs[0])].shape)
+
+
+def run_segments(segmented: SegmentedModel, x: np.ndarray, arena_size: int | None = None,
+                 timeout: float = 600) -> tuple[np.ndarray, str]:
+    """The segment loop (module docstring) on the TFLite Micro host runtime, in a child process: `x` is a batch of
+    int8 frames; returns (outputs, every segment's allocation report, in order)."""
+    from .runtime import _run_child
+
+    def write(path: str) -> None:
+        arrays = {f"segment_{i}": np.frombuffer(s.model, np.uint8) for i, s in enumerate(segmented.segments)}
+        with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
+            np.savez(f, plan=np.array(json.dumps(segmented.plan_json())), **arrays)
+
+    arena = arena_size or max(max(len(s.model) for s in segmented.segments) * 10, 1 << 20)
+    return _run_child("tflm-segments", write, x, arena, timeout, lambda: "")
+
+
+# TFLM's persistent data for a segment, in bytes: a least-squares fit of the tails TFLM's recording allocator
+# measured (host runtime, tflite-micro 0.dev of pyproject's range) for 56 segments of MobileNetV2 0.35 @ 64 and
+# 0.5 @ 48, cut at random operators: base + per operator + per tensor + per channel of a per-channel quantized tensor
+# (a filter's and its bias's: 8 B per output channel) + per segment input or output. Largest error 52 B (2%).
+TAIL_COST = {"base": 563.0, "operator": 142.5, "tensor": 32.6, "channel": 4.0, "io": 80.6}
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Cuts chosen before anything is measured: `cuts` (operator indices where segments start, 0 left out), the
+    estimated largest segment arena (activation peak by liveness + `TAIL_COST`'s persistent data) and the
+    boundary buffer (exact: the largest set of tensors crossing a cut)."""
+
+    cuts: tuple[int, ...]
+    arena_estimate: int
+    boundary_bytes: int
+
+    @property
+    def segments(self) -> int:
+        """How many segments the cuts make."""
+        return len(self.cuts) + 1
+
+    @property
+    def ram_estimate(self) -> int:
+        """Estimated device RAM: the largest segment's arena + the boundary buffer."""
+        return self.arena_estimate + self.boundary_bytes
+
+
+def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
+    """For each number of segments 1 .. `max_segments`, the cuts that need the least estimated device RAM (a
+    minimax dynamic programme over every operator boundary, for each boundary-buffer size the cuts allow), ranked by
+    segments; a plan that needs no less than one with fewer segments is left out."""
+    model, graph = single_subgraph(data, "cut into segments")
+    n = len(graph.operators)
+    sizes = activation_sizes(model, graph)
+    tensors = sorted(sizes)
+    born = {t: -1 for t in (int(v) for v in graph.inputs) if t in sizes}
+    last: dict[int, int] = {}
+    for step, op in enumerate(graph.operators):
+        for t in (int(v) for v in op.outputs if v >= 0):
+            born.setdefault(t, step)
+        for t in (int(v) for v in op.inputs if v >= 0):
+            last[t] = step
+    for t in (int(v) for v in graph.outputs):
+        last[t] = n
+    b_arr = np.array([born.get(t, n) for t in tensors])
+    l_arr = np.array([max(last.get(t, born.get(t, n)), born.get(t, n)) for t in tensors])
+    s_arr = np.array([sizes[t] for t in tensors], dtype=np.int64)
+    # crossing bytes at each cut c (before operator c): produced before c, read at or after c
+    cross = {c: int(s_arr[(b_arr < c) & (l_arr >= c)].sum()) for c in range(1, n)}
+    op_tensors = [{int(v) for v in [*op.inputs, *op.outputs] if v >= 0} for op in graph.operators]
+    channels = {i: len(t.quantization.scale) for i, t in enumerate(graph.tensors)
+                if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1}
+
+    est = np.full((n + 1, n + 1), np.inf)
+    for a in range(n):
+        seen: set[int] = set()
+        for b in range(a + 1, n + 1):
+            seen |= op_tensors[b - 1]
+            live = (b_arr < b) & (l_arr >= a) & ~((b_arr < a) & (l_arr < a))
+            io = int(((b_arr < a) & (l_arr >= a) & live).sum() + ((b_arr >= a) & (b_arr < b) & (l_arr >= b)).sum())
+            start, end = np.maximum(b_arr[live], a), np.minimum(l_arr[live], b - 1)
+            steps = np.zeros(b - a + 1, np.int64)
+            np.add.at(steps, start - a, s_arr[live])
+            np.add.at(steps, end - a + 1, -s_arr[live])
+            head = int(np.cumsum(steps)[:-1].max())
+            tail = (TAIL_COST["base"] + TAIL_COST["operator"] * (b - a) + TAIL_COST["tensor"] * len(seen)
+                    + TAIL_COST["channel"] * sum(channels.get(t, 0) for t in seen) + TAIL_COST["io"] * io)
+            est[a, b] = head + tail
+    plans: dict[int, SegmentPlan] = {}
+    for cap in sorted(set(cross.values())):
+        allowed = [0] + [c for c in range(1, n) if cross[c] <= cap]
+        # best[k][b]: the least largest-segment estimate over k segments covering operators 0 .. b - 1
+        best = {allowed_b: (est[0, allowed_b], ()) for allowed_b in [*allowed[1:], n]}
+        for k in range(1, max_segments + 1):
+            if k > 1:
+                step = {}
+                for b in [*allowed[1:], n]:
+                    options = [(max(best[a][0], est[a, b]), best[a][1] + (a,)) for a in allowed[1:] if a < b
+                               and a in best]
+                    if options:
+                        step[b] = min(options)
+                best = step
+            if n not in best:
+                break
+            arena, cuts = best[n]
+            boundary = max((cross[c] for c in cuts), default=0)
+            plan = SegmentPlan(cuts, int(arena), boundary)
+            if k not in plans or plan.ram_estimate < plans[k].ram_estimate:
+                plans[k] = plan
+    ranked, least = [], None
+    for k in sorted(plans):
+        if least is None or plans[k].ram_estimate < least:
+            ranked.append(plans[k])
+            least = plans[k].ram_estimate
+    return ranked

@@ -1,0 +1,123 @@
+"""Segmented execution on stock TFLM: an int8 model cut in the flatbuffer into consecutive segments, each allocated
+and run alone in one arena, gives the whole model's outputs bit for bit, and the device RAM it reports is the
+largest segment's measured arena + the boundary buffer (the largest set of tensors crossing a cut).
+
+MobileNetV2 0.35 and MobileNetV1 0.25 at 64x64x3 on the digits, batch norms re-estimated so that every image scores
+differently; cuts between blocks, inside an inverted residual (its input crosses the cut beside the branch), and
+after a patch stage (the rest model of `patch_model`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import keras_mbv2 as K
+from keras_mbv2.datasets import load_digits
+from keras_mbv2.models import recalibrate_batch_norms
+from keras_mbv2.quantization import run_tflm, to_tflite
+from keras_mbv2.tflite import arena_use, parse_model, quantize_input, require_int8
+from keras_mbv2.tflite.flatbuffer import opcode_names
+from keras_mbv2.tflite.runtime import _model_up_to, parse_arena_bytes
+from keras_mbv2.tflite.segments import cut_model, run_segments, segment_model, segment_plans
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(image_size=64, channels=3)
+
+
+def _int8(model, digits):
+    recalibrate_batch_norms(model, digits.x_train[:256])
+    return to_tflite(model, digits.x_train[:64], num_calibration=64)
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    return {"MobileNetV2": _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None), digits),
+            "MobileNetV1": _int8(K.MobileNetV1((64, 64, 3), alpha=0.25, classes=10, weights=None), digits)}
+
+
+@pytest.fixture(scope="module")
+def frames(models, digits):
+    frames = quantize_input(digits.x_test[:3], require_int8(models["MobileNetV2"]))
+    return frames
+
+
+def _kinds(data):
+    model = parse_model(data)
+    names = opcode_names(model)
+    return [names[op.opcodeIndex] for op in model.subgraphs[0].operators]
+
+
+def _inside_a_residual(data):
+    """The operator after the first inverted residual's expansion whose block ends in an ADD: cutting there leaves
+    the block's input and the expanded tensor both crossing."""
+    kinds = _kinds(data)
+    add = kinds.index("ADD")
+    return add - 2  # ... CONV (expand), DEPTHWISE, | CONV (project), ADD
+
+
+# (network, how to cut: a function of the model's operator kinds)
+CUTS = [
+    ("MobileNetV2", "halves", lambda data: [len(_kinds(data)) // 2]),
+    ("MobileNetV2", "inside a residual", lambda data: [_inside_a_residual(data)]),
+    ("MobileNetV2", "every third operator", lambda data: list(range(3, len(_kinds(data)), 3))),
+    ("MobileNetV1", "every fourth operator", lambda data: list(range(4, len(_kinds(data)), 4))),
+]
+
+
+@pytest.mark.parametrize("network,how,cuts", CUTS, ids=[f"{c[0]}-{c[1]}" for c in CUTS])
+def test_segments_give_the_whole_models_outputs_bit_for_bit(network, how, cuts, models, frames):
+    data = models[network]
+    whole = run_tflm(data, frames)[0]
+    assert len({row.tobytes() for row in whole}) == len(whole)  # every image scores differently
+    segmented = segment_model(data, cuts(data))
+    outputs, report = run_segments(segmented, frames)
+    np.testing.assert_array_equal(outputs, whole)
+    # the device RAM is what the arenas of the loop's own interpreters and the buffer add up to
+    arenas = [parse_arena_bytes(part) for part in report.split("[segment ")[1:]]
+    assert len(arenas) == len(segmented.segments) and None not in arenas, report[:2000]
+    assert segmented.device_ram_bytes == max(arenas) + segmented.boundary_bytes
+    # and each segment keeps only its own persistent data
+    assert max(s.arena.tail for s in segmented.segments) < arena_use(data).tail
+
+
+def test_a_cut_inside_a_residual_carries_both_tensors_in_the_boundary_buffer(models):
+    data = models["MobileNetV2"]
+    cut = _inside_a_residual(data)
+    first, second = cut_model(data, [cut])
+    graph = parse_model(data).subgraphs[0]
+    assert len(second.inputs) == 2 and set(second.inputs) == set(first.outputs)  # the block's input and its branch
+    sizes = [int(np.prod(graph.tensors[t].shape)) for t in second.inputs]
+    assert segment_model(data, [cut]).boundary_bytes == sum(sizes)
+
+
+def test_segments_after_a_patch_stage_give_the_whole_models_outputs(models, frames):
+    from keras_mbv2.tflite.patches import patch_model, stage_cuts
+
+    data = models["MobileNetV2"]
+    cut, stage = stage_cuts(data)[1]
+    patched = patch_model(data, cut, (2, 2))
+    stage_out = run_tflm(_model_up_to(data, cut - 1), frames)[0]
+    np.testing.assert_array_equal(patched.invoke(frames), run_tflm(data, frames)[0])
+    segmented = segment_model(patched.rest, segment_plans(patched.rest)[-1].cuts)
+    assert len(segmented.segments) > 1
+    np.testing.assert_array_equal(segmented.invoke(stage_out), run_tflm(data, frames)[0])
+
+
+def test_the_planner_finds_cuts_that_need_less_ram_and_estimates_them_within_5_percent(models):
+    data = models["MobileNetV2"]
+    plans = segment_plans(data)
+    assert plans[0].segments == 1 and len(plans) > 1
+    assert [p.ram_estimate for p in plans] == sorted((p.ram_estimate for p in plans), reverse=True)
+    whole = arena_use(data).total
+    for plan in plans:
+        measured = segment_model(data, plan.cuts)
+        assert abs(plan.ram_estimate - measured.device_ram_bytes) <= 0.05 * measured.device_ram_bytes, plan
+    assert segment_model(data, plans[-1].cuts).device_ram_bytes < 0.6 * whole
+
+
+@pytest.mark.parametrize("cuts", [[0], [5, 3], [10_000], [4, 4]])
+def test_cuts_outside_the_model_or_out_of_order_are_one_error_naming_them(cuts, models):
+    with pytest.raises(ValueError, match=r"`cuts` must be ascending operator indices"):
+        cut_model(models["MobileNetV2"], cuts)
