@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,32 @@ def hold_out(x: np.ndarray, y: np.ndarray, fraction: float = 0.2, seed: int = 0
                          f"classes. Received: fraction={fraction}")
     x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=size, random_state=seed, stratify=y)
     return x_tr, y_tr, x_val, y_val
+
+
+def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, first_epoch: int = 0,
+                  seed: int = 0) -> tuple[Any, int]:
+    """(a tf.data.Dataset of the training batches of epochs `first_epoch` .. `epochs` - 1, the steps per epoch),
+    for `fit(dataset, steps_per_epoch=steps, initial_epoch=first_epoch, epochs=epochs)` in Keras 3 or tf_keras.
+
+    Each epoch's order is a permutation drawn from (`seed`, epoch) alone, so a run stopped after epoch k and
+    resumed from its saved weights and optimizer sees exactly the batches of a run never stopped, and ends with the
+    same model. (`fit(..., shuffle=True)` draws each epoch's order from a stream that starts again in the resumed
+    process.) The batches are global batches: under a tf.distribute strategy they are split over its replicas
+    (sharded by data)."""
+    check_positive_int("batch_size", batch_size)
+    if not 0 <= first_epoch < epochs:
+        raise ValueError(f"`first_epoch` must be in [0, epochs). Received: first_epoch={first_epoch}, epochs={epochs}")
+    import tensorflow as tf
+
+    n = len(y)
+    orders = np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(first_epoch, epochs)])
+    images, labels = tf.constant(x), tf.constant(y)
+    batches = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    batches = batches.map(lambda i: (tf.gather(images, i), tf.gather(labels, i))).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options), -(-n // batch_size)
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

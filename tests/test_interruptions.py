@@ -95,3 +95,33 @@ def test_an_interrupted_search_measures_and_trains_nothing_twice(tmp_path):
         final.stdout[-3000:]
     assert {"model_int8.tflite", "report.md"} <= set(os.listdir(tmp_path / "s"))
     assert not [f for f in _files(tmp_path) if "kmbv2-tmp" in f or f.endswith(".lock") or "unfinished" in f]
+
+
+QAT = ["qat", "--model", "m.keras", "--epochs", "2", "--learning-rate", "3e-5"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_qat_resumes_after_its_finished_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
+    """SIGINT after QAT's first epoch: exit 130, the run folder keeps that epoch (no lock, no --tflite); the same
+    command again trains only the second epoch and writes the int8 model an uninterrupted run writes, byte for byte."""
+    subprocess.run(["keras-mbv2", "train", "--data", "digits", "--width", "0.35", "--epochs", "3", "--out", "m.keras"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=600)
+    whole = subprocess.run(["keras-mbv2", *QAT, "--run-dir", "whole", "--tflite", "whole.tflite"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    argv = [*QAT, "--run-dir", "run", "--tflite", "q.tflite"]
+    code, out, err, seconds = _signal_at(_start(argv, tmp_path), r"^epoch 1/2 ", signal.SIGINT)
+    assert code == 130 and seconds < 10, (code, seconds, err[-2000:])
+    assert err.strip().splitlines()[-1] == ("keras-mbv2 qat: interrupted: 1 finished epoch is saved in run; run the "
+                                            "same command again to resume (nothing was written to --tflite)")
+    assert not os.path.exists(tmp_path / "q.tflite")
+    left = _files(tmp_path / "run")
+    assert "checkpoints/epoch_001.h5" in left and "history.csv" in left, left
+    assert not [f for f in left if f.endswith(".lock") or "kmbv2-tmp" in f], left
+
+    again = subprocess.run(["keras-mbv2", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    epochs = re.findall(r"^epoch (\d)/2 ", again.stdout, re.M)
+    assert epochs == ["2"], again.stdout[-3000:]  # the finished epoch is not trained again
+    assert (tmp_path / "q.tflite").read_bytes() == (tmp_path / "whole.tflite").read_bytes()

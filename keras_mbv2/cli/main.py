@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def interrupted(signum: int = signal.SIGINT) -> str:
         kept = getattr(args, "interrupted", "nothing was written")
+        kept = kept() if callable(kept) else kept  # said as it is at the signal: only what exists
         by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
         return f"\n{name}: interrupted{by}: {kept}"
 

@@ -109,8 +109,15 @@ def _qat(args: argparse.Namespace, role: Any = None) -> int:
     data = load_data(args.data, tuple(model.input_shape[1:]))
     check_model_and_data(model, data.x_train[:1], data.y_train, len(data.class_names), "--model", "--data")
     qat = quantize_aware(model, strategy=strategy)
-    args.interrupted = (f"finished epochs are saved in {args.run_dir}; run the same command again to resume "
-                        "(nothing was written to --tflite)")
+
+    def kept() -> str:  # the epochs finished when the signal came
+        n = len(epochs_done(args.run_dir))
+        if not n:
+            return "no epoch had finished (nothing was written to --tflite); run the same command again to start"
+        return (f"{n} finished epoch{'s are' if n > 1 else ' is'} saved in {args.run_dir}; run the same command again "
+                "to resume (nothing was written to --tflite)")
+
+    args.interrupted = kept
     verbose, progress = fit_progress(tf_keras.callbacks.Callback, args.epochs, say, QUIET.is_set())
     try:
         rows = fit_qat(qat, data.x_train, data.y_train, args.run_dir, epochs=args.epochs,

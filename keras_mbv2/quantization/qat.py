@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from ..checks import check_positive_int, check_positive_number
+from ..datasets import epoch_batches
 from ..files import LOCK_FILE, run_lock, write_file
 from ..model_checks import check_model_and_data
 from .flatten import ADVICE, tf_keras, to_tf_keras
@@ -123,8 +124,11 @@ def fit_qat(
     `out_dir` receives `backup/` (tf_keras BackupAndRestore: weights, optimizer and epoch), a weights file
     per finished epoch in `checkpoints/`, and `history.csv` (one row per finished epoch). Started again with
     the same `out_dir` after being killed, training continues from the last finished epoch: no epoch is lost
-    or repeated. Under a `strategy` (MirroredStrategy, MultiWorkerMirroredStrategy) the batch is split over
-    its replicas. `callbacks` are tf_keras callbacks, run after the checkpointing ones.
+    or repeated, and each epoch sees the batches it would have seen in a run never stopped (its order drawn from
+    (`seed`, epoch), `datasets.epoch_batches`), so the resumed run ends with the same model, bit for bit (measured
+    in the suite; a model with Dropout is the exception: tf_keras draws its masks from a random stream the backup does
+    not hold, so they differ after the resume). Under a `strategy` (MirroredStrategy, MultiWorkerMirroredStrategy)
+    the batch is split over its replicas. `callbacks` are tf_keras callbacks, run after the checkpointing ones.
 
     Multi-worker (`keras_mbv2.distribute`): every worker calls `fit_qat` with the same `out_dir`, which they all
     read (one machine, or storage they share); only the chief writes it and holds its lock. The others write their
@@ -187,10 +191,11 @@ def _fit(qat_model: Any, x: np.ndarray, y: np.ndarray, out_dir: str, epochs: int
     done = epochs_done(out_dir)  # the chief's: every worker takes the same decision
     if own_dir != out_dir and done:  # another worker resumes: its own history starts as the chief's
         shutil.copyfile(os.path.join(out_dir, "history.csv"), history_path)
-    if len(done) < epochs:
+    if len(done) < epochs:  # each epoch's order from (seed, epoch): a resumed run ends as one never stopped
+        batches, steps = epoch_batches(x, y, batch_size, epochs, len(done), seed)
         qat_model.fit(
-            x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
-            callbacks=checkpointing + list(callbacks), verbose=verbose, shuffle=True,
+            batches, steps_per_epoch=steps, epochs=epochs, validation_data=validation_data,
+            callbacks=checkpointing + list(callbacks), verbose=verbose,
         )
     else:  # finished: the weights of its last epoch (ModelCheckpoint numbers epochs from 1)
         qat_model.load_weights(os.path.join(out_dir, "checkpoints", f"epoch_{max(done) + 1:03d}.h5"))
