@@ -27,6 +27,7 @@ HEAVY = (
     "test_two_workers_killed_and_restarted",  # 200 (two processes)
     "test_example_search_ctrl_c_then_rerun",  # 190
     "test_an_interrupted_search_measures_and_trains_nothing_twice",  # 175
+    "test_an_interrupted_qat_resumes_after_its_finished_epoch",  # ~150 (train, QAT whole, QAT stopped and rerun)
     "test_command_sequence_runs_as_printed",  # 149
     "test_example_runs[quantization_aware_training.py]",  # 131
     "test_quick_start_demo_as_printed",  # 119
@@ -42,7 +43,9 @@ HEAVY = (
     "test_the_command_line_profiles_exports_and_emits_mobilenet_v3_small",  # 30
     "test_keras_applications_profile_and_convert_to_int8_that_runs_on_tflm",  # 17-24
     "test_short_qat_converts_and_runs_alike_on_litert_and_tflm[ShuffleNetV1]",  # 32
-    "test_killed_qat_run",  # 30
+    "test_killed_qat_run",  # 45 (three runs)
+    "test_the_planner_finds_cuts",  # ~25 (a model and its plans measured)
+    "test_segments_after_a_patch_stage",  # ~20
     "test_split_model_survives_qat",  # 30
     "test_qat_under_mirrored_strategy",  # 28
     "test_patches_combine",  # 26

@@ -111,7 +111,7 @@ def test_an_interrupted_qat_resumes_after_its_finished_epoch_and_ends_as_an_unin
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     argv = [*QAT, "--run-dir", "run", "--tflite", "q.tflite"]
-    code, out, err, seconds = _signal_at(_start(argv, tmp_path), r"^epoch 1/2 ", signal.SIGINT)
+    code, out, err, seconds = _signal_at(_start(argv, tmp_path), r"^epoch 1/2  \d+ s ", signal.SIGINT)
     assert code == 130 and seconds < 10, (code, seconds, err[-2000:])
     assert err.strip().splitlines()[-1] == ("keras-mbv2 qat: interrupted: 1 finished epoch is saved in run; run the "
                                             "same command again to resume (nothing was written to --tflite)")
@@ -122,6 +122,6 @@ def test_an_interrupted_qat_resumes_after_its_finished_epoch_and_ends_as_an_unin
 
     again = subprocess.run(["keras-mbv2", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    epochs = re.findall(r"^epoch (\d)/2 ", again.stdout, re.M)
+    epochs = re.findall(r"^epoch (\d)/2  \d+ s ", again.stdout, re.M)  # each finished epoch's line
     assert epochs == ["2"], again.stdout[-3000:]  # the finished epoch is not trained again
     assert (tmp_path / "q.tflite").read_bytes() == (tmp_path / "whole.tflite").read_bytes()

@@ -105,7 +105,7 @@ def test_segments_after_a_patch_stage_give_the_whole_models_outputs(models, fram
     np.testing.assert_array_equal(segmented.invoke(stage_out), run_tflm(data, frames)[0])
 
 
-def test_the_planner_finds_cuts_that_need_less_ram_and_estimates_them_within_5_percent(models):
+def test_the_planner_finds_cuts_that_need_less_ram_and_estimates_them_within_1_percent(models):
     data = models["MobileNetV2"]
     plans = segment_plans(data)
     assert plans[0].segments == 1 and len(plans) > 1
@@ -113,7 +113,7 @@ def test_the_planner_finds_cuts_that_need_less_ram_and_estimates_them_within_5_p
     whole = arena_use(data).total
     for plan in plans:
         measured = segment_model(data, plan.cuts)
-        assert abs(plan.ram_estimate - measured.device_ram_bytes) <= 0.05 * measured.device_ram_bytes, plan
+        assert abs(plan.ram_estimate - measured.device_ram_bytes) <= 0.01 * measured.device_ram_bytes, plan
     assert segment_model(data, plans[-1].cuts).device_ram_bytes < 0.6 * whole
 
 

@@ -6,6 +6,8 @@
 - `memory_plan`: an offline memory plan stored in the model's `OfflineMemoryAllocation` metadata;
 - `patches`: patch-based inference (MCUNetV2) on stock TFLM: a patch model for the early stage, a rest model,
   the plan, and the firmware's loop (`run_patched`) on the host runtime, bit-exact with the whole model;
+- `segments`: segmented execution on stock TFLM: the model cut into segments that are allocated and run one at a
+  time in one arena (only one segment's persistent data at a time), the cut planner, the loop on the host runtime;
 - `runtime`: LiteRT (reference kernels) and the TensorFlow Lite Micro host runtime, each in a child process,
   accuracy evaluation, and TFLM's measured arena.
 """
@@ -47,13 +49,14 @@ from .schedule import (
     reorder_operators,
     schedule_operators,
 )
+from .segments import SegmentedModel, SegmentPlan, segment_model, segment_plans
 
 __all__ = [
-    "Agreement", "ArenaUse", "PatchPlan", "PatchedModel", "TFLITE_IDENTIFIER", "TFLiteResult", "activation_peak",
-    "activation_sizes", "arena_use", "compare_outputs", "depth_first_order", "evaluate_tflite", "io_details",
-    "lifetimes", "live_bytes_per_operator", "measure_arena", "offline_plan", "operator_names", "pack_model",
-    "parse_arena_bytes", "parse_model", "patch_model", "plan_offsets", "quantize_input", "read_tflite",
-    "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_patched", "run_tflm", "schedule_operators",
-    "shared_arena", "strip_strings", "tflite_macs", "with_offline_plan",
-    "with_tightest_plan",
+    "Agreement", "ArenaUse", "PatchPlan", "PatchedModel", "SegmentPlan", "SegmentedModel", "TFLITE_IDENTIFIER",
+    "TFLiteResult", "activation_peak", "activation_sizes", "arena_use", "compare_outputs", "depth_first_order",
+    "evaluate_tflite", "io_details", "lifetimes", "live_bytes_per_operator", "measure_arena", "offline_plan",
+    "operator_names", "pack_model", "parse_arena_bytes", "parse_model", "patch_model", "plan_offsets", "quantize_input",
+    "read_tflite", "reorder_operators", "require_int8", "run_isolated", "run_litert", "run_patched", "run_tflm",
+    "schedule_operators", "segment_model", "segment_plans", "shared_arena", "strip_strings", "tflite_macs",
+    "with_offline_plan", "with_tightest_plan",
 ]

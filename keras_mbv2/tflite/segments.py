@@ -22,7 +22,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .flatbuffer import METADATA_NAME, activation_sizes, metadata_name, pack_model, parse_model, single_subgraph
+from .flatbuffer import (
+    METADATA_NAME,
+    activation_sizes,
+    metadata_name,
+    opcode_names,
+    pack_model,
+    parse_model,
+    single_subgraph,
+)
 
 
 @dataclass(frozen=True)
@@ -183,16 +191,23 @@ def run_segments(segmented: SegmentedModel, x: np.ndarray, arena_size: int | Non
 
 
 # TFLM's persistent data for a segment, in bytes: a least-squares fit of the tails TFLM's recording allocator
-# measured (host runtime, tflite-micro 0.dev of pyproject's range) for 56 segments of MobileNetV2 0.35 @ 64 and
-# 0.5 @ 48, cut at random operators: base + per operator + per tensor + per channel of a per-channel quantized tensor
-# (a filter's and its bias's: 8 B per output channel) + per segment input or output. Largest error 52 B (2%).
-TAIL_COST = {"base": 563.0, "operator": 142.5, "tensor": 32.6, "channel": 4.0, "io": 80.6}
+# measured (host runtime) for 304 segments of MobileNetV2 0.35 @ 64 (10 classes), 0.5 @ 48 (100 classes), the rest
+# model of 0.30 @ 80 (1000 classes) after its patch stage, and MobileNetV1 0.25 @ 96 (2 classes), cut at random
+# operators and before every operator: base + per tensor + per channel of a per-channel quantized tensor (a
+# filter's and its bias's: 8 B per output channel) + per segment input or output + per operator of each kind + per
+# output unit of a FULLY_CONNECTED (TFLM keeps a multiplier and shift per unit). Largest error 50 B (2.2%).
+# Operators of other kinds cost `other`, about the fitted kinds' mean. With the activation peak by liveness (and
+# MEAN's scratch), the planner's estimates of those models' plans were within 30 B of the measured RAM.
+TAIL_COST = {"base": 532.1, "tensor": 66.5, "channel": 4.0, "io": 72.1, "fc_unit": 4.0, "CONV_2D": 49.8,
+             "DEPTHWISE_CONV_2D": 44.6, "ADD": 78.6, "FULLY_CONNECTED": 89.0, "MEAN": 56.5, "SOFTMAX": 114.4,
+             "other": 72.0}
 
 
 @dataclass(frozen=True)
 class SegmentPlan:
     """Cuts chosen before anything is measured: `cuts` (operator indices where segments start, 0 left out), the
-    estimated largest segment arena (activation peak by liveness + `TAIL_COST`'s persistent data) and the
+    estimated largest segment arena (activation peak by liveness, MEAN's scratch included, + `TAIL_COST`'s
+    persistent data) and the
     boundary buffer (exact: the largest set of tensors crossing a cut)."""
 
     cuts: tuple[int, ...]
@@ -233,6 +248,16 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
     # crossing bytes at each cut c (before operator c): produced before c, read at or after c
     cross = {c: int(s_arr[(b_arr < c) & (l_arr >= c)].sum()) for c in range(1, n)}
     op_tensors = [{int(v) for v in [*op.inputs, *op.outputs] if v >= 0} for op in graph.operators]
+    names = opcode_names(model)
+    op_cost = []  # each operator's own persistent data: its kind's, and a FULLY_CONNECTED's per output unit
+    for op in graph.operators:
+        kind = names[op.opcodeIndex]
+        units = int(graph.tensors[int(op.outputs[0])].shape[-1]) if kind == "FULLY_CONNECTED" else 0
+        op_cost.append(TAIL_COST.get(kind, TAIL_COST["other"]) + TAIL_COST["fc_unit"] * units)
+    op_cost_sum = np.concatenate([[0.0], np.cumsum(op_cost)])
+    # scratch buffers TFLM plans beside an operator's tensors: MEAN's int32 sums, one per output element
+    scratch = np.array([4 * int(np.prod(graph.tensors[int(op.outputs[0])].shape)) if names[op.opcodeIndex] == "MEAN"
+                        else 0 for op in graph.operators], np.int64)
     channels = {i: len(t.quantization.scale) for i, t in enumerate(graph.tensors)
                 if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1}
 
@@ -247,8 +272,8 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
             steps = np.zeros(b - a + 1, np.int64)
             np.add.at(steps, start - a, s_arr[live])
             np.add.at(steps, end - a + 1, -s_arr[live])
-            head = int(np.cumsum(steps)[:-1].max())
-            tail = (TAIL_COST["base"] + TAIL_COST["operator"] * (b - a) + TAIL_COST["tensor"] * len(seen)
+            head = int((np.cumsum(steps)[:-1] + scratch[a:b]).max())
+            tail = (TAIL_COST["base"] + op_cost_sum[b] - op_cost_sum[a] + TAIL_COST["tensor"] * len(seen)
                     + TAIL_COST["channel"] * sum(channels.get(t, 0) for t in seen) + TAIL_COST["io"] * io)
             est[a, b] = head + tail
     plans: dict[int, SegmentPlan] = {}
