@@ -65,6 +65,8 @@ def test_python_block_runs_as_printed(markdown, index, before, code, tmp_path):
     if marker:  # the block is an example's code: equal to it, and run by test_example_runs
         assert code.strip() + "\n" == example_code(os.path.join(ROOT, marker.group(1)))
         return
+    if "the suite runs this block on two workers" in before:  # tests/test_distribute.py runs it, on two processes
+        return
     out = run_python(code, str(tmp_path)).stdout
     if "TRAIN_ON_JAX" in code:  # trained on JAX, converted to int8 under TensorFlow (the backends' handover)
         assert "training on jax data-parallel over 2 devices" in out, out

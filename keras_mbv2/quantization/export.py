@@ -59,7 +59,8 @@ def to_tflite(
     """Convert a Keras 3 or tf_keras (QAT) model to TFLite with a static batch of 1.
 
     Args:
-        model: a float Keras 3 model, its flat tf_keras twin, or a tfmot QAT model.
+        model: a float Keras 3 model, its flat tf_keras twin, or a tfmot QAT model (trained under a tf.distribute
+            strategy too: `outside_any_strategy`; under MultiWorkerMirroredStrategy every worker calls it).
         representative_data: calibration images (array of shape (N, H, W, C) or an iterable of batches);
             needed for "int8". For a QAT model the ranges come from training; calibration only fills
             tensors QAT did not observe.
@@ -78,6 +79,7 @@ def to_tflite(
     check_positive_int("num_calibration", num_calibration)
     if not (isinstance(model, keras.Model) or type(model).__module__.startswith("tf_keras")):
         raise ValueError(f"`model` must be a Keras 3 or tf_keras (QAT) model. Received: model={type(model).__name__}")
+    model = outside_any_strategy(model)
     shape = _input_shape(model)
     keras_model = model if isinstance(model, keras.Model) else None
     saved_model = None
@@ -107,6 +109,41 @@ def to_tflite(
     finally:
         if saved_model is not None:
             shutil.rmtree(saved_model, ignore_errors=True)
+
+
+def outside_any_strategy(model: Any) -> Any:
+    """A tf_keras (QAT) model created under a tf.distribute strategy (MirroredStrategy, MultiWorkerMirroredStrategy)
+    rebuilt outside it, with its weights: what `to_tflite` converts. The converter rejects the distributed graph's
+    collective operations (CollectiveReduceV2); the copy has none. Other models are returned as they are.
+
+    Under MultiWorkerMirroredStrategy, reading the weights is itself collective (the QAT ranges and batch-norm
+    statistics are aggregated over the workers): every worker calls `to_tflite`, as every worker called `fit_qat`,
+    and each gets the same int8 model (the chief writes it). A worker whose peers have already left would wait for
+    them; `quantization.finished_model` reads the weights of a run folder instead."""
+    strategy = getattr(model, "_distribution_strategy", None)
+    if strategy is None:
+        return model
+    from .qat import SOURCES, quantize_aware
+
+    source = SOURCES.get(model)
+    if source is None:
+        raise ValueError("`model` was created under a tf.distribute strategy by other code than "
+                         "keras_mbv2.quantization.quantize_aware, so it cannot be rebuilt outside it for the "
+                         "converter: build it with quantize_aware(model, strategy=...), or convert "
+                         "keras_mbv2.quantization.finished_model(float_model, run_folder). "
+                         f"Received: a model under {type(strategy).__name__}")
+    import tensorflow as tf
+
+    try:
+        weights = model.get_weights()  # collective under a multi-worker strategy: every worker reads together
+    except tf.errors.OpError as exc:
+        raise RuntimeError(f"reading the weights of a model trained under {type(strategy).__name__} is collective: "
+                           "call to_tflite on every worker, as fit_qat was, while all are running; once workers have "
+                           "left, convert keras_mbv2.quantization.finished_model(float_model, run_folder) instead "
+                           f"({' '.join(str(exc).split())[:200]})") from None
+    plain = quantize_aware(source, check=False)  # built the same way, outside the strategy: the same weight order
+    plain.set_weights(weights)
+    return plain
 
 
 def _export_saved_model(model: Any, shape: tuple[int, ...], path: str) -> None:

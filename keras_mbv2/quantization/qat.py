@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from typing import Any, Callable, Iterable
 
 import keras
@@ -24,6 +25,10 @@ from .flatten import ADVICE, tf_keras, to_tf_keras
 RUN_FILE = "run.json"  # which model a QAT run folder belongs to
 
 
+#: The Keras 3 model each QAT model `quantize_aware` created under a strategy was made from.
+SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _scope(strategy: Any):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
@@ -34,7 +39,8 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
     The model is rebuilt as a flat tf_keras graph of built-in layers (see `flatten`), checked equal to the
     Keras 3 model in float within 1e-4, then wrapped by `tfmot.quantization.keras.quantize_model`, which
     inserts fake-quantization and folds Conv -> BatchNorm (-> ReLU6) patterns. Pass a `tf.distribute`
-    strategy to create the variables under it (then train with `fit_qat(..., strategy=...)`).
+    strategy to create the variables under it (then train with `fit_qat(..., strategy=...)`); `to_tflite` converts
+    it as it converts any QAT model (`export.outside_any_strategy`).
     """
     import tensorflow_model_optimization as tfmot
 
@@ -43,7 +49,10 @@ def quantize_aware(model: keras.Model, strategy: Any = None, check: bool = True)
     with _scope(strategy):
         flat = to_tf_keras(model, check=check)
         try:
-            return tfmot.quantization.keras.quantize_model(flat)
+            qat = tfmot.quantization.keras.quantize_model(flat)
+            if strategy is not None:  # what `to_tflite` rebuilds it from, outside the strategy
+                SOURCES[qat] = model  # (not an attribute: tf_keras would track the Keras 3 model's variables)
+            return qat
         except (RuntimeError, ValueError) as exc:
             unsupported = re.search(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported", str(exc))
             if unsupported:  # tfmot's registry has no QuantizeConfig for this built-in layer
