@@ -521,11 +521,17 @@ def test_a_projects_readme_says_how_to_build_for_its_real_board_and_the_makefile
         for name in (vendor.startup, vendor.system, vendor.linker_script.split(" ")[0], "retarget.c"):
             assert f"`{name}`" in readme, name
     elfs = re.findall(r"`(build/app-[\w-]+/app\.elf)`", readme)
-    line = re.search(r"^make app (TFLM_DIR=\S+ BOARD_SOURCES=.*?\\\n\s+BOARD_LDFLAGS=\"[^\"]+\")", readme, re.M | re.S)
-    args = [a.replace("~/tflite-micro", fake_tflm) for a in shlex.split(line.group(1).replace("\\\n", " "))]
+    line = re.search(r"^make app (TFLM_DIR=\S+ .*?BOARD_LDFLAGS=\"[^\"]+\")", readme, re.M | re.S)
+    # as the shell gives it to make: PACK (the README's first line) expanded
+    args = [a.replace("~/tflite-micro", fake_tflm).replace("$PACK", "/opt/pack")
+            for a in shlex.split(line.group(1).replace("\\\n", " "))]
+    cflags = next(a.split("=", 1)[1] for a in args if a.startswith("BOARD_CFLAGS="))
+    if vendor is not None:
+        assert cflags == vendor.cflags.replace("$PACK", "/opt/pack") and re.search(r"^PACK=\S+$", readme, re.M)
     for sources in (args, [f"TFLM_DIR={fake_tflm}"]):  # the real board's line, and the QEMU board's
         dry = subprocess.run(["make", "-n", "-C", str(project), "app", *sources], capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
         built = re.findall(r"-o (build/app-[\w-]+/app\.elf)", dry.stdout)
         assert built and built[0] in elfs, (built, elfs)
+        assert (cflags in dry.stdout) == (sources is args), dry.stdout  # the vendor files' flags on their line
     assert f"-mcpu={core}" in dry.stdout

@@ -48,7 +48,9 @@ class VendorFiles:
     """What a real board needs from its vendor to run the firmware's app (`make app BOARD_SOURCES=...
     BOARD_LDFLAGS=...`): the CMSIS device pack (or SDK) that holds them, its startup code, its system init, the
     linker script of the exact part, the UART the board's USB serial port carries (retarget newlib's `_write` to it
-    to see the app's lines), and how the ELF goes onto the board."""
+    to see the app's lines), how the ELF goes onto the board, and the compiler flags the vendor files need
+    (`BOARD_CFLAGS`: the part's define and the pack's header folder, under `$PACK`, the pack's device folder, of which
+    `pack_dir` is an example)."""
 
     pack: str
     startup: str
@@ -56,6 +58,8 @@ class VendorFiles:
     linker_script: str
     uart: str
     flash: str
+    cflags: str = ""
+    pack_dir: str = ""
 
 
 #: The vendor files of each real board of `BOARDS` (the QEMU boards bring theirs: micro/boards/).
@@ -64,29 +68,34 @@ VENDOR_FILES: dict[str, VendorFiles] = {
         "STMicroelectronics' CMSIS device pack for the STM32L4 (STM32CubeL4: Drivers/CMSIS/Device/ST/STM32L4xx)",
         "startup_stm32l4r5xx.s", "system_stm32l4xx.c", "STM32L4R5ZITx_FLASH.ld (STM32CubeIDE / CubeMX)",
         "LPUART1 (PG7/PG8), the ST-LINK's virtual COM port",
-        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000",
+        "-DSTM32L4R5xx -I$PACK/Include", "~/STM32CubeL4/Drivers/CMSIS/Device/ST/STM32L4xx"),
     "nucleo-f746zg": VendorFiles(
         "STMicroelectronics' CMSIS device pack for the STM32F7 (STM32CubeF7: Drivers/CMSIS/Device/ST/STM32F7xx)",
         "startup_stm32f746xx.s", "system_stm32f7xx.c", "STM32F746ZGTx_FLASH.ld (STM32CubeIDE / CubeMX)",
         "USART3 (PD8/PD9), the ST-LINK's virtual COM port",
-        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000",
+        "-DSTM32F746xx -I$PACK/Include", "~/STM32CubeF7/Drivers/CMSIS/Device/ST/STM32F7xx"),
     "nucleo-h743zi": VendorFiles(
         "STMicroelectronics' CMSIS device pack for the STM32H7 (STM32CubeH7: Drivers/CMSIS/Device/ST/STM32H7xx)",
         "startup_stm32h743xx.s", "system_stm32h7xx.c",
         "STM32H743ZITx_FLASH.ld (STM32CubeIDE / CubeMX; put the arena in AXI SRAM, the 512 KiB bank)",
         "USART3 (PD8/PD9), the ST-LINK's virtual COM port",
-        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000"),
+        "arm-none-eabi-objcopy -O binary {elf} app.bin && st-flash write app.bin 0x8000000",
+        "-DSTM32H743xx -I$PACK/Include", "~/STM32CubeH7/Drivers/CMSIS/Device/ST/STM32H7xx"),
     "arduino-nano-33-ble": VendorFiles(
         "Nordic's nrfx MDK (nRF5 SDK / nrfx: mdk/)", "gcc_startup_nrf52840.S", "system_nrf52840.c",
         "nrf52840_xxaa.ld (nrfx mdk; the Arduino bootloader keeps 0x0-0x10000: start FLASH at 0x10000 to keep it)",
         "none on the USB port without the Arduino core (its CDC stack): use UARTE0 on pins TX/RX, or the sketch in "
         "arduino/",
         "arm-none-eabi-objcopy -O ihex {elf} app.hex, then an SWD probe (nrfjprog --program app.hex --chiperase "
-        "--reset); or the Arduino sketch in arduino/ with the IDE's upload"),
+        "--reset); or the Arduino sketch in arduino/ with the IDE's upload",
+        "-DNRF52840_XXAA -I$PACK", "~/nrfx/mdk"),
     "corstone-300": VendorFiles(
         "Arm's Corstone-300 device files (CMSIS pack ARM::V2M_MPS3_SSE_300_BSP)", "startup_SSE300MPS3.c",
         "system_SSE300MPS3.c", "the BSP's linker script for the FVP's ITCM/DTCM and SRAM",
-        "UART0 of the CMSDK (the FVP prints it on its telnet terminal)", "FVP_Corstone_SSE-300_Ethos-U55 -a {elf}"),
+        "UART0 of the CMSDK (the FVP prints it on its telnet terminal)", "FVP_Corstone_SSE-300_Ethos-U55 -a {elf}",
+        "-I$PACK/Device/Include", "~/V2M_MPS3_SSE_300_BSP"),
 }
 
 

@@ -125,11 +125,13 @@ def _real_board(board: str | None, core: str) -> str:
 ## On a real {core} board
 
 Compiled with {flags}. Bring your part's startup code, system init and linker script (its vendor's CMSIS device
-pack has them) and retarget newlib's `_write` to a UART to see the app's lines:
+pack has them), retarget newlib's `_write` to a UART to see the app's lines, and give the vendor files their part's
+define and the pack's header folder (`BOARD_CFLAGS`):
 
 ```bash
-make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="startup.c system.c retarget.c" \\
-    BOARD_LDFLAGS="-T board.ld --specs=nosys.specs"
+make app TFLM_DIR=~/tflite-micro BOARD_CFLAGS="-DMY_PART -I/path/to/pack/Include" \\
+    BOARD_SOURCES="startup.c system.c retarget.c" \\
+    BOARD_LDFLAGS="-T board.ld --specs=nosys.specs -Wl,--print-memory-usage"
 ```
 
 It writes `{board_elf(core)}`.
@@ -143,17 +145,23 @@ Compiled with {flags}. Bring from {vendor.pack}:
 
 | file | what it is |
 | --- | --- |
-| `{startup}` | startup code: vector table, reset handler (it must enable the FPU: `SCB->CPACR \|= 0xF << 20`) |
+| `{startup}` | startup code: vector table, reset handler (it or the system init must enable the FPU) |
 | `{system}` | system init: clocks (`SystemInit`, `SystemCoreClock`) |
 | `{script}` | the linker script: {vendor.linker_script.partition(" ")[2].strip("()") or "the part's flash and RAM"} |
 | `retarget.c` (yours) | newlib's `_write` on {vendor.uart} |
 
+The vendor files need their part's define and the pack's headers (`BOARD_CFLAGS`; `PACK` is where the pack's
+device folder is on your machine), beside TFLM's CMSIS core headers, which the Makefile passes:
+
 ```bash
-make app TFLM_DIR=~/tflite-micro BOARD_SOURCES="{startup} {system} retarget.c" \
-    BOARD_LDFLAGS="-T {script} --specs=nosys.specs"
+PACK={vendor.pack_dir}
+make app TFLM_DIR=~/tflite-micro BOARD_CFLAGS="{vendor.cflags}" \
+    BOARD_SOURCES="{startup} {system} retarget.c" \
+    BOARD_LDFLAGS="-T {script} --specs=nosys.specs -Wl,--print-memory-usage"
 ```
 
-It writes `{board_elf(core)}`; onto the board: `{vendor.flash.format(elf=board_elf(core))}`.
+It writes `{board_elf(core)}` (and the linker prints each memory region's use); onto the board:
+`{vendor.flash.format(elf=board_elf(core))}`.
 """
 
 
