@@ -44,6 +44,7 @@ HEAVY = (
     "test_keras_applications_profile_and_convert_to_int8_that_runs_on_tflm",  # 17-24
     "test_short_qat_converts_and_runs_alike_on_litert_and_tflm[ShuffleNetV1]",  # 32
     "test_killed_qat_run",  # 45 (three runs)
+    "test_fit_ram_with_segments_fits_below",  # 30-75 (fit_ram down to patches, then segments)
     "test_the_planner_finds_cuts",  # ~25 (a model and its plans measured)
     "test_segments_after_a_patch_stage",  # ~20
     "test_split_model_survives_qat",  # 30

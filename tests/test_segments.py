@@ -121,3 +121,48 @@ def test_the_planner_finds_cuts_that_need_less_ram_and_estimates_them_within_1_p
 def test_cuts_outside_the_model_or_out_of_order_are_one_error_naming_them(cuts, models):
     with pytest.raises(ValueError, match=r"`cuts` must be ascending operator indices"):
         cut_model(models["MobileNetV2"], cuts)
+
+
+def _arenas(report, part):
+    """The arenas TFLM reported for each `[part ...]` section of a run's allocation report."""
+    return [parse_arena_bytes(section) for section in report.split(f"[{part}")[1:]]
+
+
+# (network, RAM budget, what fit_ram needs for it besides segments)
+FITS = [
+    ("MobileNetV2", 45_000, "patches and splits"),  # 97,024 B patched and split; the rest model in segments
+    ("MobileNetV1", 40_000, "nothing else"),  # 62,832 B as built: 32,768 B activations + 30,064 B persistent
+]
+
+
+@pytest.mark.parametrize("network,ram,besides", FITS, ids=[f[0] for f in FITS])
+def test_fit_ram_with_segments_fits_below_the_persistent_data_and_its_ram_is_what_the_loop_measures(
+        network, ram, besides, digits, frames):
+    from keras_mbv2.micro import fit_ram
+    from keras_mbv2.micro.fit import segmented_ram
+    from keras_mbv2.tflite.patches import run_patched
+
+    build = {"MobileNetV2": K.MobileNetV2, "MobileNetV1": K.MobileNetV1}[network]
+    alpha = 0.35 if network == "MobileNetV2" else 0.25
+    model = build((64, 64, 3), alpha=alpha, classes=10, weights=None)
+    recalibrate_batch_norms(model, digits.x_train[:256])
+    result = fit_ram(model, ram, digits.x_train[:64], segments=True)
+    assert result.segmented is not None and len(result.segmented.segments) > 1
+    assert (result.patched is not None) == (besides != "nothing else")
+    assert segmented_ram(result.segmented, result.patched, margins=True) <= ram < result.before.total
+    if result.patched is not None:  # below the persistent data of the whole model alone, which no patch lowers
+        assert ram < result.before.tail
+    # the firmware's loop on the host: the whole int8 model's outputs, and arenas that add up to the reported RAM
+    whole = run_tflm(result.tflite, frames)[0]
+    if result.patched is None:
+        outputs, report = run_segments(result.segmented, frames)
+        assert result.device_ram_bytes == max(_arenas(report, "segment ")) + result.segmented.boundary_bytes
+    else:
+        p = result.patched
+        outputs, report = run_patched(p.patch, p.rest, p.plan, frames, segments=result.segmented)
+        arena = max(_arenas(report, "patch model")[0], *_arenas(report, "segment "))
+        boundary = max(p.stage_bytes, result.segmented.boundary_bytes)
+        assert result.device_ram_bytes == p.band_bytes + arena + boundary
+    np.testing.assert_array_equal(outputs, whole)
+    np.testing.assert_array_equal(result.invoke(frames), whole)
+    assert "segments" in str(result)

@@ -39,6 +39,7 @@ from ..quantization import to_tflite
 from ..tflite import ArenaUse, arena_use, run_tflm, tflite_macs
 from ..tflite.flatbuffer import parse_model
 from ..tflite.patches import PatchedModel, faster_plan, patch_model
+from ..tflite.segments import SegmentedModel, segment_model, segment_plans
 from .emitter import ARENA_MARGIN, emitted_ram, tensor_arena_size
 
 MAX_ROUNDS = 4
@@ -72,19 +73,31 @@ class FitResult:
     macs_after: int
     ram_bytes: int
     patched: PatchedModel | None = None  # the patch plan, when channel splits alone could not fit
+    segmented: SegmentedModel | None = None  # `tflite` (or, patched, its rest model) in segments (`segments=True`)
 
     @property
     def device_ram_bytes(self) -> int:
         """Everything the device needs for inference, measured on the TFLM host runtime: the arena (the input
         frame is its input tensor) or, patched, the input band and the arenas and buffers of the scheme chosen
-        (`PatchedModel.shared`)."""
+        (`PatchedModel.shared`); in segments, the largest segment's arena and the boundary buffer
+        (`segmented_ram`)."""
+        if self.segmented is not None:
+            return segmented_ram(self.segmented, self.patched)
         return self.patched.device_ram_bytes if self.patched else self.after.total
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 inputs (N, H, W, C) -> int8 outputs on the TFLM host runtime, exactly as the firmware computes
-        them (patch by patch when patched); equal, bit for bit, to `run_tflm(self.tflite, x)`."""
+        them (patch by patch when patched, segment by segment when segmented); equal, bit for bit, to
+        `run_tflm(self.tflite, x)`."""
         x = np.asarray(x)
-        return self.patched.invoke(x) if self.patched else run_tflm(self.tflite, x)[0]
+        if self.patched is not None:
+            if self.segmented is not None:
+                from ..tflite.patches import run_patched
+
+                return run_patched(self.patched.patch, self.patched.rest, self.patched.plan, x,
+                                   segments=self.segmented)[0]
+            return self.patched.invoke(x)
+        return self.segmented.invoke(x) if self.segmented is not None else run_tflm(self.tflite, x)[0]
 
     def __str__(self) -> str:
         split = {name: s for name, s in self.memory_splits.items() if s > 1}
@@ -110,11 +123,48 @@ class FitResult:
                 f"{p.device_ram_bytes:,} B RAM (emitted with margins: {emitted_ram(p):,} B; with the whole "
                 f"{p.frame_bytes:,} B frame in RAM: {p.whole_frame_ram_bytes:,} B)",
             ]
+        if self.segmented is not None:
+            rows += [f"segments {'the rest model in ' if self.patched else ''}{self.segmented.describe()}",
+                     f"device  {self.device_ram_bytes:,} B RAM in segments (with margins: "
+                     f"{segmented_ram(self.segmented, self.patched, margins=True):,} B)"]
         return "\n".join(rows)
 
 
+def segmented_ram(segmented: SegmentedModel, patched: PatchedModel | None = None, margins: bool = False) -> int:
+    """Device RAM of a plan in segments (`keras_mbv2.tflite.segments`): one arena every model runs in, in turn (the
+    largest segment's; patched, the patch model runs in it first), and the boundary buffer (patched, it first holds
+    the stage output the patches fill); patched, plus the input band. `margins`: the arena as emitted
+    (`tensor_arena_size`)."""
+    arena = segmented.arena_bytes if patched is None else max(segmented.arena_bytes, patched.patch_arena.total)
+    arena = tensor_arena_size(arena) if margins else arena
+    if patched is None:
+        return arena + segmented.boundary_bytes
+    return patched.band_bytes + arena + max(patched.stage_bytes, segmented.boundary_bytes)
+
+
+def _fit_segments(data: bytes, ram_bytes: int, log: Callable[[str], None],
+                  patched: PatchedModel | None = None) -> SegmentedModel | None:
+    """The fewest segments of `data` (patched: of its rest model) whose device RAM, with margins, fits `ram_bytes`:
+    the planner's estimates ranked by segments, each measured before it is taken. None when none fits."""
+    source = patched.rest if patched is not None else data
+    for plan in segment_plans(source)[1:]:
+        arena = plan.arena_estimate if patched is None else max(plan.arena_estimate, patched.patch_arena.total)
+        estimate = tensor_arena_size(arena) + (plan.boundary_bytes if patched is None else
+                                               patched.band_bytes + max(patched.stage_bytes, plan.boundary_bytes))
+        if estimate > ram_bytes:
+            continue
+        segmented = segment_model(source, plan.cuts)
+        need = segmented_ram(segmented, patched, margins=True)
+        log(f"segments {len(segmented.segments)}: device RAM {segmented_ram(segmented, patched):,} B measured "
+            f"({need:,} B with margins; estimated {estimate:,} B)")
+        if need <= ram_bytes:
+            return segmented
+    return None
+
+
 def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
-            log: Callable[[str], None] | None = None, converted: bytes | None = None) -> FitResult:
+            log: Callable[[str], None] | None = None, converted: bytes | None = None,
+            segments: bool = False) -> FitResult:
     """Split `model`'s inverted residual blocks just enough that its int8 TFLM arena fits `ram_bytes`.
 
     Args:
@@ -126,6 +176,10 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         representative_data: calibration images for the int8 conversion (post-training quantization; for
             QAT, run `quantize_aware` on the returned `model`).
         converted: `model`'s int8 conversion with `representative_data`, when already made (saves one).
+        segments: also consider segmented execution (`keras_mbv2.tflite.segments`): where channel splits (then
+            patches) do not fit, the model (then the patched model's rest) in the fewest segments that fit. Off by
+            default until the firmware runs segments (`emit` refuses a segmented result); `FitResult.invoke` runs
+            them on the host runtime as the firmware will.
 
     Raises `RamNotMet` (a ValueError naming `ram_bytes`) when no plan fits, with what was measured.
     """
@@ -136,7 +190,8 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
     before = arena_use(data)
     macs_before = tflite_macs(data)
     log(f"as built: arena {before.total:,} B ({before.head:,} B activations)")
-    _refuse_below_the_floor(model, ram_bytes, before)
+    if not segments:  # segments lower the persistent data that is otherwise a floor
+        _refuse_below_the_floor(model, ram_bytes, before)
     current, splits = model, memory_splits_of(model)
     after = before
     budget = ram_bytes - tensor_arena_size(before.tail)  # what the activations may take
@@ -149,10 +204,14 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             floor = split_floor(model)[0]
             why = (f"{exc} With TFLM's persistent data ({before.tail:,} B unsplit, more with more operators) and the "
                    f"margin, one arena needs at least {tensor_arena_size(floor + before.tail):,} B")
+            segmented = _fit_segments(data, ram_bytes, log) if segments else None
+            if segmented is not None:
+                return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes,
+                                 segmented=segmented)
             log("below the channel-split floor: patch-based inference")
             # the as-built conversion when no split was tried yet; the search converts its own splits
             return _fit_patches(model, ram_bytes, representative_data, log, before, macs_before,
-                                data if current is model else None, why)
+                                data if current is model else None, why, segments)
         if plan == splits and current is not model:
             break  # the estimate cannot improve: the planner's placement needs more than the estimate
         current, splits = split_model(model, plan), plan
@@ -160,6 +219,11 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         after = arena_use(data)
         log(f"splits {_describe(plan)}: arena {after.total:,} B ({after.head:,} B activations)")
         budget -= max(0, tensor_arena_size(after.total) - ram_bytes)
+    segmented = _fit_segments(data, ram_bytes, log) if segments and tensor_arena_size(after.total) > ram_bytes \
+        else None
+    if segmented is not None:
+        return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes,
+                         segmented=segmented)
     if tensor_arena_size(after.total) > ram_bytes:
         raise RamNotMet(
             f"`ram_bytes` could not be met: the closest split ({_describe(splits)}) needs a "
@@ -201,15 +265,20 @@ def _stage_blocks(model: keras.Model, data: bytes, cut: int) -> set[str]:
 
 
 def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, log: Callable[[str], None],
-                 before: ArenaUse, macs_before: int, data: bytes | None, why: str) -> FitResult:
+                 before: ArenaUse, macs_before: int, data: bytes | None, why: str,
+                 segments: bool = False) -> FitResult:
     """Patch the early stage; split the blocks after it, halving their activation budget each round, until the
-    device's RAM fits `ram_bytes` (or no round improves)."""
-    if ram_bytes < before.tail:  # what no patch plan lowers: the per-channel quantization data
+    device's RAM fits `ram_bytes` (or no round improves); then, with `segments`, the rest model in segments."""
+    if ram_bytes < before.tail and not segments:  # what no patch plan lowers: the per-channel quantization data
         raise RamNotMet(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, it still needs TFLM's "
             f"persistent data ({before.tail:,} B). Received: ram_bytes={ram_bytes!r}", before, persistent=True)
     best = search_patches(model, representative_data, data, ram_bytes, log)
     need, current, splits, data, patched = best
+    segmented = _fit_segments(data, ram_bytes, log, patched) if segments and need > ram_bytes else None
+    if segmented is not None:
+        return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
+                         patched, segmented)
     if need > ram_bytes:
         raise RamNotMet(
             f"`ram_bytes` is below what the model needs on TFLM: {why}; run in patches, the device needs "

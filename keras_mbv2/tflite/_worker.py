@@ -66,16 +66,18 @@ def _allocations(interp) -> str:
 
 
 def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.ndarray,
-                arena_size: int) -> tuple[np.ndarray, str]:
+                arena_size: int, segments: tuple[list[bytes], dict] | None = None) -> tuple[np.ndarray, str]:
     """The firmware's patch loop (keras_mbv2.tflite.patches) on the TFLM host runtime: every patch's output is
     written into the stage output, which is then the rest model's input; the rest model runs once. The firmware
     gives both interpreters one arena (one MicroAllocator, with a stage buffer) or an arena each
     (`PatchedModel.shared`); this runtime gives each its own, which moves where tensors lie, not what the kernels
-    compute."""
+    compute. With `segments` (the rest model's segment models and their plan), the stage output goes through the
+    segment loop instead of the rest model."""
     from tflite_micro.python.tflite_micro import runtime
 
     patch = runtime.Interpreter.from_bytes(patch_model, arena_size=arena_size)
     rest = runtime.Interpreter.from_bytes(rest_model, arena_size=arena_size)
+    reports: list[str] = []
     (ay, ax), masks = plan["input"], plan["masks"]
     channels = plan.get("mask_channels") or [1] * len(masks)
     ph, pw = plan["patch"]
@@ -99,10 +101,14 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
                     patch.set_input(mask, j)
                 patch.invoke()
                 stage[oy:oy + ph, ox:ox + pw] = np.array(patch.get_output(0))[0]
+        if segments is not None:
+            outputs.append(segment_loop(segments[0], segments[1], stage[None], arena_size, reports))
+            continue
         rest.set_input(stage[None], 0)
         rest.invoke()
         outputs.append(np.array(rest.get_output(0))[0])
     report = "[patch model]\n" + _allocations(patch) + "[rest model]\n" + _allocations(rest)
+    report += "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))  # the rest's segments, when run
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
@@ -114,24 +120,30 @@ def run_segments(models: list[bytes], plan: dict, inputs: np.ndarray, arena_size
     from tflite_micro.python.tflite_micro import runtime
 
     reports: list[str] = []
-    outputs = []
-    for frame in inputs:
-        values = {int(plan["model_inputs"][0]): frame[None]}
-        for i, model in enumerate(models):
-            interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
-            for j, t in enumerate(plan["inputs"][i]):
-                interp.set_input(values[int(t)], j)
-            interp.invoke()
-            for j, t in enumerate(plan["outputs"][i]):
-                values[int(t)] = np.array(interp.get_output(j))
-            if len(reports) < len(models):
-                reports.append(_allocations(interp))
-            del interp
-        outputs.append(values[int(plan["model_outputs"][0])][0])
+    outputs = [segment_loop(models, plan, frame[None], arena_size, reports) for frame in inputs]
     for model in models[len(reports):]:  # no frame: allocate each segment once, for its report
         reports.append(_allocations(runtime.Interpreter.from_bytes(model, arena_size=arena_size)))
     report = "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
+
+
+def segment_loop(models: list[bytes], plan: dict, x: np.ndarray, arena_size: int, reports: list[str]) -> np.ndarray:
+    """One inference through the segments (`run_segments`), `x` the model's input (batch of 1); the first time, each
+    segment's allocation report is appended to `reports`. Returns the model's output (without the batch axis)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    values = {int(plan["model_inputs"][0]): x}
+    for i, model in enumerate(models):
+        interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+        for j, t in enumerate(plan["inputs"][i]):
+            interp.set_input(values[int(t)], j)
+        interp.invoke()
+        for j, t in enumerate(plan["outputs"][i]):
+            values[int(t)] = np.array(interp.get_output(j))
+        if len(reports) < len(models):
+            reports.append(_allocations(interp))
+        del interp
+    return values[int(plan["model_outputs"][0])][0]
 
 
 def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_size: int) -> None:
@@ -140,7 +152,7 @@ def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_s
         import json
 
         models = np.load(model_path)
-        count = sum(1 for k in models.files if k.startswith("segment_"))
+        count = sum(1 for k in models.files if k.startswith("segment_") and k[8:].isdigit())
         outputs, report = run_segments([models[f"segment_{i}"].tobytes() for i in range(count)],
                                        json.loads(str(models["plan"])), inputs, arena_size)
         np.savez(out_path, outputs=outputs, allocations=np.array(report))
@@ -149,8 +161,11 @@ def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_s
         import json
 
         models = np.load(model_path)
+        count = sum(1 for k in models.files if k.startswith("segment_") and k[8:].isdigit())  # the rest's segments
+        segments = ([models[f"segment_{i}"].tobytes() for i in range(count)],
+                    json.loads(str(models["segment_plan"]))) if count else None
         outputs, report = run_patched(models["patch"].tobytes(), models["rest"].tobytes(),
-                                      json.loads(str(models["plan"])), inputs, arena_size)
+                                      json.loads(str(models["plan"])), inputs, arena_size, segments)
         np.savez(out_path, outputs=outputs, allocations=np.array(report))
         return
     with open(model_path, "rb") as f:

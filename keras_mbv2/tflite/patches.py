@@ -702,18 +702,22 @@ def plan_from_json(data: dict) -> PatchPlan:
 
 
 def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray, arena_size: int | None = None,
-                timeout: float = 600) -> tuple[np.ndarray, str]:
+                timeout: float = 600, segments: Any = None) -> tuple[np.ndarray, str]:
     """The patch loop of `keras_mbv2.tflite.patches` on the TFLite Micro host runtime, in a child process, exactly
     as the firmware runs it: `x` is a batch of int8 frames; returns (outputs, the two models' allocation reports,
-    the patch model's first)."""
+    the patch model's first). `segments` (a `segments.SegmentedModel` of the rest model): the stage output then
+    runs through the rest model's segments, one at a time."""
     import json
 
     from .runtime import _run_child
 
     def write(path: str) -> None:
+        extra = {} if segments is None else {
+            "segment_plan": np.array(json.dumps(segments.plan_json())),
+            **{f"segment_{i}": np.frombuffer(s.model, np.uint8) for i, s in enumerate(segments.segments)}}
         with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
             np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),
-                     plan=np.array(json.dumps(plan_to_json(plan))))
+                     plan=np.array(json.dumps(plan_to_json(plan))), **extra)
 
     arena = arena_size or max(len(patch_model) * 10, len(rest_model) * 10, 1 << 20)
     return _run_child("tflm-patched", write, x, arena, timeout, lambda: "")
