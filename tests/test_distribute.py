@@ -203,11 +203,11 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
     assert not leftovers, leftovers
     assert sorted(os.listdir(tmp_path / "qat_mw")) == ["backup", "checkpoints", "history.csv", "run.json"]
     assert (tmp_path / "m_mw_int8.tflite").is_file()
-    # Within 2 points (7 of the 360 test images). The two runs differ by more than rounding: each worker normalizes its
-    # half of every batch and sees another data order. Measured on this machine, deterministically, at this commit
-    # and at the one before this round: 76.94% on two workers against 78.06% in one process (1.12 points), which the
-    # earlier 1-point bound failed; by hand at lr 1e-4 two runs differed by +0.3 and -1.4 points.
-    assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.02, (chief[-500:], single.stdout[-500:])
+    # Within 1 point (3 of the 360 test images). Each epoch's global batches are the same in every run (drawn from the
+    # seed and the epoch: datasets.epoch_batches); each worker normalizes its half of every batch. Measured on this
+    # machine: 78.61% in one process, on two workers (killed and restarted) and on two workers from Python alike
+    # (before each epoch's order was fixed: 76.94% on two workers against 78.06%, which a 1-point bound failed).
+    assert abs(_accuracy(chief) - _accuracy(single.stdout)) <= 0.01, (chief[-500:], single.stdout[-500:])
 
     # The docs' Python path, as printed, on two workers: quantize_aware and fit_qat under the strategy, then to_tflite
     # on every worker; the chief's int8 model against the same QAT in one process (the same epochs, learning rate)
@@ -230,4 +230,6 @@ def test_two_workers_killed_and_restarted_finish_one_run_like_one_process(tmp_pa
     assert not results[1][0].strip()  # only the chief prints and writes
     assert (tmp_path / "m_py_int8.tflite").is_file()
     assert sorted(os.listdir(tmp_path / "qat_py")) == ["backup", "checkpoints", "history.csv", "run.json"]
-    assert abs(_accuracy(results[0][0]) - _accuracy(single.stdout)) <= 0.02, (results[0][0], single.stdout[-500:])
+    print(f"QAT int8 accuracy: one process {_accuracy(single.stdout):.4f}, two workers (command line, killed and "
+          f"restarted) {_accuracy(chief):.4f}, two workers (Python) {_accuracy(results[0][0]):.4f}")  # pytest -s
+    assert abs(_accuracy(results[0][0]) - _accuracy(single.stdout)) <= 0.01, (results[0][0], single.stdout[-500:])
