@@ -126,6 +126,21 @@ def check_replaceable(path: str, flag: str, force: bool) -> None:
         raise OutputExistsError(f"{flag} exists (pass --force to replace it). Received: {flag} {path!r}")
 
 
+#: Characters TensorFlow's checkpoint reader takes as a glob pattern: a run folder whose path holds one is written,
+#: but its checkpoint is not found again on resume ("Failed to find any matching files for .../[1]/backup/...").
+GLOB_CHARACTERS = "[]*?"
+
+
+def check_checkpoint_folder(path: str, flag: str) -> None:
+    """Refuse a run folder (`flag`, e.g. --run-dir or `out_dir`) whose path holds a character TensorFlow's
+    checkpoint reader takes as a glob pattern (`GLOB_CHARACTERS`): a run there could not resume."""
+    bad = [c for c in GLOB_CHARACTERS if c in str(path)]
+    if bad:
+        raise ValueError(f"{flag} must not contain {' or '.join(repr(c) for c in bad)}: TensorFlow reads a "
+                         "checkpoint's path as a glob pattern, so a run there could not resume. Received: "
+                         f"{flag} {str(path)!r}")
+
+
 def check_receiving_folder(path: str, flag: str, names: list[str], force: bool) -> None:
     """Check a folder that will receive the files `names` (created if missing): it is a writable folder (or its
     parent is), and none of `names` exists in it unless `force` (raises OutputExistsError naming `flag`)."""

@@ -102,6 +102,9 @@ USAGE = [
     (["micro", "--tflite", "tiny_int8.tflite", "--out", "micro_out"], "--out already holds model_data.cc"),
     (["micro", "--tflite", "tiny_int8.tflite", "--out", "notes.txt"], "--out must be a folder"),
     (["qat", "--model", "tiny.keras", "--run-dir", "run", "--tflite", "tiny_int8.tflite"], "--tflite exists"),
+    # a run folder TensorFlow could not find its checkpoint in again: its path would be read as a glob pattern
+    (["qat", "--model", "tiny.keras", "--run-dir", "runs[1]", "--tflite", "q.tflite"],
+     "--run-dir must not contain '[' or ']': TensorFlow reads a checkpoint's path as a glob pattern"),
     # a model it did not build, checked before any training: its head against the data's classes
     (["qat", "--model", "app.keras", "--run-dir", "run", "--tflite", "q.tflite"],
      "--model outputs 1000 classes, and --data has 10 (labels 0-9)"),

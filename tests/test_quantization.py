@@ -194,6 +194,14 @@ class Scale(keras.layers.Layer):
         return x * 2.0
 
 
+def test_a_run_folder_whose_path_is_a_glob_pattern_is_refused_before_training(tmp_path):
+    qat = quantize_aware(TINY["MobileNetV1"]())
+    x, y = np.random.rand(4, 32, 32, 1).astype("float32"), np.arange(4)
+    with pytest.raises(ValueError, match=r"`out_dir` must not contain '\[' or '\]'.*Received: `out_dir` '.*run\[2\]'"):
+        fit_qat(qat, x, y, str(tmp_path / "run[2]"), epochs=1)
+    assert not (tmp_path / "run[2]").exists()
+
+
 def test_unsupported_layer_is_named():
     inputs = keras.Input((32, 32, 1))
     x = K.layers.ConvBNAct(8)(inputs)

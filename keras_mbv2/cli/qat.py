@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..distribute import CLUSTER_TIMEOUT
-from ..files import check_receiving_folder, check_replaceable, run_lock, write_file
+from ..files import check_checkpoint_folder, check_receiving_folder, check_replaceable, run_lock, write_file
 from .contract import QUIET, StepFailed, say
 from .flags import add_force, positive_float, positive_int
 from .inputs import check_data, check_keras_file, check_not_chance, load_data, load_keras, require_suffix
@@ -50,12 +50,14 @@ def _cluster_role(args: argparse.Namespace) -> Any:
 
 
 def check(args: argparse.Namespace) -> None:
-    """Usage checks before TensorFlow loads: TF_CONFIG (--multi-worker), --model, --data, --tflite's name."""
+    """Usage checks before TensorFlow loads: TF_CONFIG (--multi-worker), --run-dir, --model, --data, --tflite's
+    name."""
     role = None
     if args.multi_worker:
         from ..distribute import cluster_role
 
         role = cluster_role()
+    check_checkpoint_folder(args.run_dir, "--run-dir")
     if role is None or role.chief:  # the run folder: not another's, and not in use by another run (named)
         check_receiving_folder(args.run_dir, "--run-dir", [], force=False)
         with run_lock(args.run_dir, "--run-dir", log=say):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..checks import check_positive_int, check_positive_number
 from ..datasets import epoch_batches
-from ..files import LOCK_FILE, run_lock, write_file
+from ..files import LOCK_FILE, check_checkpoint_folder, run_lock, write_file
 from ..model_checks import check_model_and_data
 from .flatten import ADVICE, tf_keras, to_tf_keras
 
@@ -154,6 +154,7 @@ def fit_qat(
 
     Returns the rows of `history.csv`.
     """
+    check_checkpoint_folder(out_dir, "`out_dir`")
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive_number("learning_rate", learning_rate)
