@@ -178,8 +178,9 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         converted: `model`'s int8 conversion with `representative_data`, when already made (saves one).
         segments: also consider segmented execution (`keras_mbv2.tflite.segments`): where channel splits (then
             patches) do not fit, the model (then the patched model's rest) in the fewest segments that fit. Off by
-            default until the firmware runs segments (`emit` refuses a segmented result); `FitResult.invoke` runs
-            them on the host runtime as the firmware will.
+            default until the firmware runs segments (`emit` writes the plan without them, so a segmented result's
+            RAM is not the emitted project's); `FitResult.invoke` runs them on the host runtime as the firmware
+            will.
 
     Raises `RamNotMet` (a ValueError naming `ram_bytes`) when no plan fits, with what was measured.
     """

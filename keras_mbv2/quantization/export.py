@@ -116,10 +116,11 @@ def outside_any_strategy(model: Any) -> Any:
     rebuilt outside it, with its weights: what `to_tflite` converts. The converter rejects the distributed graph's
     collective operations (CollectiveReduceV2); the copy has none. Other models are returned as they are.
 
-    Under MultiWorkerMirroredStrategy, reading the weights is itself collective (the QAT ranges and batch-norm
-    statistics are aggregated over the workers): every worker calls `to_tflite`, as every worker called `fit_qat`,
-    and each gets the same int8 model (the chief writes it). A worker whose peers have already left would wait for
-    them; `quantization.finished_model` reads the weights of a run folder instead."""
+    Under MultiWorkerMirroredStrategy, reading the weights is itself collective (measured: a chief reading them
+    alone after the other worker exited failed in CollectiveReduceV2, now one RuntimeError saying so): every worker
+    calls `to_tflite`, as every worker called `fit_qat`. Each gets an int8 model; they differ only in the input's
+    range, which each worker observed on its own data: keep the chief's (the one its checkpoints hold).
+    `quantization.finished_model` converts a run folder's last epoch once the workers have left."""
     strategy = getattr(model, "_distribution_strategy", None)
     if strategy is None:
         return model
