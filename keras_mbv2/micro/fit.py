@@ -135,11 +135,16 @@ def segmented_ram(segmented: SegmentedModel, patched: PatchedModel | None = None
     largest segment's; patched, the patch model runs in it first), and the boundary buffer (patched, it first holds
     the stage output the patches fill); patched, plus the input band. `margins`: the arena as emitted
     (`tensor_arena_size`)."""
-    arena = segmented.arena_bytes if patched is None else max(segmented.arena_bytes, patched.patch_arena.total)
+    return _segmented_scheme(segmented.arena_bytes, segmented.boundary_bytes, patched, margins)
+
+
+def _segmented_scheme(arena: int, boundary: int, patched: PatchedModel | None, margins: bool) -> int:
+    """`segmented_ram` from the largest segment's arena and the boundary buffer, measured or estimated."""
+    arena = arena if patched is None else max(arena, patched.patch_arena.total)
     arena = tensor_arena_size(arena) if margins else arena
     if patched is None:
-        return arena + segmented.boundary_bytes
-    return patched.band_bytes + arena + max(patched.stage_bytes, segmented.boundary_bytes)
+        return arena + boundary
+    return patched.band_bytes + arena + max(patched.stage_bytes, boundary)
 
 
 def _fit_segments(data: bytes, ram_bytes: int, log: Callable[[str], None],
@@ -148,9 +153,7 @@ def _fit_segments(data: bytes, ram_bytes: int, log: Callable[[str], None],
     the planner's estimates ranked by segments, each measured before it is taken. None when none fits."""
     source = patched.rest if patched is not None else data
     for plan in segment_plans(source)[1:]:
-        arena = plan.arena_estimate if patched is None else max(plan.arena_estimate, patched.patch_arena.total)
-        estimate = tensor_arena_size(arena) + (plan.boundary_bytes if patched is None else
-                                               patched.band_bytes + max(patched.stage_bytes, plan.boundary_bytes))
+        estimate = _segmented_scheme(plan.arena_estimate, plan.boundary_bytes, patched, margins=True)
         if estimate > ram_bytes:
             continue
         segmented = segment_model(source, plan.cuts)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
     from tflite_micro.python.tflite_micro import runtime
 
     patch = runtime.Interpreter.from_bytes(patch_model, arena_size=arena_size)
-    rest = runtime.Interpreter.from_bytes(rest_model, arena_size=arena_size)
+    rest = runtime.Interpreter.from_bytes(rest_model, arena_size=arena_size) if segments is None else None
     reports: list[str] = []
     (ay, ax), masks = plan["input"], plan["masks"]
     channels = plan.get("mask_channels") or [1] * len(masks)
@@ -107,8 +108,9 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
         rest.set_input(stage[None], 0)
         rest.invoke()
         outputs.append(np.array(rest.get_output(0))[0])
-    report = "[patch model]\n" + _allocations(patch) + "[rest model]\n" + _allocations(rest)
-    report += "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))  # the rest's segments, when run
+    report = "[patch model]\n" + _allocations(patch)
+    report += "[rest model]\n" + _allocations(rest) if rest is not None else \
+        "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))  # the rest's segments, when run
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
@@ -146,24 +148,27 @@ def segment_loop(models: list[bytes], plan: dict, x: np.ndarray, arena_size: int
     return values[int(plan["model_outputs"][0])][0]
 
 
+def _segment_models(models: Any) -> list[bytes]:
+    """The segment models `segment_0` .. `segment_<n-1>` of a loaded .npz, in order (none: [])."""
+    count = sum(1 for k in models.files if k.startswith("segment_") and k[8:].isdigit())
+    return [models[f"segment_{i}"].tobytes() for i in range(count)]
+
+
 def main(runtime: str, model_path: str, inputs_path: str, out_path: str, arena_size: int) -> None:
     inputs = np.load(inputs_path)
     if runtime == "tflm-segments":  # MODEL is an .npz: segment_0 .. segment_<n-1> and the plan as JSON
         import json
 
         models = np.load(model_path)
-        count = sum(1 for k in models.files if k.startswith("segment_") and k[8:].isdigit())
-        outputs, report = run_segments([models[f"segment_{i}"].tobytes() for i in range(count)],
-                                       json.loads(str(models["plan"])), inputs, arena_size)
+        outputs, report = run_segments(_segment_models(models), json.loads(str(models["plan"])), inputs, arena_size)
         np.savez(out_path, outputs=outputs, allocations=np.array(report))
         return
     if runtime == "tflm-patched":  # MODEL is an .npz: patch and rest models and the plan as JSON
         import json
 
         models = np.load(model_path)
-        count = sum(1 for k in models.files if k.startswith("segment_") and k[8:].isdigit())  # the rest's segments
-        segments = ([models[f"segment_{i}"].tobytes() for i in range(count)],
-                    json.loads(str(models["segment_plan"]))) if count else None
+        segment_models = _segment_models(models)  # the rest model's segments, when it runs in segments
+        segments = (segment_models, json.loads(str(models["segment_plan"]))) if segment_models else None
         outputs, report = run_patched(models["patch"].tobytes(), models["rest"].tobytes(),
                                       json.loads(str(models["plan"])), inputs, arena_size, segments)
         np.savez(out_path, outputs=outputs, allocations=np.array(report))

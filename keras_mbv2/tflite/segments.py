@@ -31,6 +31,7 @@ from .flatbuffer import (
     parse_model,
     single_subgraph,
 )
+from .schedule import lifetimes
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def _segment_bytes(data: bytes, first: int, end: int, inputs: list[int], outputs
 
 def segment_model(data: bytes, cuts: Sequence[int]) -> SegmentedModel:
     """Cut an int8 model before the operators `cuts` (`cut_model`) and measure every segment's arena on the TFLM
-    host runtime (`arena_use`): the device needs the largest of them + the boundary buffer."""
+    host runtime (all in one child process; each on its memory twin, `arena_use`, when the calibration is
+    degenerate): the device needs the largest of them + the boundary buffer."""
     from .flatbuffer import require_int8
     from .runtime import ArenaUse, arena_use, parse_arena_bytes
 
@@ -207,8 +209,7 @@ TAIL_COST = {"base": 532.1, "tensor": 66.5, "channel": 4.0, "io": 72.1, "fc_unit
 class SegmentPlan:
     """Cuts chosen before anything is measured: `cuts` (operator indices where segments start, 0 left out), the
     estimated largest segment arena (activation peak by liveness, MEAN's scratch included, + `TAIL_COST`'s
-    persistent data) and the
-    boundary buffer (exact: the largest set of tensors crossing a cut)."""
+    persistent data) and the boundary buffer (exact: the largest set of tensors crossing a cut)."""
 
     cuts: tuple[int, ...]
     arena_estimate: int
@@ -233,15 +234,7 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
     n = len(graph.operators)
     sizes = activation_sizes(model, graph)
     tensors = sorted(sizes)
-    born = {t: -1 for t in (int(v) for v in graph.inputs) if t in sizes}
-    last: dict[int, int] = {}
-    for step, op in enumerate(graph.operators):
-        for t in (int(v) for v in op.outputs if v >= 0):
-            born.setdefault(t, step)
-        for t in (int(v) for v in op.inputs if v >= 0):
-            last[t] = step
-    for t in (int(v) for v in graph.outputs):
-        last[t] = n
+    born, last = lifetimes(graph, sizes, range(n))  # the graph's outputs live to step n
     b_arr = np.array([born.get(t, n) for t in tensors])
     l_arr = np.array([max(last.get(t, born.get(t, n)), born.get(t, n)) for t in tensors])
     s_arr = np.array([sizes[t] for t in tensors], dtype=np.int64)
