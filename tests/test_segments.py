@@ -17,8 +17,8 @@ from keras_mbv2.models import recalibrate_batch_norms
 from keras_mbv2.quantization import run_tflm, to_tflite
 from keras_mbv2.tflite import arena_use, parse_model, quantize_input, require_int8
 from keras_mbv2.tflite.flatbuffer import opcode_names
-from keras_mbv2.tflite.runtime import _model_up_to, parse_arena_bytes
-from keras_mbv2.tflite.segments import cut_model, run_segments, segment_model, segment_plans
+from keras_mbv2.tflite.runtime import _model_up_to
+from keras_mbv2.tflite.segments import cut_model, run_segments, segment_arena, segment_model, segment_plans
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_segments_give_the_whole_models_outputs_bit_for_bit(network, how, cuts, 
     outputs, report = run_segments(segmented, frames)
     np.testing.assert_array_equal(outputs, whole)
     # the device RAM is what the arenas of the loop's own interpreters and the buffer add up to
-    arenas = [parse_arena_bytes(part) for part in report.split("[segment ")[1:]]
+    arenas = [segment_arena(part).total for part in report.split("[segment ")[1:]]
     assert len(arenas) == len(segmented.segments) and None not in arenas, report[:2000]
     assert segmented.device_ram_bytes == max(arenas) + segmented.boundary_bytes
     # and each segment keeps only its own persistent data
@@ -124,8 +124,9 @@ def test_cuts_outside_the_model_or_out_of_order_are_one_error_naming_them(cuts, 
 
 
 def _arenas(report, part):
-    """The arenas TFLM reported for each `[part ...]` section of a run's allocation report."""
-    return [parse_arena_bytes(section) for section in report.split(f"[{part}")[1:]]
+    """The arenas TFLM reported for each `[part ...]` section of a run's allocation report (a segment's: the larger of
+    its total and the smallest arena it allocates in)."""
+    return [segment_arena(section).total for section in report.split(f"[{part}")[1:]]
 
 
 # (network, RAM budget, what fit_ram needs for it besides segments)

@@ -29,6 +29,7 @@ from ..tflite.flatbuffer import memory_twin
 from ..tflite.memory_plan import with_tightest_plan
 from ..tflite.patches import PatchedModel, PatchPlan, plan_to_json
 from ..tflite.runtime import check_input_range, quantize_input
+from ..tflite.segments import SegmentedModel
 from .boards import BOARDS, fit_problems
 
 # Host-measured arena plus this margin. The 64-bit host runtime already over-counts a 32-bit target
@@ -86,12 +87,15 @@ class MicroReport:
     stage_bytes: int | None = None  # the stage buffer, when both models share kTensorArenaSize
     frame_bytes: int | None = None  # the whole input frame
     band_bytes: int | None = None  # the input band the patch loop holds instead of the frame
+    segments: SegmentedModel | None = None  # segmented execution: the model (patched: the rest model) in segments
+    boundary_bytes: int | None = None  # kBoundaryBytes, segmented (patched: it first holds the stage output)
 
     @property
     def device_ram_bytes(self) -> int:
         """The RAM the emitted files need: kTensorArenaSize, and with patches also kPatchArenaSize or the stage
         buffer, and the input band."""
-        return self.arena_bytes + (self.patch_arena_bytes or 0) + (self.stage_bytes or 0) + (self.band_bytes or 0)
+        return (self.arena_bytes + (self.patch_arena_bytes or 0) + (self.stage_bytes or 0) + (self.band_bytes or 0)
+                + (self.boundary_bytes or 0))
 
     def _summary(self) -> list[str]:
         flash = f"model   {self.name}: {self.model_bytes:,} B flash (int8 .tflite, tensor names stripped)"
@@ -114,7 +118,9 @@ class MicroReport:
         if self.patches is not None:
             lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash (patch model + rest model, int8 .tflite, "
                         "tensor names stripped)")
-            if self.stage_bytes:
+            if self.segments is not None:
+                arenas = ""  # the segments' lines below
+            elif self.stage_bytes:
                 arenas = (f"{self.arena_bytes:,} B shared by the patch and rest models (kTensorArenaSize = measured "
                           f"{self.measured_arena_bytes:,} B + {ARENA_MARGIN:,} B margin) + {self.stage_bytes:,} B "
                           "stage buffer")
@@ -124,6 +130,17 @@ class MicroReport:
             lines[1] = (f"arena   {arenas} + {self.band_bytes:,} B input band = {self.device_ram_bytes:,} B RAM (the "
                         f"whole {self.frame_bytes:,} B frame is never in RAM: the app reads rows with GetImageRow)")
             lines.insert(2, f"patches {self.patches.describe()}")
+        if self.segments is not None:
+            lines[0] = (f"model   {self.name}: {self.model_bytes:,} B flash ({'patch model + ' if self.patches else ''}"
+                        f"{len(self.segments.segments)} segment models, int8 .tflite, tensor names stripped)")
+            lines[1] = (f"arena   {self.arena_bytes:,} B, every {'model' if self.patches else 'segment'} in turn "
+                        f"(kTensorArenaSize = the largest measured {self.measured_arena_bytes:,} B + "
+                        f"{ARENA_MARGIN:,} B margin) + {self.boundary_bytes:,} B boundary buffer (kBoundaryBytes"
+                        + (f"; first the {self.patches.stage_shape[0]}x{self.patches.stage_shape[1]}x"
+                           f"{self.patches.stage_shape[2]} stage output) + {self.band_bytes:,} B input band"
+                           if self.patches else ")")
+                        + f" = {self.device_ram_bytes:,} B RAM")
+            lines.insert(2, f"segments {self.segments.describe()}")
         if self.board:
             lines.append(f"board   {self.board}: fits")
         if self.cannot_run:
@@ -148,11 +165,11 @@ def file_stem(name: str) -> str:
 
 def emitted_names(name: str) -> list[str]:
     """The file names `emit(..., name=name)` writes (with test images, also `<stem>_test_images.h/.cc`; for a
-    patched model, also `<stem>_patches.h/.cc/.json`)."""
+    patched model, also `<stem>_patches.h/.cc/.json`; in segments, `<stem>_segments.h/.cc/.json`)."""
     stem = file_stem(name)
     return [f"{stem}_data.h", f"{stem}_data.cc", f"{stem}_settings.h", f"{name}_op_resolver.h", f"{name}_report.txt",
             f"{stem}_test_images.h", f"{stem}_test_images.cc", f"{stem}_patches.h", f"{stem}_patches.cc",
-            f"{stem}_patches.json"]
+            f"{stem}_patches.json", f"{stem}_segments.h", f"{stem}_segments.cc", f"{stem}_segments.json"]
 
 
 def _identifier(name: str) -> str:
@@ -284,6 +301,7 @@ def emit(
     memory_plan: bool = True,
     test_images: np.ndarray | None = None,
     test_labels: Sequence[int] | None = None,
+    segments: SegmentedModel | None = None,
 ) -> MicroReport:
     """Write `<stem>_data.h/.cc`, `<stem>_settings.h`, `<name>_op_resolver.h` and `<name>_report.txt` into
     `out_dir`, and return the report. The stem is `file_stem(name)`: `model_data.h` for the default name,
@@ -304,6 +322,12 @@ def emit(
     or, when an arena each needs less RAM (`PatchedModel.shared`), the rest model's, beside `kPatchArenaSize`; as
     measured (`arena_bytes` and `memory_plan` apply to whole models only).
 
+    With `segments` (`fit_ram(..., segments=True).segmented`: the model, or a PatchedModel's rest model, cut by
+    `keras_mbv2.tflite.segments`), the files run it in segments: the model array is the first segment,
+    `<stem>_segments.h/.cc` hold the others and the boundary buffer's layout for firmware/app's segment loop (one
+    arena, kTensorArenaSize, every segment in turn, the patch model first when patched), `<stem>_segments.json` the
+    plan for `check_app_output`.
+
     With `test_images` (float images in the range the model was trained on, shape (N, H, W, C)), also write
     `<stem>_test_images.h/.cc`: the images quantized with the model's input parameters, exactly as
     `evaluate_tflite` quantizes them, for the app's image_provider (`make run-app` classifies them on QEMU, and
@@ -312,12 +336,12 @@ def emit(
     name = _identifier(name)
     if board is not None and board not in BOARDS:
         raise ValueError(f"`board` must be one of {sorted(BOARDS)}. Received: board={board!r}")
-    if isinstance(tflite, PatchedModel):
+    patched = tflite if isinstance(tflite, PatchedModel) else None
+    _check_not_stale(out_dir, name, patched is not None, segments is not None)
+    if segments is not None:
+        return _emit_segmented(segments, patched, tflite, out_dir, name, board, labels, test_images, test_labels)
+    if patched is not None:
         return _emit_patched(tflite, out_dir, name, board, labels, test_images, test_labels)
-    stale = os.path.join(out_dir, f"{file_stem(name)}_patches.h")
-    if os.path.exists(stale):  # micro/Makefile would build the app as patched, around the wrong model
-        raise ValueError(f"`out_dir` holds a patched model's files ({os.path.basename(stale)} ...): emit into another "
-                         f"folder or remove {file_stem(name)}_patches.* first. Received: out_dir={out_dir!r}")
     data = read_tflite(tflite)
     details = require_int8(data)
     ops = sorted(set(operator_names(data)))
@@ -341,6 +365,16 @@ def emit(
     files = _files(name, data, details, ops, arena, measured, labels)
     _add_test_images(files, name, details, test_images, test_labels)
     return _write_with_report(out_dir, report, files)
+
+
+def _check_not_stale(out_dir: str, name: str, patched: bool, segmented: bool) -> None:
+    """micro/Makefile builds the app as patched (segmented) when `<stem>_patches.h` (`_segments.h`) is in the folder:
+    refuse to emit a model without them beside such files, which would then run around the wrong model."""
+    for kind, wanted, what in (("patches", patched, "a patched"), ("segments", segmented, "a segmented")):
+        stale = os.path.join(out_dir, f"{file_stem(name)}_{kind}.h")
+        if not wanted and os.path.exists(stale):
+            raise ValueError(f"`out_dir` holds {what} model's files ({os.path.basename(stale)} ...): emit into another "
+                             f"folder or remove {file_stem(name)}_{kind}.* first. Received: out_dir={out_dir!r}")
 
 
 def _check_operators_and_labels(ops: list[str], details: dict[str, Any], labels: Sequence[str] | None) -> None:
@@ -387,7 +421,7 @@ def _add_test_images(files: dict[str, str], name: str, details: dict[str, Any], 
 
 
 def _patch_files(stem: str, patch: bytes, plan: PatchPlan, patch_arena: int | None,
-                 measured: int | None) -> dict[str, str]:
+                 measured: int | None, segmented: bool = False) -> dict[str, str]:
     """`<stem>_patches.h/.cc`: the patch model's array, the scheme (one shared arena, or the patch model's own
     arena of `patch_arena` bytes) and the plan as constants for the app's loop; `<stem>_patches.json`: the same
     plan for host tools (`check_app_output`)."""
@@ -401,7 +435,12 @@ def _patch_files(stem: str, patch: bytes, plan: PatchPlan, patch_arena: int | No
 
     masks = ",\n".join(f"    {{{axis(y)}, {axis(x)}}}" for y, x in plan.masks) or "    {{0, 0, 0, 0}, {0, 0, 0, 0}}"
     h, w, c = plan.stage_shape
-    if patch_arena is None:
+    if segmented:
+        scheme = ("// The patch model runs first in kTensorArenaSize (its interpreter made and dropped each\n"
+                  "// inference); the patch outputs are assembled in the boundary buffer, the rest model's segments'\n"
+                  "// input.\n"
+                  "#define KERAS_MBV2_SHARED_ARENA 1\n\n")
+    elif patch_arena is None:
         scheme = ("// Both models share kTensorArenaSize (one MicroAllocator); the patch outputs are assembled in a\n"
                   "// stage buffer, copied into the rest model's input before it runs.\n"
                   "#define KERAS_MBV2_SHARED_ARENA 1\n\n")
@@ -477,6 +516,105 @@ def _emit_patched(patched: PatchedModel, out_dir: str, name: str, board: str | N
                          cannot_run=shared.cannot_run)
     files = _files(name, rest, details, ops, arena, used.total, labels, comment)
     files.update(_patch_files(file_stem(name), patch, patched.plan, patch_arena, patched.patch_arena.total))
+    _add_test_images(files, name, details, test_images, test_labels)
+    return _write_with_report(out_dir, report, files)
+
+
+def _segment_files(stem: str, segmented: SegmentedModel, models: list[bytes], patched: bool) -> dict[str, str]:
+    """`<stem>_segments.h/.cc`: the segment models after the first (the model array) and the boundary buffer's
+    layout (`SegmentedModel.buffer_layout`) as constants for the app's segment loop; `<stem>_segments.json`: the
+    plan for host tools (`check_app_output`)."""
+    import json
+
+    header = "// Generated by keras_mbv2.micro.emit; do not edit.\n"
+    guard = stem.upper() + "_SEGMENTS_H_"
+    layout = segmented.buffer_layout(input_in_buffer=patched)
+    n = len(models)
+
+    def table(kind: str, rows: Any, width: int) -> str:
+        body = ",\n".join("    {" + ", ".join("{" + ", ".join(map(str, item)) + "}" for item in row) + "}"
+                          for row in rows)
+        return f"constexpr {kind}[kSegmentCount][{max(1, width)}] = {{\n{body}\n}};\n"
+
+    widths = [max(len(r) for r in rows) for rows in (layout.inputs, layout.moves, layout.outputs)]
+    (out_offset, out_bytes), = layout.model_outputs[:1]
+    arrays = "".join(f"\n// Segment {i}: operators {s.first}-{s.end - 1}, {len(m)} bytes, in flash.\n"
+                     f"alignas(16) const unsigned char g_{stem}_segment_{i}_data[] = {{\n{_c_array(m)}\n}};\n"
+                     for i, (s, m) in enumerate(zip(segmented.segments, models)) if i > 0)
+    names = ", ".join([f"g_{stem}_data", *(f"g_{stem}_segment_{i}_data" for i in range(1, n))])
+    return {
+        f"{stem}_segments.h": (
+            f"{header}#ifndef {guard}\n#define {guard}\n\n"
+            "// Segmented execution (keras_mbv2.tflite.segments): per inference, each segment's interpreter is made\n"
+            "// in kTensorArenaSize, allocated, given its inputs from the boundary buffer (the first segment: the frame"
+            + (", or\n// the stage output the patch model assembled there" if patched else "") + "), invoked; then the "
+            "tensors that pass\n// through move to the buffer's front and its outputs are copied after them, and the "
+            "interpreter is dropped.\n"
+            "#define KERAS_MBV2_SEGMENTED 1\n\n"
+            f"constexpr int kSegmentCount = {n};\n"
+            "// The segment models: [0] is the model array (MODEL_DATA), the others in the .cc beside this header.\n"
+            "extern const unsigned char* const kSegmentModels[kSegmentCount];\n"
+            f"constexpr int kBoundaryBytes = {layout.size};\n\n"
+            "// A tensor in the boundary buffer; offset -1: an input the frame fills, an output no later segment\n"
+            "// reads.\n"
+            "struct SegmentSpan {\n  int offset, bytes;\n};\n"
+            "// After a segment, a tensor that passes through moves toward the buffer's front (in order: safe in\n"
+            "// place).\n"
+            "struct SegmentMove {\n  int from, to, bytes;\n};\n"
+            f"constexpr int kSegmentInputCount[kSegmentCount] = {{{', '.join(str(len(r)) for r in layout.inputs)}}};\n"
+            + table("SegmentSpan kSegmentInputs", layout.inputs, widths[0])
+            + f"constexpr int kSegmentMoveCount[kSegmentCount] = {{{', '.join(str(len(r)) for r in layout.moves)}}};\n"
+            + table("SegmentMove kSegmentMoves", layout.moves, widths[1])
+            + f"constexpr int kSegmentOutputCount[kSegmentCount] = "
+              f"{{{', '.join(str(len(r)) for r in layout.outputs)}}};\n"
+            + table("SegmentSpan kSegmentOutputs", layout.outputs, widths[2])
+            + f"// After the last segment, the model's output (kCategoryCount scores) lies here in the buffer.\n"
+              f"constexpr int kModelOutputOffset = {out_offset};\n\n#endif  // {guard}\n"
+        ),
+        f"{stem}_segments.cc": (
+            f'{header}#include "{stem}_segments.h"\n\n#include "{stem}_data.h"\n{arrays}\n'
+            f"const unsigned char* const kSegmentModels[kSegmentCount] = {{{names}}};\n"
+        ),
+        f"{stem}_segments.json": json.dumps(segmented.plan_json(patched), indent=1) + "\n",
+    }
+
+
+def _emit_segmented(segmented: SegmentedModel, patched: PatchedModel | None, tflite: Any, out_dir: str, name: str,
+                    board: str | None, labels: Sequence[str] | None, test_images: np.ndarray | None,
+                    test_labels: Sequence[int] | None) -> MicroReport:
+    """`emit` in segments: the first segment as the model array (the settings are the whole model's), the other
+    segments and the buffer layout beside it, the patch model and plan too when patched; one arena for all."""
+    if patched is not None and not patched.source:
+        raise ValueError("`tflite` is a PatchedModel without its source model: make it with patch_model(data).")
+    source = patched.rest if patched is not None else read_tflite(tflite)
+    if segmented.source != source:
+        raise ValueError("`segments` must be cut from `tflite` (from a PatchedModel's rest model): pass "
+                         "fit_ram(...).segmented with the same result's model. Received: segments of another model")
+    details = require_int8(patched.source if patched is not None else source)
+    models = [strip_strings(s.model) for s in segmented.segments]
+    patch = strip_strings(patched.patch) if patched is not None else b""
+    ops = sorted({op for m in [*models, patch] if m for op in operator_names(m)})
+    _check_operators_and_labels(ops, details, labels)
+    arenas = [s.arena for s in segmented.segments] + ([patched.patch_arena] if patched is not None else [])
+    measured = max(a.total for a in arenas)
+    arena = tensor_arena_size(measured)
+    boundary = segmented.buffer_layout(input_in_buffer=patched is not None).size
+    band = patched.band_bytes if patched is not None else None
+    flash = sum(map(len, models)) + len(patch)
+    _check_board(board, flash, arena + boundary + (band or 0))
+    macs = patched.plan.macs if patched is not None else tflite_macs(source)
+    report = MicroReport(name, flash, arena, measured, ops, macs, board,
+                         patches=patched.plan if patched is not None else None,
+                         frame_bytes=patched.frame_bytes if patched is not None else None, band_bytes=band,
+                         segments=segmented, boundary_bytes=boundary,
+                         cannot_run=next((a.cannot_run for a in arenas if a.cannot_run), None))
+    comment = (f"// TFLM arena: every {'model (the patch model, then each segment)' if patched else 'segment'} runs "
+               f"in it in turn; the largest, {measured} B,\n// measured with the TFLM host runtime + {ARENA_MARGIN} B "
+               "margin.\n")
+    files = _files(name, models[0], details, ops, arena, measured, labels, comment)
+    if patched is not None:
+        files.update(_patch_files(file_stem(name), patch, patched.plan, None, None, segmented=True))
+    files.update(_segment_files(file_stem(name), segmented, models, patched is not None))
     _add_test_images(files, name, details, test_images, test_labels)
     return _write_with_report(out_dir, report, files)
 

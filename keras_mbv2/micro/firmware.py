@@ -13,6 +13,11 @@ and, for a patch-based model, before the rest model's operators, the patch model
     profile: patch operator 0 CONV_2D 120233
     profile: patch total 1108588 SysTick ticks over 11 operators x 64 invocations
 
+and, in segments, the boundary buffer after the arena line and what every model's AllocateTensors took:
+
+    keras_mbv2 app: segmented, 4 segments, boundary buffer 3200 bytes
+    profile: allocate 912345 SysTick ticks over 5 models
+
 `parse_app_output` reads that (and the logs of older apps, without `true` or the patch lines); `check_app_output`
 runs the same int8 test images (read back from the emitted `<stem>_test_images.cc`) through the host runtime and
 compares every score; `profile_by_operator` sums the
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..tflite import Agreement, compare_outputs, io_details, run_tflm
+from ..tflite.segments import SegmentedModel
 from .emitter import file_stem, parse_c_array
 
 
@@ -59,20 +65,28 @@ class AppOutput:
     outside: int | None = None  # ticks of the first image outside every operator (TFLM's and the patch loop's)
     band_bytes: int = 0  # patch-based: the input band the app holds
     stage_bytes: int = 0  # patch-based, one arena shared: the stage buffer
+    boundary_bytes: int = 0  # segmented: the boundary buffer (patched, it holds the stage output)
+    segments: int = 0  # segmented: how many segments
+    allocate: int | None = None  # segmented: ticks of the first image's AllocateTensors calls, every model's
 
     @property
     def device_ram_bytes(self) -> int:
-        """The RAM the model needed on the device: the arena(s) used, and patch-based the band and stage buffer."""
-        return self.arena_used + self.band_bytes + self.stage_bytes
+        """The RAM the model needed on the device: the arena(s) used, and patch-based the band and stage buffer,
+        segmented the boundary buffer."""
+        return self.arena_used + self.band_bytes + self.stage_bytes + self.boundary_bytes
 
 
 _HEAD = re.compile(r"keras_mbv2 app: arena used (\d+) of (\d+) bytes "
-                   r"\(kTensorArenaSize(?:, shared by both models| \+ kPatchArenaSize)?\), (\d+) images, clock: (.+)$")
+                   r"\(kTensorArenaSize(?:, shared by both models|, every model in turn| \+ kPatchArenaSize)?\), "
+                   r"(\d+) images, clock: (.+)$")
 _IMAGE = re.compile(r"image (\d+): class (\d+) \(.*?\)(?: true (-?\d+) \(.*?\))? scores ([-\d,]+) ticks (\d+) (.+)$")
 _PROFILE = re.compile(r"profile: (patch )?operator (\d+) (\S+) (\d+)$")
 _PATCH_TOTAL = re.compile(r"profile: patch total \d+ .* x (\d+) invocations$")
 _OUTSIDE = re.compile(r"profile: outside the operators (\d+) ")
-_PATCHED = re.compile(r"keras_mbv2 app: patch-based, .* = (\d+) bytes \(frame \d+ bytes\), stage buffer (\d+) bytes$")
+_PATCHED = re.compile(r"keras_mbv2 app: patch-based, .* = (\d+) bytes \(frame \d+ bytes\), "
+                      r"(?:stage buffer (\d+) bytes|stage output in the boundary buffer)$")
+_SEGMENTED = re.compile(r"keras_mbv2 app: segmented, (\d+) segments, boundary buffer (\d+) bytes$")
+_ALLOCATE = re.compile(r"profile: allocate (\d+) ")
 
 
 def parse_app_output(text: str) -> AppOutput:
@@ -96,7 +110,11 @@ def parse_app_output(text: str) -> AppOutput:
         elif m := _OUTSIDE.search(line):
             found.outside = int(m.group(1))
         elif m := _PATCHED.search(line):
-            found.band_bytes, found.stage_bytes = int(m.group(1)), int(m.group(2))
+            found.band_bytes, found.stage_bytes = int(m.group(1)), int(m.group(2) or 0)
+        elif m := _SEGMENTED.search(line):
+            found.segments, found.boundary_bytes = int(m.group(1)), int(m.group(2))
+        elif m := _ALLOCATE.search(line):
+            found.allocate = int(m.group(1))
         elif line == "keras_mbv2 app: done":
             found.done = True
     if head is None:
@@ -129,8 +147,11 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
     images = read_test_images(folder, name)
     if [image.index for image in output.images[:len(images)]] != list(range(len(images))):
         raise ValueError(f"The app classified {len(output.images)} of the {len(images)} test images in {folder!r}.")
+    segments = read_segments(folder, name, model)
     patches = os.path.join(folder, f"{file_stem(name)}_patches.json")
-    if os.path.isfile(patches):  # patch-based: the model array is the rest model; run the app's loop on the host
+    if segments is not None and not os.path.isfile(patches):
+        host = segments.invoke(images.reshape((len(images), *io_details(model)["input_shape"][1:])))
+    elif os.path.isfile(patches):  # patch-based: the model array is the rest model; run the app's loop on the host
         import json
 
         from ..tflite.patches import plan_from_json, run_patched
@@ -141,12 +162,34 @@ def check_app_output(text: str, folder: str, name: str = "model") -> Agreement:
             patch = parse_c_array(f.read(), symbol=f"g_{file_stem(name)}_patch_data")
         shape = io_details(patch)["input_shape"]  # the frame: the patch model's input has its channels
         frame = (len(images), plan.input[0].full, plan.input[1].full, shape[3])
-        host, _ = run_patched(patch, model, plan, images.reshape(frame))
+        host, _ = run_patched(patch, model, plan, images.reshape(frame), segments=segments)
     else:
         shape = io_details(model)["input_shape"]
         host, _ = run_tflm(model, images.reshape((len(images), *shape[1:])))
     return compare_outputs(np.stack([image.scores for image in output.images[:len(images)]]),
                            host.reshape(len(images), -1))
+
+
+def read_segments(folder: str, name: str = "model", first: bytes | None = None) -> SegmentedModel | None:
+    """The segment models and plan `emit(..., segments=...)` wrote into `folder` (`<stem>_segments.cc/.json`; the
+    first segment is the model array, `first` when already read), to run the app's loop on the host; None when the
+    model is not segmented."""
+    import json
+
+    stem = file_stem(name)
+    path = os.path.join(folder, f"{stem}_segments.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        plan = json.load(f)
+    if first is None:
+        with open(os.path.join(folder, f"{stem}_data.cc")) as f:
+            first = parse_c_array(f.read(), name)
+    with open(os.path.join(folder, f"{stem}_segments.cc")) as f:
+        source = f.read()
+    models = [first, *(parse_c_array(source, symbol=f"g_{stem}_segment_{i}_data")
+                       for i in range(1, len(plan["inputs"])))]
+    return SegmentedModel.from_plan(models, plan)
 
 
 def profile_by_operator(output: AppOutput, patches: bool = False) -> list[tuple[str, int, int, float]]:

@@ -110,7 +110,8 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: dict, inputs: np.nd
         outputs.append(np.array(rest.get_output(0))[0])
     report = "[patch model]\n" + _allocations(patch)
     report += "[rest model]\n" + _allocations(rest) if rest is not None else \
-        "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))  # the rest's segments, when run
+        "".join(f"[segment {i}]\n{r}{smallest_arena(m, r, arena_size)}"
+                for i, (m, r) in enumerate(zip(segments[0], reports)))  # the rest's segments, when run
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
@@ -118,34 +119,82 @@ def run_segments(models: list[bytes], plan: dict, inputs: np.ndarray, arena_size
     """The firmware's segment loop (keras_mbv2.tflite.segments) on the TFLM host runtime: per frame, for each
     segment, an interpreter is created and allocated, the segment's input tensors are set from the values so far
     (the frame for the model's inputs), it is invoked, its outputs are kept, and the interpreter is dropped. The
-    report is each segment's allocations (from its first interpreter, or one made only to report them)."""
+    report is each segment's allocations (from its first interpreter, or one made only to report them) and the
+    smallest arena it allocates in (`smallest_arena`)."""
     from tflite_micro.python.tflite_micro import runtime
 
     reports: list[str] = []
     outputs = [segment_loop(models, plan, frame[None], arena_size, reports) for frame in inputs]
     for model in models[len(reports):]:  # no frame: allocate each segment once, for its report
         reports.append(_allocations(runtime.Interpreter.from_bytes(model, arena_size=arena_size)))
-    report = "".join(f"[segment {i}]\n{r}" for i, r in enumerate(reports))
+    report = "".join(f"[segment {i}]\n{r}{smallest_arena(m, r, arena_size)}"
+                     for i, (m, r) in enumerate(zip(models, reports)))
     return (np.stack(outputs) if outputs else np.zeros((0,), "int8")), report
 
 
-def segment_loop(models: list[bytes], plan: dict, x: np.ndarray, arena_size: int, reports: list[str]) -> np.ndarray:
-    """One inference through the segments (`run_segments`), `x` the model's input (batch of 1); the first time, each
-    segment's allocation report is appended to `reports`. Returns the model's output (without the batch axis)."""
+def smallest_arena(model: bytes, report: str, arena_size: int) -> str:
+    """"Smallest arena N bytes": the least arena (to 16 B) in which `model` allocates. It can exceed the total the
+    recording allocator reports (`report`): while each operator's Prepare runs, its temporary tensors (a per-channel
+    filter's zero points: 4 B per channel) take arena beside the persistent data, before the activations are
+    planned; a segment with many channels and small activations needs that peak, not the total."""
+    import re
+
     from tflite_micro.python.tflite_micro import runtime
 
-    values = {int(plan["model_inputs"][0]): x}
+    if not hasattr(os, "fork"):  # each try in a forked copy of this process: none where there is no fork
+        return ""
+
+    def allocates(size: int) -> bool:  # a failed allocation leaves TFLM's temporary state behind (later ones crash)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+                runtime.Interpreter.from_bytes(model, arena_size=size)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        return os.waitpid(pid, 0)[1] == 0
+
+    found = re.search(r"Arena allocation total (\d+) bytes", report)
+    low = int(found.group(1)) if found else 16
+    if allocates(low):
+        return f"Smallest arena {low} bytes\n"
+    high = arena_size
+    while high - low > 16:  # fails at low, allocates at high
+        middle = (low + high) // 2
+        low, high = (low, middle) if allocates(middle) else (middle, high)
+    return f"Smallest arena {high} bytes\n"
+
+
+def segment_loop(models: list[bytes], plan: dict, x: np.ndarray, arena_size: int, reports: list[str]) -> np.ndarray:
+    """One inference through the segments (`run_segments`), `x` the model's input (batch of 1), exactly as
+    firmware/app's loop: the tensors between segments live in one int8 boundary buffer, at the offsets of the plan's
+    layout (`SegmentedModel.buffer_layout`), moved and overwritten as there; the first time, each segment's
+    allocation report is appended to `reports`. Returns the model's output (without the batch axis)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    layout, shapes = plan["layout"], {}
+    buffer = np.zeros(layout["size"], np.int8)
+    if layout["input_in_buffer"]:  # a patch stage's output, assembled at the buffer's front
+        buffer[:x.size] = x.ravel()
     for i, model in enumerate(models):
         interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
-        for j, t in enumerate(plan["inputs"][i]):
-            interp.set_input(values[int(t)], j)
+        for j, (offset, size) in enumerate(layout["inputs"][i]):
+            value = x if offset < 0 else buffer[offset:offset + size]
+            interp.set_input(value.reshape(interp.get_input_details(j)["shape"]), j)
         interp.invoke()
-        for j, t in enumerate(plan["outputs"][i]):
-            values[int(t)] = np.array(interp.get_output(j))
+        for start, to, size in layout["moves"][i]:  # toward the front, in order, as the firmware's memmove
+            buffer[to:to + size] = buffer[start:start + size].copy()
+        for j, (offset, size) in enumerate(layout["outputs"][i]):
+            if offset >= 0:
+                value = np.asarray(interp.get_output(j))
+                buffer[offset:offset + size] = value.ravel()
+                shapes[plan["outputs"][i][j]] = value.shape
         if len(reports) < len(models):
             reports.append(_allocations(interp))
         del interp
-    return values[int(plan["model_outputs"][0])][0]
+    offset, size = layout["model_outputs"][0]
+    return buffer[offset:offset + size].reshape(shapes[plan["model_outputs"][0]][1:])
 
 
 def _segment_models(models: Any) -> list[bytes]:

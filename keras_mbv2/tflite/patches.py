@@ -713,7 +713,7 @@ def run_patched(patch_model: bytes, rest_model: bytes, plan: Any, x: np.ndarray,
 
     def write(path: str) -> None:
         extra = {} if segments is None else {
-            "segment_plan": np.array(json.dumps(segments.plan_json())),
+            "segment_plan": np.array(json.dumps(segments.plan_json(input_in_buffer=True))),
             **{f"segment_{i}": np.frombuffer(s.model, np.uint8) for i, s in enumerate(segments.segments)}}
         with open(path, "wb") as f:  # np.savez would add ".npz" to a bare path
             np.savez(f, patch=np.frombuffer(patch_model, np.uint8), rest=np.frombuffer(rest_model, np.uint8),

@@ -8,10 +8,11 @@ operators, tensors, buffers and quantization: no new conversion, so the outputs 
 device creates a `MicroInterpreter` for each segment in the one arena, runs `AllocateTensors`, copies the
 segment's inputs in from the boundary buffer, invokes it, copies its outputs out and drops the interpreter.
 
-The boundary buffer holds, at each cut, every tensor produced before it and read after it (a residual's input
-that crosses the cut included): its size is the largest such set. Between two segments the tensors that pass
-through are moved to its front (in place, in order) and the finished segment's outputs copied after them, so the
-buffer never needs more than that largest set. The device needs the largest segment's arena + the buffer.
+The boundary buffer holds, at each cut, every tensor produced before it and read after it (a residual's input that
+crosses the cut included), and at the end the model's outputs: its size is the largest such set. Between two segments
+the tensors that pass through are moved to its front (in place, in order) and the finished segment's outputs copied
+after them, so the buffer never needs more than that largest set. The device needs the largest segment's arena + the
+buffer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ class Segment:
     arena: Any = None
 
 
+@dataclass(frozen=True)
+class BufferLayout:
+    """The boundary buffer as the firmware's segment loop uses it (`SegmentedModel.buffer_layout`): per segment,
+    its inputs as (offset, bytes) (offset -1: the frame), the moves (from, to, bytes) done after it, its outputs as
+    (offset, bytes) (offset -1: not kept, read by no later segment), the buffer's size, and the model's outputs'
+    places once the last segment ran."""
+
+    inputs: tuple[tuple[tuple[int, int], ...], ...]
+    moves: tuple[tuple[tuple[int, int, int], ...], ...]
+    outputs: tuple[tuple[tuple[int, int], ...], ...]
+    size: int
+    model_outputs: tuple[tuple[int, int], ...]
+
+
 @dataclass
 class SegmentedModel:
     """An int8 model run as consecutive segments in one arena (module docstring), with what the device needs,
@@ -79,9 +94,44 @@ class SegmentedModel:
 
     @property
     def boundary_bytes(self) -> int:
-        """The boundary buffer: the largest set of tensors that crosses a cut (0 for one segment)."""
-        return max((sum(self.tensor_bytes[t] for t in self.crossing(i)) for i in range(1, len(self.segments))),
-                   default=0)
+        """The boundary buffer: the largest set of tensors that crosses a cut, or the model's outputs, which the last
+        segment copies out before its interpreter is dropped."""
+        return max(sum(self.tensor_bytes[t] for t in self.crossing(i)) for i in range(1, len(self.segments) + 1))
+
+    def buffer_layout(self, input_in_buffer: bool = False) -> "BufferLayout":
+        """Where each tensor lies in the boundary buffer as the firmware's loop moves them (module docstring): each
+        segment's inputs (offset -1: the frame, which the app writes straight into the first segment's input
+        tensor, unless `input_in_buffer`: a patch stage's output, assembled at offset 0), then after it the moves
+        of the tensors that pass through to the buffer's front (ascending, so each move is safe in place) and where
+        its outputs are copied, after them. The last segment's outputs are the model's."""
+        place: dict[int, int] = {t: 0 for t in self.model_inputs[:1]} if input_in_buffer else {}
+        inputs, moves, outputs, size = [], [], [], self.tensor_bytes[self.model_inputs[0]] if input_in_buffer else 0
+        for i, s in enumerate(self.segments):
+            if not input_in_buffer and i > 0 and self.model_inputs[0] in s.inputs:
+                raise ValueError(f"Segment {i} reads the model's input, which the app holds only in the first "
+                                 f"segment's arena: cut after operator {s.first - 1} instead.")
+            inputs.append(tuple((place.get(t, -1), self.tensor_bytes[t]) for t in s.inputs))
+            keep = set(self.crossing(i + 1))
+            kept = [(offset, t) for t, offset in sorted(place.items(), key=lambda item: item[1]) if t in keep]
+            place, end, step = {}, 0, []
+            for offset, t in kept:
+                place[t] = end
+                if offset != end:
+                    step.append((offset, end, self.tensor_bytes[t]))
+                end += self.tensor_bytes[t]
+            out = []
+            for t in s.outputs:
+                if t in keep:
+                    place[t] = end
+                    out.append((end, self.tensor_bytes[t]))
+                    end += self.tensor_bytes[t]
+                else:
+                    out.append((-1, self.tensor_bytes[t]))
+            moves.append(tuple(step))
+            outputs.append(tuple(out))
+            size = max(size, end)
+        return BufferLayout(tuple(inputs), tuple(moves), tuple(outputs), size,
+                            tuple((place[t], self.tensor_bytes[t]) for t in self.model_outputs))
 
     @property
     def arena_bytes(self) -> int:
@@ -101,11 +151,25 @@ class SegmentedModel:
                 f"{big.arena.head:,} B activations + {big.arena.tail:,} B persistent) + {self.boundary_bytes:,} B "
                 f"boundary buffer = {self.device_ram_bytes:,} B")
 
-    def plan_json(self) -> dict:
+    def plan_json(self, input_in_buffer: bool = False) -> dict:
         """The loop's plan as the worker and the firmware read it: each segment's input and output tensors, the
-        source's inputs and outputs."""
+        source's inputs and outputs, their sizes, and the boundary buffer's layout (`buffer_layout`) the loop
+        follows."""
+        layout = self.buffer_layout(input_in_buffer)
+        used = {*self.model_inputs, *self.model_outputs, *(t for s in self.segments for t in (*s.inputs, *s.outputs))}
         return {"inputs": [list(s.inputs) for s in self.segments], "outputs": [list(s.outputs) for s in self.segments],
-                "model_inputs": list(self.model_inputs), "model_outputs": list(self.model_outputs)}
+                "model_inputs": list(self.model_inputs), "model_outputs": list(self.model_outputs),
+                "tensor_bytes": {str(t): self.tensor_bytes[t] for t in sorted(used)},
+                "layout": {"inputs": layout.inputs, "moves": layout.moves, "outputs": layout.outputs,
+                           "size": layout.size, "model_outputs": layout.model_outputs,
+                           "input_in_buffer": input_in_buffer}}
+
+    @classmethod
+    def from_plan(cls, models: Sequence[bytes], plan: dict) -> "SegmentedModel":
+        """The segments back from their models and `plan_json` (as `emit` writes it), to run the loop again."""
+        segments = [Segment(m, 0, 0, tuple(i), tuple(o)) for m, i, o in zip(models, plan["inputs"], plan["outputs"])]
+        return cls(b"", segments, {int(t): int(b) for t, b in plan["tensor_bytes"].items()},
+                   tuple(plan["model_inputs"]), tuple(plan["model_outputs"]))
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime (each
@@ -154,7 +218,7 @@ def segment_model(data: bytes, cuts: Sequence[int]) -> SegmentedModel:
     host runtime (all in one child process; each on its memory twin, `arena_use`, when the calibration is
     degenerate): the device needs the largest of them + the boundary buffer."""
     from .flatbuffer import require_int8
-    from .runtime import ArenaUse, arena_use, parse_arena_bytes
+    from .runtime import arena_use
 
     details = require_int8(data)
     model, graph = single_subgraph(data, "cut into segments")
@@ -163,13 +227,28 @@ def segment_model(data: bytes, cuts: Sequence[int]) -> SegmentedModel:
     try:  # every segment allocated once, in one child process (no frame: the loop only reports)
         report = run_segments(segmented, np.zeros((0, *details["input_shape"][1:]), "int8"))[1]
         parts = report.split("[segment ")[1:]
-        arenas = [ArenaUse(parse_arena_bytes(p), parse_arena_bytes(p, "head")) for p in parts]
+        arenas = [segment_arena(p) for p in parts]
         if len(arenas) != len(segmented.segments) or any(a.total is None or a.head is None for a in arenas):
             raise RuntimeError(f"TFLite Micro did not report every segment's arena:\n{report[-500:]}")
     except RuntimeError:  # a degenerate calibration: each segment on its memory twin (`arena_use`)
         arenas = [arena_use(s.model, _first_input_shape(s.model)) for s in segmented.segments]
     segmented.segments = [replace(s, arena=a) for s, a in zip(segmented.segments, arenas)]
     return segmented
+
+
+def segment_arena(report: str) -> Any:
+    """A segment's `ArenaUse` from its part of the loop's report: the arena it needs is the larger of TFLM's recorded
+    total and the smallest arena it allocates in (the worker's bisection: the temporary tensors of a Prepare can
+    peak above the total), the head its planned activations; None where the report lacks either."""
+    import re
+
+    from .runtime import ArenaUse, parse_arena_bytes
+
+    total, head = parse_arena_bytes(report), parse_arena_bytes(report, "head")
+    smallest = re.search(r"Smallest arena (\d+) bytes", report)
+    if total is None or head is None:
+        return ArenaUse(None, None)
+    return ArenaUse(max(total, int(smallest.group(1))) if smallest else total, head)
 
 
 def _first_input_shape(data: bytes) -> tuple[int, ...]:
@@ -203,13 +282,20 @@ def run_segments(segmented: SegmentedModel, x: np.ndarray, arena_size: int | Non
 TAIL_COST = {"base": 532.1, "tensor": 66.5, "channel": 4.0, "io": 72.1, "fc_unit": 4.0, "CONV_2D": 49.8,
              "DEPTHWISE_CONV_2D": 44.6, "ADD": 78.6, "FULLY_CONNECTED": 89.0, "MEAN": 56.5, "SOFTMAX": 114.4,
              "other": 72.0}
+# While an operator's Prepare runs, its temporary tensors take arena beside the persistent data: a per-channel
+# filter's and bias's zero points and structs, 12.5 B per channel + at most 480 B (measured, host runtime, by the
+# smallest arena each single-operator segment of MobileNetV2 0.35 and 1.0 allocates in: 56 to 1,280 channels). A
+# segment whose activations are small needs that peak, `PREPARE_COST["channel"]` x channels + "base" over its
+# persistent data, rather than activations + persistent data.
+PREPARE_COST = {"channel": 12.5, "base": 480.0}
 
 
 @dataclass(frozen=True)
 class SegmentPlan:
     """Cuts chosen before anything is measured: `cuts` (operator indices where segments start, 0 left out), the
-    estimated largest segment arena (activation peak by liveness, MEAN's scratch included, + `TAIL_COST`'s
-    persistent data) and the boundary buffer (exact: the largest set of tensors crossing a cut)."""
+    estimated largest segment arena (`TAIL_COST`'s persistent data + the activation peak by liveness, MEAN's scratch
+    included, or `PREPARE_COST`'s temporary peak where larger) and the boundary buffer (exact: the largest set of
+    tensors crossing a cut, or the model's outputs)."""
 
     cuts: tuple[int, ...]
     arena_estimate: int
@@ -240,6 +326,7 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
     s_arr = np.array([sizes[t] for t in tensors], dtype=np.int64)
     # crossing bytes at each cut c (before operator c): produced before c, read at or after c
     cross = {c: int(s_arr[(b_arr < c) & (l_arr >= c)].sum()) for c in range(1, n)}
+    outputs_bytes = sum(sizes[int(t)] for t in graph.outputs)  # the last segment copies them out
     op_tensors = [{int(v) for v in [*op.inputs, *op.outputs] if v >= 0} for op in graph.operators]
     names = opcode_names(model)
     op_cost = []  # each operator's own persistent data: its kind's, and a FULLY_CONNECTED's per output unit
@@ -248,11 +335,14 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
         units = int(graph.tensors[int(op.outputs[0])].shape[-1]) if kind == "FULLY_CONNECTED" else 0
         op_cost.append(TAIL_COST.get(kind, TAIL_COST["other"]) + TAIL_COST["fc_unit"] * units)
     op_cost_sum = np.concatenate([[0.0], np.cumsum(op_cost)])
+    channels = {i: len(t.quantization.scale) for i, t in enumerate(graph.tensors)
+                if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1}
+    # the temporary tensors' peak over the persistent data while each operator's Prepare runs (`PREPARE_COST`)
+    prepare = [max((channels.get(int(t), 0) for t in op.inputs if t >= 0), default=0) for op in graph.operators]
+    prepare = np.array([PREPARE_COST["channel"] * c + PREPARE_COST["base"] if c else 0.0 for c in prepare])
     # scratch buffers TFLM plans beside an operator's tensors: MEAN's int32 sums, one per output element
     scratch = np.array([4 * int(np.prod(graph.tensors[int(op.outputs[0])].shape)) if names[op.opcodeIndex] == "MEAN"
                         else 0 for op in graph.operators], np.int64)
-    channels = {i: len(t.quantization.scale) for i, t in enumerate(graph.tensors)
-                if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 1}
 
     est = np.full((n + 1, n + 1), np.inf)
     for a in range(n):
@@ -268,7 +358,7 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
             head = int((np.cumsum(steps)[:-1] + scratch[a:b]).max())
             tail = (TAIL_COST["base"] + op_cost_sum[b] - op_cost_sum[a] + TAIL_COST["tensor"] * len(seen)
                     + TAIL_COST["channel"] * sum(channels.get(t, 0) for t in seen) + TAIL_COST["io"] * io)
-            est[a, b] = head + tail
+            est[a, b] = tail + max(head, prepare[a:b].max())
     plans: dict[int, SegmentPlan] = {}
     for cap in sorted(set(cross.values())):
         allowed = [0] + [c for c in range(1, n) if cross[c] <= cap]
@@ -286,7 +376,7 @@ def segment_plans(data: bytes, max_segments: int = 16) -> list[SegmentPlan]:
             if n not in best:
                 break
             arena, cuts = best[n]
-            boundary = max((cross[c] for c in cuts), default=0)
+            boundary = max([cross[c] for c in cuts] + [outputs_bytes])
             plan = SegmentPlan(cuts, int(arena), boundary)
             if k not in plans or plan.ram_estimate < plans[k].ram_estimate:
                 plans[k] = plan

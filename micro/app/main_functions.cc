@@ -6,6 +6,9 @@
 #ifdef MODEL_PATCHES_HEADER
 #include MODEL_PATCHES_HEADER
 #endif
+#ifdef MODEL_SEGMENTS_HEADER
+#include MODEL_SEGMENTS_HEADER
+#endif
 #include "image_provider.h"
 #include "model_runner.h"
 #include "platform.h"
@@ -24,7 +27,13 @@ void setup() {
     PlatformFinished(1);
     return;
   }
-#ifdef KERAS_MBV2_PATCHED
+#ifdef KERAS_MBV2_SEGMENTED
+  std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize, every model in turn), %d images, "
+              "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(),
+              PlatformTickUnit());
+  std::printf("keras_mbv2 app: segmented, %d segments, boundary buffer %d bytes\n", kSegmentCount, kBoundaryBytes);
+#endif
+#if defined(KERAS_MBV2_PATCHED) && !defined(KERAS_MBV2_SEGMENTED)
 #if KERAS_MBV2_SHARED_ARENA
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize, shared by both models), %d images, "
               "clock: %s\n", static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(),
@@ -41,7 +50,13 @@ void setup() {
               kPatchRowCount, kPatchColCount, kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows,
               (kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows) * kNumCols * kNumChannels,
               kInputSize, stage_buffer);
-#else
+#elif defined(KERAS_MBV2_PATCHED)
+  std::printf("keras_mbv2 app: patch-based, %d x %d patches, input band %d rows = %d bytes (frame %d bytes), "
+              "stage output in the boundary buffer\n",
+              kPatchRowCount, kPatchColCount, kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows,
+              (kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows) * kNumCols * kNumChannels,
+              kInputSize);
+#elif !defined(KERAS_MBV2_SEGMENTED)
   std::printf("keras_mbv2 app: arena used %u of %d bytes (kTensorArenaSize), %d images, clock: %s\n",
               static_cast<unsigned>(ModelArenaUsedBytes()), kTensorArenaSize, ImageCount(), PlatformTickUnit());
 #endif
@@ -49,8 +64,8 @@ void setup() {
 
 void loop() {
   if (!ready) return;
-#ifdef KERAS_MBV2_PATCHED
-  ModelRunnerSetImage(image);  // the patch loop reads the image's rows itself, a band at a time
+#if defined(KERAS_MBV2_PATCHED) || defined(KERAS_MBV2_SEGMENTED)
+  ModelRunnerSetImage(image);  // the loop reads the image itself: a band of rows at a time, or into a segment
 #else
   if (GetImage(image, ModelInput()) != kTfLiteOk) return;
 #endif

@@ -1,12 +1,16 @@
 #include "model_runner.h"
 
 #include <cstring>
+#include <new>
 
 #include MODEL_DATA_HEADER
 #include MODEL_OP_RESOLVER_HEADER
 #include MODEL_SETTINGS_HEADER
 #ifdef MODEL_PATCHES_HEADER
 #include MODEL_PATCHES_HEADER
+#endif
+#ifdef MODEL_SEGMENTS_HEADER
+#include MODEL_SEGMENTS_HEADER
 #endif
 #include "image_provider.h"
 #include "operator_profiler.h"
@@ -21,6 +25,7 @@ alignas(16) uint8_t tensor_arena[kTensorArenaSize];
 tflite::MicroInterpreter* interpreter = nullptr;
 OperatorProfiler profiler;
 uint64_t last_ticks = 0;  // the last inference's, for the profile's time outside the operators
+int image_index = 0;
 
 const tflite::Model* LoadModel(const unsigned char* data) {
   const tflite::Model* model = tflite::GetModel(data);
@@ -43,7 +48,9 @@ const tflite::Model* LoadModel(const unsigned char* data) {
 //   model's input, which no patch invocation touches.
 tflite::MicroInterpreter* patch_interpreter = nullptr;
 OperatorProfiler patch_profiler;  // the patch model's operators, summed over the patches of one inference
-#if KERAS_MBV2_SHARED_ARENA
+#if defined(KERAS_MBV2_SEGMENTED)
+// segmented: the patch outputs are assembled in the boundary buffer (below)
+#elif KERAS_MBV2_SHARED_ARENA
 int8_t stage_buffer[kStageRows * kStageCols * kStageChannels];
 #else
 alignas(16) uint8_t patch_arena[kPatchArenaSize];
@@ -52,7 +59,6 @@ alignas(16) uint8_t patch_arena[kPatchArenaSize];
 constexpr int kRowValues = kNumCols * kNumChannels;
 constexpr int kBandRows = kPatchInput[0].size < kNumRows ? kPatchInput[0].size : kNumRows;
 int8_t band[kBandRows * kRowValues];
-int image_index = 0;
 
 // The part [first, last) of the region of the patch whose output starts at `start` that lies inside the tensor.
 struct Window {
@@ -82,14 +88,10 @@ void FillMask(int8_t* mask, int rows, int cols, int channels, Window y, Window x
   }
 }
 
-TfLiteStatus InvokePatches() {
+// Every patch through the patch model, each output written to its place in `stage` (the stage output).
+TfLiteStatus RunPatches(int8_t* stage) {
   const PatchAxis& rows = kPatchInput[0];
   const PatchAxis& cols = kPatchInput[1];
-#if KERAS_MBV2_SHARED_ARENA
-  int8_t* stage = stage_buffer;
-#else
-  int8_t* stage = interpreter->input(0)->data.int8;
-#endif
   int next_row = 0;  // the next frame row to fetch into the band
   for (int py = 0; py < kPatchRowCount; ++py) {
     const int last = rows.stride * kPatchRowStarts[py] + rows.offset + rows.size;  // one past the rows needed
@@ -134,11 +136,109 @@ TfLiteStatus InvokePatches() {
       }
     }
   }
+  return kTfLiteOk;
+}
+
+#ifndef KERAS_MBV2_SEGMENTED
+TfLiteStatus InvokePatches() {
 #if KERAS_MBV2_SHARED_ARENA
+  if (RunPatches(stage_buffer) != kTfLiteOk) return kTfLiteError;
   std::memcpy(interpreter->input(0)->data.int8, stage_buffer, sizeof(stage_buffer));
+#else
+  if (RunPatches(interpreter->input(0)->data.int8) != kTfLiteOk) return kTfLiteError;
 #endif
   profiler.StartInvoke();
   return interpreter->Invoke();
+}
+#endif
+#endif
+
+#ifdef KERAS_MBV2_SEGMENTED
+// Segmented execution (keras_mbv2.tflite.segments): every model runs in tensor_arena in turn, its interpreter made
+// (placement new), allocated, invoked and destroyed each inference, so only one model's persistent data exists at a
+// time; the tensors that cross from one segment to the next wait in the boundary buffer.
+alignas(16) int8_t boundary[kBoundaryBytes];
+alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
+const tflite::Model* segment_models[kSegmentCount] = {};
+tflite::MicroOpResolver* segment_resolver = nullptr;
+uint64_t allocate_ticks = 0;  // the last inference's AllocateTensors calls, for the profile
+size_t largest_arena = 0;     // the largest arena_used_bytes() of every model, measured at setup
+#ifdef KERAS_MBV2_PATCHED
+const tflite::Model* patch_model = nullptr;
+#endif
+
+// The model's interpreter in the one arena, allocated; nullptr (and its error printed) when allocation fails.
+// `segment`: which model, for the error (-1: the patch model).
+tflite::MicroInterpreter* MakeInterpreter(const tflite::Model* model, OperatorProfiler* model_profiler,
+                                          int segment) {
+  const uint64_t start = PlatformTicks();
+  auto* made = new (interpreter_storage) tflite::MicroInterpreter(model, *segment_resolver, tensor_arena,
+                                                                 kTensorArenaSize, nullptr, model_profiler);
+  const TfLiteStatus status = made->AllocateTensors();
+  allocate_ticks += PlatformTicks() - start;
+  if (status != kTfLiteOk) {
+    if (segment < 0) {
+      MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small for the patch model", kTensorArenaSize);
+    } else {
+      MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small for segment %d", kTensorArenaSize,
+                  segment);
+    }
+    made->~MicroInterpreter();
+    return nullptr;
+  }
+  return made;
+}
+
+// Copies a tensor's bytes, after checking its size is the one the plan was written for.
+bool CopyChecked(void* to, const void* from, const TfLiteTensor* tensor, int bytes, int segment) {
+  if (tensor == nullptr || static_cast<int>(tensor->bytes) != bytes) {
+    MicroPrintf("segment %d: a tensor of %d bytes expected, the model has %d", segment, bytes,
+                tensor == nullptr ? -1 : static_cast<int>(tensor->bytes));
+    return false;
+  }
+  std::memcpy(to, from, bytes);
+  return true;
+}
+
+TfLiteStatus InvokeSegments() {
+  allocate_ticks = 0;
+#ifdef KERAS_MBV2_PATCHED
+  patch_interpreter = MakeInterpreter(patch_model, &patch_profiler, -1);
+  if (patch_interpreter == nullptr) return kTfLiteError;
+  const TfLiteStatus patches = RunPatches(boundary);  // the stage output, at the buffer's front
+  patch_interpreter->~MicroInterpreter();
+  patch_interpreter = nullptr;
+  if (patches != kTfLiteOk) return kTfLiteError;
+#endif
+  profiler.StartInvoke();  // one table for the whole model: the segments' operators numbered on
+  for (int i = 0; i < kSegmentCount; ++i) {
+    tflite::MicroInterpreter* segment = MakeInterpreter(segment_models[i], &profiler, i);
+    if (segment == nullptr) return kTfLiteError;
+    bool ok = true;
+    for (int j = 0; ok && j < kSegmentInputCount[i]; ++j) {
+      const SegmentSpan& in = kSegmentInputs[i][j];
+      TfLiteTensor* tensor = segment->input(j);
+      if (in.offset < 0) {  // the frame, straight into the first segment's input
+        ok = tensor != nullptr && static_cast<int>(tensor->bytes) == kInputSize &&
+             GetImage(image_index, tensor->data.int8) == kTfLiteOk;
+      } else {
+        ok = CopyChecked(tensor->data.int8, boundary + in.offset, tensor, in.bytes, i);
+      }
+    }
+    ok = ok && segment->Invoke() == kTfLiteOk;
+    for (int m = 0; ok && m < kSegmentMoveCount[i]; ++m) {
+      const SegmentMove& move = kSegmentMoves[i][m];
+      std::memmove(boundary + move.to, boundary + move.from, move.bytes);
+    }
+    for (int j = 0; ok && j < kSegmentOutputCount[i]; ++j) {
+      const SegmentSpan& out = kSegmentOutputs[i][j];
+      if (out.offset >= 0) ok = CopyChecked(boundary + out.offset, segment->output(j)->data.int8,
+                                            segment->output(j), out.bytes, i);
+    }
+    segment->~MicroInterpreter();
+    if (!ok) return kTfLiteError;
+  }
+  return kTfLiteOk;
 }
 #endif
 }  // namespace
@@ -148,6 +248,29 @@ TfLiteStatus ModelRunnerInit() {
   if (model == nullptr) return kTfLiteError;
   static MODEL_RESOLVER_TYPE resolver;  // exactly the model's operators (generated <name>_op_resolver.h)
   if (MODEL_REGISTER_OPS(resolver) != kTfLiteOk) return kTfLiteError;
+#ifdef KERAS_MBV2_SEGMENTED
+  // every model allocated once now, so that a too small arena is reported before the first image
+  segment_resolver = &resolver;
+#ifdef KERAS_MBV2_PATCHED
+  patch_model = LoadModel(MODEL_PATCH_DATA);
+  if (patch_model == nullptr) return kTfLiteError;
+  tflite::MicroInterpreter* made = MakeInterpreter(patch_model, nullptr, -1);
+  if (made == nullptr) return kTfLiteError;
+  largest_arena = made->arena_used_bytes();
+  made->~MicroInterpreter();
+#endif
+  for (int i = 0; i < kSegmentCount; ++i) {
+    segment_models[i] = LoadModel(kSegmentModels[i]);
+    if (segment_models[i] == nullptr) return kTfLiteError;
+    tflite::MicroInterpreter* segment = MakeInterpreter(segment_models[i], nullptr, i);
+    if (segment == nullptr) return kTfLiteError;
+    if (segment->arena_used_bytes() > largest_arena) largest_arena = segment->arena_used_bytes();
+    std::printf("keras_mbv2 app: segment %d arena used %u bytes\n", i, static_cast<unsigned>(segment->arena_used_bytes()));
+    segment->~MicroInterpreter();
+  }
+  (void)model;
+  return kTfLiteOk;
+#endif
 #if defined(KERAS_MBV2_PATCHED) && KERAS_MBV2_SHARED_ARENA
   const tflite::Model* patch_model = LoadModel(MODEL_PATCH_DATA);
   if (patch_model == nullptr) return kTfLiteError;
@@ -185,20 +308,28 @@ TfLiteStatus ModelRunnerInit() {
   return kTfLiteOk;
 }
 
-#ifdef KERAS_MBV2_PATCHED
+#if defined(KERAS_MBV2_PATCHED) || defined(KERAS_MBV2_SEGMENTED)
 int8_t* ModelInput() { return nullptr; }
-void ModelRunnerSetImage(int index) { image_index = index; }
 #else
 int8_t* ModelInput() { return interpreter->input(0)->data.int8; }
-void ModelRunnerSetImage(int index) { (void)index; }
 #endif
+void ModelRunnerSetImage(int index) { image_index = index; }
 
+#ifdef KERAS_MBV2_SEGMENTED
+const int8_t* ModelOutput() { return boundary + kModelOutputOffset; }  // copied out of the last segment
+#else
 const int8_t* ModelOutput() { return interpreter->output(0)->data.int8; }
+#endif
 
 TfLiteStatus ModelRunnerInvoke(uint64_t* ticks) {
   profiler.Reset();
 #ifdef KERAS_MBV2_PATCHED
   patch_profiler.Reset();
+#endif
+#ifdef KERAS_MBV2_SEGMENTED
+  const uint64_t start = PlatformTicks();
+  const TfLiteStatus status = InvokeSegments();
+#elif defined(KERAS_MBV2_PATCHED)
   const uint64_t start = PlatformTicks();
   const TfLiteStatus status = InvokePatches();
 #else
@@ -211,7 +342,9 @@ TfLiteStatus ModelRunnerInvoke(uint64_t* ticks) {
 }
 
 size_t ModelArenaUsedBytes() {
-#if defined(KERAS_MBV2_PATCHED) && !KERAS_MBV2_SHARED_ARENA
+#if defined(KERAS_MBV2_SEGMENTED)
+  return largest_arena;  // every model in turn: the largest
+#elif defined(KERAS_MBV2_PATCHED) && !KERAS_MBV2_SHARED_ARENA
   return interpreter->arena_used_bytes() + patch_interpreter->arena_used_bytes();
 #else
   return interpreter->arena_used_bytes();  // with a shared arena, the one allocator's
@@ -225,6 +358,16 @@ void ModelRunnerPrintProfile() {
   operators += patch_profiler.Total();
 #endif
   profiler.Print("");
+#ifdef KERAS_MBV2_SEGMENTED
+#ifdef KERAS_MBV2_PATCHED
+  constexpr int kModels = kSegmentCount + 1;
+#else
+  constexpr int kModels = kSegmentCount;
+#endif
+  // AllocateTensors of every model, each inference (part of the time outside the operators)
+  std::printf("profile: allocate %llu %s over %d models\n", static_cast<unsigned long long>(allocate_ticks),
+              PlatformTickUnit(), kModels);
+#endif
   // the rest of the inference: TFLM's own work per Invoke and, patched, the loop's band fetches, copies and masks
   std::printf("profile: outside the operators %llu %s\n",
               static_cast<unsigned long long>(last_ticks > operators ? last_ticks - operators : 0),
