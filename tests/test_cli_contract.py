@@ -155,6 +155,7 @@ USAGE = [
     (["micro", "--tflite", "tiny_int8.tflite", "--out", "o", "--labels", "a,b"], "--labels must have one entry"),
     (["micro", "--tflite", "tiny_int8.tflite", "--fit-ram", "90000", "--out", "o"], "--fit-ram 90000"),
     (["micro", "--model", "tiny.keras", "--out", "o"], "--model needs --fit-ram"),
+    (["micro", "--tflite", "tiny_int8.tflite", "--segments", "--out", "o"], "--segments without --fit-ram"),
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "0", "--out", "o"], "argument --fit-ram"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "1000", "--out", "o"], "--fit-ram is below what the model needs"),

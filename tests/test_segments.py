@@ -167,3 +167,87 @@ def test_fit_ram_with_segments_fits_below_the_persistent_data_and_its_ram_is_wha
     np.testing.assert_array_equal(outputs, whole)
     np.testing.assert_array_equal(result.invoke(frames), whole)
     assert "segments" in str(result)
+
+
+HOST_MAIN = r"""
+#include <cstdio>
+#include <cstring>
+#include "model_settings.h"
+#include "model_segments.h"
+int main() {
+  int moves = 0;
+  for (int i = 0; i < kSegmentCount; ++i) {
+    if (std::memcmp(kSegmentModels[i] + 4, "TFL3", 4) != 0) return 1;
+    moves += kSegmentMoveCount[i];
+  }
+  std::printf("%d %d %d %d\n", kSegmentCount, kBoundaryBytes, kTensorArenaSize, moves);
+  return 0;
+}
+"""
+
+
+def test_emit_writes_the_segments_the_app_runs_and_they_read_back_to_the_same_outputs(models, frames, digits,
+                                                                                      tmp_path):
+    """What firmware/app's segment loop reads: the first segment as the model array, the others and the boundary
+    buffer's layout as C constants (compiled here on the host: every array a TFLite flatbuffer), the plan as JSON;
+    read back from the files, the loop (the host's, over the same layout, moves included: cut inside a residual, the
+    block's input passes through a segment) gives the whole model's outputs; one arena for every segment."""
+    import subprocess
+
+    from keras_mbv2.micro import emit, parse_c_array, tensor_arena_size
+    from keras_mbv2.micro.firmware import read_segments
+    from keras_mbv2.tflite import strip_strings
+
+    data = models["MobileNetV2"]
+    inside = _inside_a_residual(data)
+    segmented = segment_model(data, [inside - 1, inside, inside + 6])
+    layout = segmented.buffer_layout()
+    assert layout.size == segmented.boundary_bytes
+    out = tmp_path / "micro"
+    report = emit(data, str(out), segments=segmented, test_images=digits.x_test[:2])
+    assert parse_c_array((out / "model_data.cc").read_text()) == strip_strings(segmented.segments[0].model)
+    assert report.arena_bytes == tensor_arena_size(segmented.arena_bytes)
+    assert report.device_ram_bytes == report.arena_bytes + segmented.boundary_bytes
+    assert "4 segment models" in (out / "model_report.txt").read_text()
+    back = read_segments(str(out))
+    np.testing.assert_array_equal(back.invoke(frames), run_tflm(data, frames)[0])
+    (tmp_path / "main.cc").write_text(HOST_MAIN)
+    exe = str(tmp_path / "host")
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(out), str(tmp_path / "main.cc"),
+                    str(out / "model_segments.cc"), str(out / "model_data.cc"), "-o", exe], check=True)
+    printed = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split()
+    assert printed == [str(v) for v in (4, segmented.boundary_bytes, report.arena_bytes,
+                                        sum(len(m) for m in layout.moves))]
+    with pytest.raises(ValueError, match="holds a segmented model's files"):  # the app would build as segmented
+        emit(data, str(out))
+    with pytest.raises(ValueError, match="`segments` must be cut from `tflite`"):
+        emit(models["MobileNetV1"], str(tmp_path / "other"), segments=segmented)
+
+
+def test_the_buffer_layout_moves_what_passes_through_to_the_front_and_keeps_every_value():
+    """A tensor that passes through a segment while the one before it in the buffer is consumed moves to the front
+    (MobileNetV2's chains never need it: a residual's input is always the oldest); followed byte for byte, as
+    firmware/app's memmove and memcpy do, every segment reads the values its inputs were written with, and the buffer
+    never exceeds the largest set crossing a cut."""
+    from keras_mbv2.tflite.segments import Segment, SegmentedModel
+
+    sizes = {0: 64, 1: 100, 2: 50, 3: 30, 4: 10}
+    segments = [Segment(b"", 0, 1, (0,), (1, 2)), Segment(b"", 1, 2, (1,), (3,)), Segment(b"", 2, 3, (2, 3), (4,))]
+    segmented = SegmentedModel(b"", segments, sizes, (0,), (4,))
+    layout = segmented.buffer_layout()
+    assert layout.moves == ((), ((100, 0, 50),), ())
+    assert layout.size == segmented.boundary_bytes == 150
+    rng = np.random.default_rng(0)
+    values = {0: rng.integers(-128, 128, 64).astype(np.int8)}
+    buffer = np.zeros(layout.size, np.int8)
+    for i, s in enumerate(segments):
+        for t, (offset, size) in zip(s.inputs, layout.inputs[i]):
+            got = values[0] if offset < 0 else buffer[offset:offset + size]
+            np.testing.assert_array_equal(got, values[t])
+        for start, to, size in layout.moves[i]:
+            buffer[to:to + size] = buffer[start:start + size].copy()
+        for t, (offset, size) in zip(s.outputs, layout.outputs[i]):
+            values[t] = rng.integers(-128, 128, size).astype(np.int8)
+            buffer[offset:offset + size] = values[t]
+    (offset, size), = layout.model_outputs
+    np.testing.assert_array_equal(buffer[offset:offset + size], values[4])

@@ -28,6 +28,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit-ram", type=positive_int, default=None, metavar="BYTES",
                    help="RAM for inference: split blocks until kTensorArenaSize fits; below the split floor, run the "
                    "early stage in patches (arena + stage buffer + input band must fit)")
+    p.add_argument("--segments", action="store_true",
+                   help="with --fit-ram: where splits and patches do not fit, also run the model (the patched rest) in "
+                   "segments, one TFLM interpreter at a time in one arena, below TFLM's persistent data")
     p.add_argument("--data", default="digits", help="calibration data for --model: 'digits' or an image folder")
     p.add_argument("--save-model", default=None, help="also save the split .keras model (for QAT)")
     p.add_argument("--out", default=None, help="output folder for the model's C files")
@@ -52,6 +55,9 @@ def check(args: argparse.Namespace) -> None:
     if args.tflite is not None and args.fit_ram is not None:
         raise UsageError("--fit-ram splits the blocks of a Keras model before quantization: pass --model "
                          f"m.keras instead of --tflite. Received: --tflite {args.tflite!r} --fit-ram {args.fit_ram}")
+    if args.segments and args.fit_ram is None:
+        raise UsageError("--segments is a way --fit-ram fits a budget: pass --model m.keras --fit-ram BYTES with it. "
+                         "Received: --segments without --fit-ram")
     if args.model is not None and args.fit_ram is None:
         raise UsageError(f"--model needs --fit-ram BYTES (or convert with `keras-mbv2 export` and pass --tflite). "
                          f"Received: --model {args.model!r}")
@@ -81,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     labels = args.labels.split(",") if args.labels else None
     emit_args = dict(name=args.name, board=args.board, labels=labels, memory_plan=not args.no_offline_plan)
 
-    def write(model: Any) -> None:
+    def write(model: Any, segments: Any = None) -> None:
+        if segments is not None:
+            emit_args["segments"] = segments
         if args.project is None:
             print(emit(model, args.out, **emit_args))
             return
@@ -102,11 +110,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = load_keras(args.model)
     data = load_data(args.data, tuple(model.input_shape[1:]))
-    result = fit_ram(model, args.fit_ram, data.x_train[:200], log=say)
+    result = fit_ram(model, args.fit_ram, data.x_train[:200], log=say, segments=args.segments)
     print(result)
     if args.test_images:
         emit_args.update(test_images=data.x_test[:args.test_images], test_labels=data.y_test[:args.test_images])
-    write(result.patched or result.tflite)
+    write(result.patched or result.tflite, result.segmented)
     if args.save_model:
         atomic_write(args.save_model, result.model.save, ".keras")
         print(f"split model saved to {args.save_model} (quantization-aware training: keras-mbv2 qat --model ...)")

@@ -180,10 +180,10 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             QAT, run `quantize_aware` on the returned `model`).
         converted: `model`'s int8 conversion with `representative_data`, when already made (saves one).
         segments: also consider segmented execution (`keras_mbv2.tflite.segments`): where channel splits (then
-            patches) do not fit, the model (then the patched model's rest) in the fewest segments that fit. Off by
-            default until the firmware runs segments (`emit` writes the plan without them, so a segmented result's
-            RAM is not the emitted project's); `FitResult.invoke` runs them on the host runtime as the firmware
-            will.
+            patches) do not fit, the model (then the patched model's rest) in the fewest segments that fit;
+            `emit(result.patched or result.tflite, ..., segments=result.segmented)` writes them for firmware/app
+            (`keras-mbv2 micro --fit-ram BYTES --segments`), `FitResult.invoke` runs the same loop on the host
+            runtime. Off by default: the search does not consider segments yet.
 
     Raises `RamNotMet` (a ValueError naming `ram_bytes`) when no plan fits, with what was measured.
     """

@@ -57,10 +57,14 @@ def _readme(report: MicroReport, board: str | None, core: str, name: str) -> str
     ram = (f"{report.device_ram_bytes:,} B: {report.arena_bytes:,} B kTensorArenaSize"
            + (f" + {report.patch_arena_bytes:,} B kPatchArenaSize" if report.patch_arena_bytes else "")
            + (f" + {report.stage_bytes:,} B stage buffer" if report.stage_bytes else "")
+           + (f" + {report.boundary_bytes:,} B boundary buffer (every segment in turn in the arena)"
+              if report.boundary_bytes else "")
            + (f" + {report.band_bytes:,} B input band" if report.band_bytes else ""))
     images = ("embedded (`model/*_test_images.cc`): the app classifies them"
               if any(f.endswith("_test_images.cc") for f in report.files) else "none (`--test-images N` embeds N)")
-    model = f"`model/` ({'patch model + rest model, ' if patched else ''}{report.model_bytes:,} B flash)"
+    parts = (f"{len(report.segments.segments)} segment models, " if report.segments is not None else "rest model, ")
+    model = f"`model/` ({('patch model + ' + parts) if patched else parts if report.segments else ''}" \
+            f"{report.model_bytes:,} B flash)"
     check = f"keras-mbv2 check-app --log app.log --dir model{'' if name == 'model' else f' --name {name}'}"
     qemu = QEMU_BOARDS[core]
     return f"""# Firmware project: `{name}` for {chip.name if chip else core}
@@ -174,10 +178,12 @@ def write_project(
     memory_plan: bool = True,
     test_images: np.ndarray | None = None,
     test_labels: Sequence[int] | None = None,
+    segments: Any = None,
     force: bool = False,
     flag: str = "`out_dir`",
 ) -> MicroReport:
-    """Write a self-contained firmware project for `model` (an int8 .tflite, its bytes, or a PatchedModel) into
+    """Write a self-contained firmware project for `model` (an int8 .tflite, its bytes, or a PatchedModel, with its
+    `segments` when it runs in segments: see `emit`) into
     the folder `out_dir`: the firmware sources, the model's files in `model/` (as `emit` writes them, with the same
     checks), `project.mk` and a README naming the board, its core, flash and RAM, and the commands to build and run
     on QEMU. `out_dir` is built under a temporary name and renamed into place when complete; an existing non-empty
@@ -196,7 +202,7 @@ def write_project(
                 shutil.copy2(path, os.path.join(work, entry))
         shutil.copy2(os.path.join(source, "README.md"), os.path.join(work, "FIRMWARE.md"))
         report = emit(model, os.path.join(work, "model"), name=name, board=board, labels=labels,
-                      memory_plan=memory_plan, test_images=test_images, test_labels=test_labels)
+                      memory_plan=memory_plan, test_images=test_images, test_labels=test_labels, segments=segments)
         with open(os.path.join(work, "project.mk"), "w") as f:
             f.write(f"# Written by keras-mbv2 micro --project: this project's model and core (make VAR=... overrides)\n"
                     f"MODEL_NAME ?= {name}\nTARGET_ARCH ?= {core}\n")
