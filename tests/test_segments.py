@@ -8,6 +8,8 @@ after a patch stage (the rest model of `patch_model`)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,54 @@ def test_the_buffer_layout_moves_what_passes_through_to_the_front_and_keeps_ever
             buffer[offset:offset + size] = values[t]
     (offset, size), = layout.model_outputs
     np.testing.assert_array_equal(buffer[offset:offset + size], values[4])
+
+
+FIRMWARE_RUNS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "firmware")
+
+# (recorded run, the whole model's run on the same core, the issue's RAM target in bytes)
+DEVICE_RUNS = [
+    ("anchor_mobilenetv2_030_80_segmented_mps2-an386-ram64k", "anchor_mobilenetv2_030_80_whole_mps2-an386", 48 * 1024),
+    ("anchor_mobilenetv2_030_80_segmented_mps2-an500", "anchor_mobilenetv2_030_80_whole_mps2-an500", 48 * 1024),
+    ("anchor_mobilenetv1_025_96_segmented_mps2-an500", "anchor_mobilenetv1_025_96_whole_mps2-an500", None),
+    ("segmented_readme_mobilenetv2_035_96_mps2-an500", None, 64 * 1024),
+]
+
+
+@pytest.mark.parametrize("run, whole, target", DEVICE_RUNS, ids=[r[0] for r in DEVICE_RUNS])
+def test_the_recorded_device_runs_of_segments_meet_their_targets(run, whole, target):
+    """The QEMU runs of patched + segmented models (benchmarks/firmware, TFLM with CMSIS-NN; their scores equal to the
+    host's when recorded, `keras-mbv2 check-app`): device RAM (arena used + boundary buffer + band) within the issue's
+    target where it has one, at most 2x the unpatched instructions on the same core, and on the 64 KiB board the
+    whole app (.data, .bss, heap, stack's peak) inside the 64 KiB."""
+    from keras_mbv2.micro import parse_app_output
+
+    with open(os.path.join(FIRMWARE_RUNS, f"{run}.log")) as f:
+        out = parse_app_output(f.read())
+    assert out.done and out.segments > 1 and out.allocate_each
+    assert out.device_ram_bytes == out.arena_used + out.boundary_bytes + out.band_bytes
+    if target is not None:
+        assert out.device_ram_bytes <= target
+    if whole is not None:
+        with open(os.path.join(FIRMWARE_RUNS, f"{whole}.log")) as f:
+            assert out.images[0].ticks <= 2.0 * parse_app_output(f.read()).images[0].ticks
+    if run.endswith("ram64k"):
+        ram, static, heap, stack = out.ram
+        assert ram == 65536 and static + heap + stack <= ram and static > out.device_ram_bytes
+
+
+def test_the_allocation_cost_predicts_every_recorded_runs_allocations():
+    """ALLOCATE_COST against the per-model AllocateTensors ticks the app printed (segments_allocate.json): each run's
+    total within 5% (Cortex-M4) and 2% (Cortex-M7), instructions = 40 x SysTick ticks."""
+    import json
+
+    from keras_mbv2.tflite.segments import ALLOCATE_COST
+
+    with open(os.path.join(FIRMWARE_RUNS, "segments_allocate.json")) as f:
+        runs = json.load(f)["runs"]
+    assert {r["core"] for r in runs} == {"cortex-m4", "cortex-m7"} and len(runs) == 6
+    for r in runs:
+        cost = ALLOCATE_COST[r["core"]]
+        predicted = sum(cost["model"] + cost["operator"] * m["operators"] + cost["channel"] * m["channels"]
+                        for m in r["models"])
+        measured = 40 * sum(m["ticks"] for m in r["models"])
+        assert abs(predicted / measured - 1) <= (0.05 if r["core"] == "cortex-m4" else 0.02), r["network"]

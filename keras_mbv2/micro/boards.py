@@ -107,7 +107,7 @@ QEMU_BOARDS = {"cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500", "cortex-m33
 #: 20 M instructions took 500,000 / 400,000 / 640,000 / 3,360,000 ticks). With `-icount shift=0` each instruction
 #: takes 1 ns, so instructions = SysTick ticks x 1e9 / Hz (`make run-app`'s ticks).
 QEMU_SYSTICK_HZ = {"mps2-an386": 25_000_000, "mps2-an500": 25_000_000, "mps2-an505": 20_000_000,
-                   "mps3-an547": 32_000_000, "netduinoplus2": 168_000_000}
+                   "mps3-an547": 32_000_000, "netduinoplus2": 168_000_000, "mps2-an386-ram64k": 25_000_000}
 
 
 def qemu_instructions(ticks: int, board: str) -> float:

@@ -18,6 +18,10 @@ and, in segments, the boundary buffer after the arena line and what every model'
     keras_mbv2 app: segmented, 4 segments, boundary buffer 3200 bytes
     profile: allocate 912345 SysTick ticks over 5 models
 
+and, on a board whose start-up paints the stack (micro/Makefile's mps2-an386-ram64k), what the whole app used:
+
+    keras_mbv2 app: RAM 65536 bytes: static 44700 (.data + .bss), heap 4452, stack peak 1428, never used 14956
+
 `parse_app_output` reads that (and the logs of older apps, without `true` or the patch lines); `check_app_output`
 runs the same int8 test images (read back from the emitted `<stem>_test_images.cc`) through the host runtime and
 compares every score; `profile_by_operator` sums the
@@ -68,6 +72,10 @@ class AppOutput:
     boundary_bytes: int = 0  # segmented: the boundary buffer (patched, it holds the stage output)
     segments: int = 0  # segmented: how many segments
     allocate: int | None = None  # segmented: ticks of the first image's AllocateTensors calls, every model's
+    # segmented: each model's AllocateTensors ticks, (kind "segment" or "patch model", index, ticks)
+    allocate_each: list[tuple[str, int, int]] = field(default_factory=list)
+    # boards/ram64k.ld's start-up: (RAM, static .data + .bss, heap, stack peak) the whole app used, in bytes
+    ram: tuple[int, int, int, int] | None = None
 
     @property
     def device_ram_bytes(self) -> int:
@@ -87,6 +95,8 @@ _PATCHED = re.compile(r"keras_mbv2 app: patch-based, .* = (\d+) bytes \(frame \d
                       r"(?:stage buffer (\d+) bytes|stage output in the boundary buffer)$")
 _SEGMENTED = re.compile(r"keras_mbv2 app: segmented, (\d+) segments, boundary buffer (\d+) bytes$")
 _ALLOCATE = re.compile(r"profile: allocate (\d+) ")
+_ALLOCATE_ONE = re.compile(r"profile: allocate (segment|patch model) (\d+) (\d+)$")
+_RAM = re.compile(r"keras_mbv2 app: RAM (\d+) bytes: static (\d+) \(.*\), heap (\d+), stack peak (\d+),")
 
 
 def parse_app_output(text: str) -> AppOutput:
@@ -113,8 +123,12 @@ def parse_app_output(text: str) -> AppOutput:
             found.band_bytes, found.stage_bytes = int(m.group(1)), int(m.group(2) or 0)
         elif m := _SEGMENTED.search(line):
             found.segments, found.boundary_bytes = int(m.group(1)), int(m.group(2))
+        elif m := _ALLOCATE_ONE.search(line):
+            found.allocate_each.append((m.group(1), int(m.group(2)), int(m.group(3))))
         elif m := _ALLOCATE.search(line):
             found.allocate = int(m.group(1))
+        elif m := _RAM.search(line):
+            found.ram = (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)))
         elif line == "keras_mbv2 app: done":
             found.done = True
     if head is None:

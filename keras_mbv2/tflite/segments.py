@@ -171,6 +171,12 @@ class SegmentedModel:
         return cls(b"", segments, {int(t): int(b) for t, b in plan["tensor_bytes"].items()},
                    tuple(plan["model_inputs"]), tuple(plan["model_outputs"]))
 
+    def allocate_instructions(self, core: str) -> float:
+        """Estimated instructions every inference spends allocating the segments on `core` (`ALLOCATE_COST`): each
+        segment's `AllocateTensors`. Since every operator and channel is in exactly one segment, more segments cost
+        about `ALLOCATE_COST[core]["model"]` each: the fewest segments that fit is the fastest plan."""
+        return sum(allocate_instructions(s.model, core) for s in self.segments)
+
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """int8 frames (N, H, W, C) -> int8 outputs, by the firmware's loop on the TFLM host runtime (each
         segment's interpreter created, allocated, invoked and dropped per frame)."""
@@ -251,6 +257,17 @@ def segment_arena(report: str) -> Any:
     return ArenaUse(max(total, int(smallest.group(1))) if smallest else total, head)
 
 
+def allocate_instructions(model: bytes, core: str) -> float:
+    """Estimated instructions of `model`'s `AllocateTensors` on `core` (`ALLOCATE_COST`'s cores)."""
+    if core not in ALLOCATE_COST:
+        raise ValueError(f"`core` must be one of {sorted(ALLOCATE_COST)}. Received: core={core!r}")
+    graph = parse_model(model).subgraphs[0]
+    channels = sum(len(t.quantization.scale) for t in graph.tensors if t.quantization is not None
+                   and t.quantization.scale is not None and len(t.quantization.scale) > 1)
+    cost = ALLOCATE_COST[core]
+    return cost["model"] + cost["operator"] * len(graph.operators) + cost["channel"] * channels
+
+
 def _first_input_shape(data: bytes) -> tuple[int, ...]:
     graph = parse_model(data).subgraphs[0]
     return tuple(int(d) for d in graph.tensors[int(graph.inputs[0])].shape)
@@ -288,6 +305,15 @@ TAIL_COST = {"base": 532.1, "tensor": 66.5, "channel": 4.0, "io": 72.1, "fc_unit
 # segment whose activations are small needs that peak, `PREPARE_COST["channel"]` x channels + "base" over its
 # persistent data, rather than activations + persistent data.
 PREPARE_COST = {"channel": 12.5, "base": 480.0}
+# Instructions one model's `AllocateTensors` costs on the device, run per segment per inference (and, patched and
+# segmented, the patch model's too): per model + per operator + per channel of a per-channel quantized tensor (each
+# conv's Prepare computes a multiplier and shift per output channel in double precision: in software on the
+# Cortex-M4, whose FPU is single precision). Least squares over every model's ticks the app printed (QEMU
+# `-icount shift=0`, TFLM with CMSIS-NN) for MobileNetV2 0.30 @ 80 (1000 classes), 0.35 @ 96 (10) and MobileNetV1
+# 0.25 @ 96 (2), patched + segmented, 11 to 14 models each (benchmarks/firmware/segments_allocate.json); fitted
+# without one network, the held-out network's total was predicted within 4.8% (M4) and 1.1% (M7).
+ALLOCATE_COST = {"cortex-m4": {"model": 68_057.0, "operator": 6_265.6, "channel": 593.6},
+                 "cortex-m7": {"model": 3_561.8, "operator": 9_056.9, "channel": 147.2}}
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::Mic
 const tflite::Model* segment_models[kSegmentCount] = {};
 tflite::MicroOpResolver* segment_resolver = nullptr;
 uint64_t allocate_ticks = 0;  // the last inference's AllocateTensors calls, for the profile
+uint64_t allocate_each[kSegmentCount + 1] = {};  // each model's: the segments', then the patch model's
 size_t largest_arena = 0;     // the largest arena_used_bytes() of every model, measured at setup
 #ifdef KERAS_MBV2_PATCHED
 const tflite::Model* patch_model = nullptr;
@@ -175,7 +176,9 @@ tflite::MicroInterpreter* MakeInterpreter(const tflite::Model* model, OperatorPr
   auto* made = new (interpreter_storage) tflite::MicroInterpreter(model, *segment_resolver, tensor_arena,
                                                                  kTensorArenaSize, nullptr, model_profiler);
   const TfLiteStatus status = made->AllocateTensors();
-  allocate_ticks += PlatformTicks() - start;
+  const uint64_t ticks = PlatformTicks() - start;
+  allocate_ticks += ticks;
+  allocate_each[segment < 0 ? kSegmentCount : segment] = ticks;
   if (status != kTfLiteOk) {
     if (segment < 0) {
       MicroPrintf("AllocateTensors failed: kTensorArenaSize %d is too small for the patch model", kTensorArenaSize);
@@ -365,6 +368,10 @@ void ModelRunnerPrintProfile() {
   constexpr int kModels = kSegmentCount;
 #endif
   // AllocateTensors of every model, each inference (part of the time outside the operators)
+  for (int i = 0; i < kModels; ++i) {
+    std::printf("profile: allocate %s %d %llu\n", i < kSegmentCount ? "segment" : "patch model", i,
+                static_cast<unsigned long long>(allocate_each[i]));
+  }
   std::printf("profile: allocate %llu %s over %d models\n", static_cast<unsigned long long>(allocate_ticks),
               PlatformTickUnit(), kModels);
 #endif

@@ -64,7 +64,34 @@ uint64_t PlatformTicks() {
 
 const char* PlatformTickUnit() { return use_dwt ? "cycles (DWT)" : "SysTick ticks"; }
 
+#ifdef KERAS_MBV2_OWN_CRT0
+extern "C" {
+extern uint32_t __data_start__, __bss_end__, __ram_start__, __ram_end__;
+void* _sbrk(int increment);
+}
+
+// What the app used of the linker script's RAM: everything static (.data, .bss: the arena and buffers), the heap
+// (newlib's, for stdio), and the stack's peak: the deepest word below the stack that boards/startup.c painted and
+// something overwrote since.
+void ReportRam() {
+  const uintptr_t ram = reinterpret_cast<uintptr_t>(&__ram_end__) - reinterpret_cast<uintptr_t>(&__ram_start__);
+  const uintptr_t statics = reinterpret_cast<uintptr_t>(&__bss_end__) - reinterpret_cast<uintptr_t>(&__data_start__);
+  const uint32_t* heap_top = static_cast<const uint32_t*>(_sbrk(0));
+  const uint32_t* deepest = heap_top;
+  while (deepest < &__ram_end__ && *deepest == 0xA5A5A5A5u) ++deepest;
+  const uintptr_t heap = reinterpret_cast<uintptr_t>(heap_top) - reinterpret_cast<uintptr_t>(&__bss_end__);
+  const uintptr_t stack = reinterpret_cast<uintptr_t>(&__ram_end__) - reinterpret_cast<uintptr_t>(deepest);
+  std::printf("keras_mbv2 app: RAM %u bytes: static %u (.data + .bss), heap %u, stack peak %u, never used %u\n",
+              static_cast<unsigned>(ram), static_cast<unsigned>(statics), static_cast<unsigned>(heap),
+              static_cast<unsigned>(stack), static_cast<unsigned>(ram - statics - heap - stack));
+  std::fflush(stdout);
+}
+#endif
+
 void PlatformFinished(int code) {
+#ifdef KERAS_MBV2_OWN_CRT0
+  ReportRam();
+#endif
 #if defined(KERAS_MBV2_SEMIHOSTING)
   std::exit(code);
 #else

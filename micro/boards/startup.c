@@ -26,6 +26,28 @@ void SysTick_Handler(void);
 
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
 
+#ifdef KERAS_MBV2_OWN_CRT0
+/* The stack stays where the linker script put it (__stack, the vector table's initial SP): newlib's semihosting crt0
+ * would move it to the top of the RAM region QEMU knows (mps2-an386: 0x21ffffec, outside a 64 KiB part's RAM), so
+ * boards/ram64k.ld links with -nostartfiles and this does crt0's work: .bss zeroed, the semihosting handles opened,
+ * the constructors run, main called, exit with its value. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern uint32_t __bss_start__, __bss_end__;
+extern int main(void);
+extern void initialise_monitor_handles(void);
+extern void __libc_init_array(void);
+extern void exit(int);
+/* what crti.o, crtn.o and crtbegin.o (left out with crt0 by -nostartfiles) would define */
+void _init(void) {}
+void _fini(void) {}
+void* __dso_handle = 0;
+#ifdef __cplusplus
+}
+#endif
+#endif
+
 void Reset_Handler(void) {
   if (&__data_load__ != &__data_start__) {
     for (uint32_t *src = &__data_load__, *dst = &__data_start__; dst < &__data_end__;) *dst++ = *src++;
@@ -35,7 +57,18 @@ void Reset_Handler(void) {
   __asm volatile("dsb");
   __asm volatile("isb");
 #endif
+#ifdef KERAS_MBV2_OWN_CRT0
+  for (uint32_t* p = &__bss_start__; p < &__bss_end__;) *p++ = 0;
+  /* every word between .bss and the stack painted, for the app's report of the stack's peak (platform.cc) */
+  uint32_t* sp;
+  __asm volatile("mov %0, sp" : "=r"(sp));
+  for (uint32_t* p = &__bss_end__; p < sp - 16;) *p++ = 0xA5A5A5A5u;
+  initialise_monitor_handles();
+  __libc_init_array();
+  exit(main());
+#else
   _start();
+#endif
 }
 
 static void fault_handler(void) {
