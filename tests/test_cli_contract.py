@@ -156,6 +156,8 @@ USAGE = [
     (["micro", "--tflite", "tiny_int8.tflite", "--fit-ram", "90000", "--out", "o"], "--fit-ram 90000"),
     (["micro", "--model", "tiny.keras", "--out", "o"], "--model needs --fit-ram"),
     (["micro", "--tflite", "tiny_int8.tflite", "--segments", "--out", "o"], "--segments without --fit-ram"),
+    (["search", "--board", "nucleo-f746zg", "--segments", "--no-memory-techniques", "--out", "o"],
+     "--segments --no-memory-techniques"),
     (["micro", "--out", "o"], "--tflite None --model None"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "0", "--out", "o"], "argument --fit-ram"),
     (["micro", "--model", "tiny.keras", "--fit-ram", "1000", "--out", "o"], "--fit-ram is below what the model needs"),

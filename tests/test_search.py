@@ -208,6 +208,27 @@ def test_stage1_measures_on_tflm_and_splits_buy_a_larger_input(tmp_path):
     assert plain.ram_as_built == tensor_arena_size(arena_use(data).total)
 
 
+def test_stage1_with_segments_fits_a_candidate_below_tflms_persistent_data():
+    """A RAM budget under the model's persistent data (MobileNetV2 0.35, 10 classes: about 72 KB before any
+    activation) fits no split or patch plan; with segments the candidate fits, measured, and says how."""
+    from keras_mbv2.datasets import load_digits
+    from keras_mbv2.search.fitting import SEGMENTS
+
+    limits = Limits.of(flash=1 << 20, ram=RAM_RESERVE + 60_000)
+    (candidate,) = SearchSpace(widths=(0.35,), sizes=(32,), expansions=(6,)).candidates()
+
+    def x(size):
+        return load_digits(image_size=size).x_train[:64]
+
+    plain = Stage1(limits, x, 10, 1)
+    assert not plain.fits(candidate) and "persistent data" in plain.measurements[candidate].reason
+    stage = Stage1(limits, x, 10, 1, segments=True)
+    assert stage.fits(candidate)
+    m = stage.measurements[candidate]
+    assert m.technique == SEGMENTS and m.segments > 1 and m.measured and m.ram <= limits.device_ram
+    assert Measurement.from_json(m.to_json()) == m  # a rerun reuses it as measured
+
+
 # -- a whole search, interrupted and continued: the example, as a user runs it -------------------------------------
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "search_for_a_board.py")

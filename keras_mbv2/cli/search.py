@@ -18,7 +18,7 @@ DESCRIPTION = ("Find the most accurate network that fits a board. Stage 1 (no tr
                "with the most multiply-adds train for a few equal epochs and the best on held-out validation data "
                "trains on, is quantized (QAT), checked on TFLM and emitted as a firmware project, with report.md and "
                "front.png. Rerun the same command to continue an interrupted search.")
-ALIASES = {"budget_minutes": "--budget", "memory_techniques": "--no-memory-techniques"}
+ALIASES = {"budget_minutes": "--budget", "memory_techniques": "--no-memory-techniques", "segments": "--segments"}
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -51,6 +51,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qat-epochs", type=positive_int, default=None, help="QAT epochs; " + default_text("qat_epochs"))
     p.add_argument("--no-memory-techniques", action="store_true",
                    help="no channel splits or patches: only models that fit as built")
+    p.add_argument("--segments", action="store_true",
+                   help="also run a candidate in segments where no split or patch plan fits (one TFLM interpreter "
+                   "at a time, below TFLM's persistent data); emitted segmented")
     p.add_argument("--quick", action="store_true",
                    help="a small grid and short training (about 10 minutes on 2 cores); flags given still apply")
     p.add_argument("--seed", type=int, default=0, help="random seed (data split, weights, kernels)")
@@ -61,6 +64,9 @@ def check(args: argparse.Namespace) -> None:
     if args.board is None and (args.flash is None or args.ram is None):
         raise UsageError(f"give --board NAME, or --flash BYTES and --ram BYTES. Received: --flash {args.flash} "
                          f"--ram {args.ram}")
+    if args.segments and args.no_memory_techniques:
+        raise UsageError("--segments is one of the memory techniques --no-memory-techniques turns off: give one of "
+                         "the two. Received: --segments --no-memory-techniques")
     check_data(args.data)
 
 
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                     networks=args.networks, widths=args.widths, sizes=args.sizes, expansions=args.expansions,
                     max_macs=args.max_macs, budget_minutes=args.budget, finalists=args.finalists,
                     trial_epochs=args.trial_epochs, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                    memory_techniques=not args.no_memory_techniques, quick=args.quick, seed=args.seed, log=say)
+                    memory_techniques=not args.no_memory_techniques, segments=args.segments, quick=args.quick,
+                    seed=args.seed, log=say)
     print()
     print(result.table())
     print(f"report  {os.path.join(result.out_dir, 'report.md')}")

@@ -147,10 +147,12 @@ def _segmented_scheme(arena: int, boundary: int, patched: PatchedModel | None, m
     return patched.band_bytes + arena + max(patched.stage_bytes, boundary)
 
 
-def _fit_segments(data: bytes, ram_bytes: int, log: Callable[[str], None],
-                  patched: PatchedModel | None = None) -> SegmentedModel | None:
+def fit_segments(data: bytes, ram_bytes: int, log: Callable[[str], None],
+                 patched: PatchedModel | None = None) -> SegmentedModel | None:
     """The fewest segments of `data` (patched: of its rest model) whose device RAM, with margins, fits `ram_bytes`:
-    the planner's estimates ranked by segments, each measured before it is taken. None when none fits."""
+    the planner's estimates ranked by segments, each measured before it is taken. None when none fits. The fewest
+    segments are the fastest plan: every operator and channel is allocated in exactly one segment, so each more
+    costs about `segments.ALLOCATE_COST[core]["model"]` instructions per inference."""
     source = patched.rest if patched is not None else data
     for plan in segment_plans(source)[1:]:
         estimate = _segmented_scheme(plan.arena_estimate, plan.boundary_bytes, patched, margins=True)
@@ -208,7 +210,7 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             floor = split_floor(model)[0]
             why = (f"{exc} With TFLM's persistent data ({before.tail:,} B unsplit, more with more operators) and the "
                    f"margin, one arena needs at least {tensor_arena_size(floor + before.tail):,} B")
-            segmented = _fit_segments(data, ram_bytes, log) if segments else None
+            segmented = fit_segments(data, ram_bytes, log) if segments else None
             if segmented is not None:
                 return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes,
                                  segmented=segmented)
@@ -223,7 +225,7 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
         after = arena_use(data)
         log(f"splits {_describe(plan)}: arena {after.total:,} B ({after.head:,} B activations)")
         budget -= max(0, tensor_arena_size(after.total) - ram_bytes)
-    segmented = _fit_segments(data, ram_bytes, log) if segments and tensor_arena_size(after.total) > ram_bytes \
+    segmented = fit_segments(data, ram_bytes, log) if segments and tensor_arena_size(after.total) > ram_bytes \
         else None
     if segmented is not None:
         return FitResult(current, data, splits, before, after, macs_before, tflite_macs(data), ram_bytes,
@@ -279,7 +281,7 @@ def _fit_patches(model: keras.Model, ram_bytes: int, representative_data: Any, l
             f"persistent data ({before.tail:,} B). Received: ram_bytes={ram_bytes!r}", before, persistent=True)
     best = search_patches(model, representative_data, data, ram_bytes, log)
     need, current, splits, data, patched = best
-    segmented = _fit_segments(data, ram_bytes, log, patched) if segments and need > ram_bytes else None
+    segmented = fit_segments(data, ram_bytes, log, patched) if segments and need > ram_bytes else None
     if segmented is not None:
         return FitResult(current, data, splits, before, arena_use(data), macs_before, patched.plan.macs, ram_bytes,
                          patched, segmented)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write, write_file
 from ..interrupts import stop_on_ctrl_c
-from .fitting import PATCHES, Measurement
+from .fitting import PATCHES, SEGMENTS, Measurement
 from .report import SearchResult, write_report
 from .space import Limits
 from .trials import QAT_EPOCH_COST, Clock, Trial, train_final
@@ -28,10 +28,11 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
 
     from ..micro import write_project
     from ..micro.emitter import emitted_ram, flash_bytes, tensor_arena_size
+    from ..micro.fit import fit_segments, segmented_ram
     from ..models.memory_split import memory_splits_of, split_model
     from ..quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
     from ..tflite import arena_use, compare_outputs, io_details
-    from ..tflite.patches import patch_model, stage_cuts
+    from ..tflite.patches import patch_model, run_patched, stage_cuts
     from ..tflite.runtime import quantize_input
     from ..training import step_progress
 
@@ -60,7 +61,8 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
 
     log("[4/4] int8: conversion, TFLM against LiteRT on the test images, the firmware project, the report")
     int8 = to_tflite(qat, data.x_train[:200])
-    if chosen.technique == PATCHES:
+    segmented = None
+    if chosen.patches:  # PATCHES, or SEGMENTS after patches
         cut, grid = chosen.patches
         if cut in [c for c, _ in stage_cuts(int8)]:  # stage 1's plan, where the trained model's operators allow it
             target = patch_model(int8, cut, grid)
@@ -72,13 +74,29 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
         target = int8
         ram = tensor_arena_size(arena_use(int8).total)
     flash = flash_bytes(target)
+    if chosen.technique == SEGMENTS:  # the trained model's (or patched rest's) fewest segments that fit, measured
+        patched = target if chosen.patches else None
+        segmented = fit_segments(int8, limits.device_ram, lambda m: log("  " + m), patched)
+        if segmented is None:
+            raise RuntimeError(f"the trained int8 model fits {limits.device_ram:,} B in no segment plan, unlike the "
+                               "model stage 1 measured: nothing was emitted")
+        ram = segmented_ram(segmented, patched, margins=True)
+        flash = sum(flash_bytes(s.model) for s in segmented.segments) + (flash_bytes(patched.patch) if patched
+                                                                          else 0)
     if ram > limits.device_ram or flash > limits.model_flash:
         raise RuntimeError(f"the trained int8 model needs {ram:,} B RAM and {flash:,} B flash, more than the "
                            f"{limits.device_ram:,} B and {limits.model_flash:,} B stage 1 measured it within: "
                            "nothing was emitted")
     lite = evaluate_tflite(int8, data.x_test, data.y_test)
-    if chosen.technique == PATCHES:
-        outputs = target.invoke(quantize_input(data.x_test, io_details(int8)))
+    frames = quantize_input(data.x_test, io_details(int8))
+    if segmented is not None and chosen.patches:  # the firmware's loops on the host: patches, then segments
+        outputs = run_patched(target.patch, target.rest, target.plan, frames, segments=segmented)[0]
+        tflm_accuracy = float((outputs.reshape(len(outputs), -1).argmax(-1) == data.y_test).mean())
+    elif segmented is not None:
+        outputs = segmented.invoke(frames)
+        tflm_accuracy = float((outputs.reshape(len(outputs), -1).argmax(-1) == data.y_test).mean())
+    elif chosen.technique == PATCHES:
+        outputs = target.invoke(frames)
         tflm_accuracy = float((outputs.reshape(len(outputs), -1).argmax(-1) == data.y_test).mean())
     else:
         micro = evaluate_tflite(int8, data.x_test, data.y_test, runtime="tflm")
@@ -93,6 +111,7 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
 
     project = os.path.join(out, "project")
     report = write_project(target, project, name="model", board=limits.board, labels=list(data.class_names),
+                           segments=segmented,
                            test_images=data.x_test[:TEST_IMAGES], test_labels=data.y_test[:TEST_IMAGES], force=True,
                            flag="`out`/project")
     atomic_write(os.path.join(out, "model.keras"), model.save, ".keras")

@@ -27,7 +27,7 @@ from .space import Candidate, Limits
 Log = Callable[[str], None]
 
 # How a fitting candidate fits.
-AS_BUILT, SPLITS, PATCHES = "as built", "channel splits", "patches"
+AS_BUILT, SPLITS, PATCHES, SEGMENTS = "as built", "channel splits", "patches", "segments"
 
 
 @dataclass
@@ -46,10 +46,11 @@ class Measurement:
     ram_as_built: int | None = None  # kTensorArenaSize of the model as built, measured
     ram: int | None = None  # device RAM of the fitting plan (arena + margin; patched: band + arenas + stage)
     need: int | None = None  # when it does not fit: the least device RAM a plan needed (or at least), measured
-    technique: str = ""  # AS_BUILT, SPLITS or PATCHES when it fits
+    technique: str = ""  # AS_BUILT, SPLITS, PATCHES or SEGMENTS (then patched too where `patches`) when it fits
     splits: dict[str, int] = field(default_factory=dict)  # the fitting plan's channel splits (>1 only)
     patches: tuple[int, tuple[int, int]] | None = None  # (cut, grid) of the fitting plan's patches
     macs_fitted: int | None = None  # multiply-adds of the fitting plan (patches recompute halos)
+    segments: int = 0  # SEGMENTS: how many segments the fitting plan's model (or patched rest) runs in
     reason: str = ""  # why it does not fit, or why it was not measured
     size_independent: bool = False  # it does not fit for flash or TFLM's persistent data: no input size would
     seconds: float = 0.0  # time spent measuring it
@@ -89,8 +90,9 @@ class Stage1:
     def __init__(self, limits: Limits, x: Callable[[int], np.ndarray], classes: int, channels: int,
                  techniques: bool = True, log: Log | None = None,
                  known: dict[Candidate, Measurement] | None = None,
-                 on_measured: Callable[[], None] | None = None) -> None:
+                 on_measured: Callable[[], None] | None = None, segments: bool = False) -> None:
         self.limits, self.x, self.classes, self.channels = limits, x, classes, channels
+        self.segments = segments  # fit_ram may also run the model in segments (keras_mbv2.tflite.segments)
         self.on_measured = on_measured or (lambda: None)  # after each measurement: the search saves them
         self.techniques = techniques
         self.log = log or (lambda message: None)
@@ -199,14 +201,15 @@ class Stage1:
         self.log(f"  {c.label}: {m.macs:,} MACs: {detail} [measured, {time.perf_counter() - start:.0f} s]")
 
     def _fit(self, m: Measurement) -> None:
-        """Channel splits, then patches (`fit_ram`), on the converted model; the plan's device RAM as emitted."""
+        """Channel splits, then patches (`fit_ram`), then (with `segments`) segments, on the converted model; the
+        plan's device RAM as emitted."""
         from ..micro.emitter import emitted_ram, flash_bytes, tensor_arena_size
-        from ..micro.fit import RamNotMet, fit_ram
+        from ..micro.fit import RamNotMet, fit_ram, segmented_ram
 
         model, data = self._converted[m.candidate]
         x = self.x(m.candidate.size)
         try:
-            result = fit_ram(model, self.limits.device_ram, x, converted=data)
+            result = fit_ram(model, self.limits.device_ram, x, converted=data, segments=self.segments)
         except RamNotMet as exc:
             m.fits, m.need = False, exc.need or tensor_arena_size(exc.before.tail)
             if exc.persistent:
@@ -214,7 +217,8 @@ class Stage1:
                 m.reason = (f"TFLM's persistent data: {exc.before.tail:,} B (+ margin) before any activation, "
                             f"over the {self.limits.device_ram:,} B for inference whatever the plan")
             else:
-                m.reason = (f"RAM: the best plan (splits, patches) needs {m.need:,} B, over "
+                m.reason = (f"RAM: the best plan (splits, patches{', segments' if self.segments else ''}) needs "
+                            f"{m.need:,} B, over "
                             f"{self.limits.device_ram:,} B")
             return
         except ValueError as exc:  # no patch stage within the multiply-add overhead, and the like
@@ -222,6 +226,9 @@ class Stage1:
             return
         target = result.patched or result.tflite
         m.flash = flash_bytes(target)
+        if result.segmented is not None:  # the segment arrays hold the same weights, stored per segment
+            m.flash = sum(flash_bytes(s.model) for s in result.segmented.segments) + (
+                flash_bytes(result.patched.patch) if result.patched is not None else 0)
         if m.flash > self.limits.model_flash:
             m.fits = False
             m.reason = f"flash: the fitting plan's arrays take {m.flash:,} B, over {self.limits.model_flash:,} B"
@@ -231,7 +238,10 @@ class Stage1:
         if result.patched is not None:
             m.technique, m.ram = PATCHES, emitted_ram(result.patched)
             m.patches = (result.patched.plan.cut, tuple(result.patched.plan.grid))
-        else:
+        if result.segmented is not None:
+            m.technique, m.segments = SEGMENTS, len(result.segmented.segments)
+            m.ram = segmented_ram(result.segmented, result.patched, margins=True)
+        elif result.patched is None:
             m.technique, m.ram = SPLITS, tensor_arena_size(result.after.total)
         m.macs_fitted = int(result.macs_after)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..files import atomic_write, write_file
-from .fitting import AS_BUILT, PATCHES, SPLITS, Measurement
+from .fitting import AS_BUILT, PATCHES, SEGMENTS, SPLITS, Measurement
 from .space import Limits
 from .trials import Trial, within_noise
 
@@ -62,7 +62,7 @@ class SearchResult:
         rows = [
             ("board", self.limits.name),
             ("chosen", f"{c.candidate.label} ({c.technique})"),
-            ("MACs", f"{c.macs:,}" + (f" ({c.macs_fitted:,} run in patches)" if c.technique == PATCHES else "")),
+            ("MACs", f"{c.macs:,}" + (f" ({c.macs_fitted:,} run in patches)" if c.patches else "")),
             ("flash (model array)", f"{self.flash_bytes:,} B of {self.limits.model_flash:,} B"),
             ("RAM (TFLM, measured)", f"{self.ram_bytes:,} B of {self.limits.device_ram:,} B"),
             ("float / int8 accuracy", f"{self.float_test_accuracy:.1%} / {self.int8_test_accuracy:.1%} (test split)"),
@@ -150,8 +150,9 @@ def report_markdown(result: Any) -> str:
         f"| model | {c.candidate.label} |",
         f"| memory plan | {c.technique}" + (f" ({', '.join(f'{k}={v}' for k, v in c.splits.items())})" if c.splits
                                             else "") + (f", patches {c.patches[1][0]}x{c.patches[1][1]} after "
-                                                        f"{c.patches[0]} operators" if c.patches else "") + " |",
-        f"| multiply-adds | {c.macs:,}" + (f" ({c.macs_fitted:,} as run in patches)" if c.technique == PATCHES
+                                                        f"{c.patches[0]} operators" if c.patches else "")
+        + (f", the model in {c.segments} segments" if c.technique == SEGMENTS else "") + " |",
+        f"| multiply-adds | {c.macs:,}" + (f" ({c.macs_fitted:,} as run in patches)" if c.patches
                                           else "") + " |",
         f"| params | {c.params:,} |",
         f"| flash: the emitted model array(s) | {result.flash_bytes:,} B of {limits.model_flash:,} B |",
@@ -202,7 +203,8 @@ def report_markdown(result: Any) -> str:
     lines += ["", "![the front](front.png)", "",
               "Files: `model.keras` (float, with the plan's channel splits), `model_int8.tflite` (QAT int8, the whole "
               "model), `project/` (the firmware project: `make -C project model-objects`; its `model/` holds the C "
-              "files" + (", patched" if c.technique == PATCHES else "") + "), `candidates.csv`; `trials/` and "
+              "files" + (", patched" if c.patches else "") + (", segmented" if c.technique == SEGMENTS else "")
+              + "), `candidates.csv`; `trials/` and "
               "`final/` keep the run's training so that a rerun continues it.", ""]
     return "\n".join(lines)
 
@@ -217,7 +219,7 @@ def plot_front(result: Any, path: str) -> None:
     limits = result.limits
     fig, (ax_ram, ax_flash) = plt.subplots(1, 2, figsize=(11, 5.6))
     styles = {AS_BUILT: ("o", "#55a868", "fits as built"), SPLITS: ("s", "#4c72b0", "fits with channel splits"),
-              PATCHES: ("^", "#dd8452", "fits with patches")}
+              PATCHES: ("^", "#dd8452", "fits with patches"), SEGMENTS: ("D", "#8172b3", "fits with segments")}
     shown: set[str] = set()
     flash_shown: set[str] = set()
     for m in result.measurements:

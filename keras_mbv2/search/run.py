@@ -86,13 +86,14 @@ class DataSource:
 
 
 def _settings(limits: Limits, space: SearchSpace, data: str, techniques: bool, seed: int, finalists: int,
-              trial_epochs: int, epochs: int, qat_epochs: int) -> dict[str, Any]:
+              trial_epochs: int, epochs: int, qat_epochs: int, segments: bool = False) -> dict[str, Any]:
     from .._version import __version__
 
     return {"limits": {"flash": limits.flash, "ram": limits.ram, "board": limits.board},
             "grid": {n: {k: list(v) for k, v in space.grid(n).items()} for n in space.networks},
             "max_macs": space.max_macs, "data": os.path.abspath(data) if data != "digits" else data,
-            "memory_techniques": techniques, "seed": seed, "finalists": finalists, "trial_epochs": trial_epochs,
+            "memory_techniques": techniques, "segments": segments, "seed": seed, "finalists": finalists,
+            "trial_epochs": trial_epochs,
             "epochs": epochs, "qat_epochs": qat_epochs, "version": __version__}
 
 
@@ -132,6 +133,7 @@ def search(
     epochs: int | None = None,
     qat_epochs: int | None = None,
     memory_techniques: bool = True,
+    segments: bool = False,
     quick: bool = False,
     seed: int = 0,
     log: Log = print,
@@ -152,6 +154,9 @@ def search(
         finalists, trial_epochs, epochs, qat_epochs: how many candidates train, for how many epochs each, then the
             winner's float epochs in all (its trial's included) and QAT epochs. None: `DEFAULTS`, or `QUICK`.
         memory_techniques: allow channel splits and patches (False: only models that fit as built).
+        segments: with `memory_techniques`, also let a candidate that fits no split or patch plan run in segments
+            (`keras_mbv2.tflite.segments`: one TFLM interpreter at a time, below TFLM's persistent data); such a
+            candidate is reported with the technique "segments" and emitted segmented.
         seed: seeds the data split, the weights and the kernels (`training.reproducible`).
         callbacks: Keras callbacks added to every float training. Ctrl-C stops the search at the next batch (even
             where TensorFlow swallows it: `keras_mbv2.interrupts`), keeping what finished.
@@ -166,19 +171,23 @@ def search(
     # Ctrl-C stops training even where TensorFlow swallows it (`interrupts`); what finished is kept
     with native_stderr_to([]), ctrl_c_stops_training():
         return _search(out, data, limits, space, budget_minutes, finalists, trial_epochs, epochs, qat_epochs,
-                       memory_techniques, quick, seed, log, callbacks, start)
+                       memory_techniques, quick, seed, log, callbacks, start, segments)
 
 
 def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minutes: float | None,
             finalists: int | None, trial_epochs: int | None, epochs: int | None, qat_epochs: int | None,
             memory_techniques: bool, quick: bool, seed: int, log: Log, callbacks: list[Any] | None,
-            start: float) -> SearchResult:
+            start: float, segments: bool = False) -> SearchResult:
     import keras
 
     from ..training import reproducible
 
     callbacks = [stop_on_ctrl_c(keras.callbacks.Callback), *(callbacks or [])]
     check_bool("memory_techniques", memory_techniques)
+    check_bool("segments", segments)
+    if segments and not memory_techniques:
+        raise ValueError("`segments` is one of the memory techniques: it needs memory_techniques=True. Received: "
+                         "segments=True, memory_techniques=False")
     base = QUICK if quick else DEFAULTS
 
     def given(name: str, value: Any) -> Any:  # a value given applies, with or without `quick`
@@ -204,7 +213,8 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
             log(f"small data: {steps} steps of 32 images an epoch, so trials train {more_trial} epochs and the "
                 f"winner {more} in all (at least {more_trial * steps} and {more * steps} steps)")
         trial_epochs, epochs = more_trial, more
-    settings = _settings(limits, space, data, memory_techniques, seed, finalists, trial_epochs, epochs, qat_epochs)
+    settings = _settings(limits, space, data, memory_techniques, seed, finalists, trial_epochs, epochs, qat_epochs,
+                         segments)
     resuming = _check_run_folder(out, settings)
     reproducible(seed)
     log(f"limits  {limits.describe()}")
@@ -216,7 +226,7 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
         try:
             stage1, measurements, as_built_best, chosen, classes, per_epoch = _stage1(
                 out, resuming, source, limits, space, memory_techniques, finalists, trial_epochs, qat_epochs, budget,
-                log)
+                log, segments)
         except ValueError:  # nothing fits, or the budget is too short: a new run folder is not left behind
             if not resuming:
                 for name in (SETTINGS_FILE, "candidates.json"):
@@ -240,7 +250,8 @@ def _search(out: str, data: str, limits: Limits, space: SearchSpace, budget_minu
 
 
 def _stage1(out: str, resuming: bool, source: DataSource, limits: Limits, space: SearchSpace, memory_techniques: bool,
-            finalists: int, trial_epochs: int, qat_epochs: int, budget: float, log: Log) -> tuple:
+            finalists: int, trial_epochs: int, qat_epochs: int, budget: float, log: Log,
+            segments: bool = False) -> tuple:
     """Stage 1 (what fits, each measurement saved in `out` as it completes; an earlier run's reused), the finalists,
     and the budget check: (stage1, measurements, as_built_best, chosen, classes, seconds per epoch of the smallest
     finalist). Raises ValueError when nothing fits or the budget cannot train one candidate."""
@@ -253,7 +264,7 @@ def _stage1(out: str, resuming: bool, source: DataSource, limits: Limits, space:
     classes = len(first.class_names)
     stage1 = Stage1(limits, source.calibration, classes, source.channels, memory_techniques, log, known,
                     on_measured=lambda: _save_measurements(out, [m for m in stage1.measurements.values()
-                                                                 if m.measured]))
+                                                                 if m.measured]), segments=segments)
     candidates = space.candidates()
     log(f"[1/4] what fits: {len(candidates)} candidates; measuring on the TFLite Micro host runtime the few that "
         "decide (the largest input size of each row that fits, by binary search)")
