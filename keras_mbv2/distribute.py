@@ -143,3 +143,93 @@ def multi_worker_strategy() -> Any:
     import tensorflow as tf
 
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+# -- float training on several processes: Keras 3's own distribution on JAX ---------------------------------------
+#: Keras' variables naming a multi-process JAX cluster (`keras.distribution.initialize` reads the same).
+KERAS_CLUSTER_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                           "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+@dataclass(frozen=True)
+class ProcessCluster:
+    """Processes that train one float model together with Keras 3 on JAX (`keras.distribution`): the job addresses
+    (host:port each, the first process 0's, where JAX's coordinator listens), how many processes, and this one's
+    index. Process 0 writes the outputs."""
+
+    addresses: tuple[str, ...]
+    count: int
+    index: int
+
+    @property
+    def chief(self) -> bool:
+        """Process 0: the one that writes the model and the history."""
+        return self.index == 0
+
+    def describe(self) -> str:
+        """`process 1 of 2`."""
+        return f"process {self.index} of {self.count}" + (" (process 0: it writes)" if self.chief else "")
+
+    def shard(self, *arrays: Any) -> tuple[Any, ...]:
+        """This process's part of each array: every `count`-th item from `index`, the arrays first cut to a multiple
+        of `count` so that every process runs the same number of steps."""
+        cut = len(arrays[0]) // self.count * self.count
+        return tuple(a[:cut][self.index::self.count] for a in arrays)
+
+
+def process_cluster(env: dict[str, str] | None = None) -> ProcessCluster:
+    """The cluster this process belongs to, one rule for every command: Keras' variables
+    (`KERAS_DISTRIBUTION_JOB_ADDRESSES`, comma-separated host:port, process 0's first; `_NUM_PROCESSES`;
+    `_PROCESS_ID`) when set, else `TF_CONFIG` (`cluster_role`: the chief, or worker 0, is process 0, its address the
+    coordinator's). Raises ValueError naming the variable and what is wrong."""
+    env = os.environ if env is None else env
+    given = {name: env.get(name) for name in KERAS_CLUSTER_VARIABLES}
+    if any(given.values()):
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            raise ValueError(f"`{missing[0]}` is not set: Keras' cluster needs all of "
+                             f"{', '.join(KERAS_CLUSTER_VARIABLES)}. Received: " +
+                             ", ".join(f"{k}={v!r}" for k, v in given.items()))
+        addresses = tuple(a.strip() for a in str(given["KERAS_DISTRIBUTION_JOB_ADDRESSES"]).split(","))
+        try:
+            count = int(str(given["KERAS_DISTRIBUTION_NUM_PROCESSES"]))
+            index = int(str(given["KERAS_DISTRIBUTION_PROCESS_ID"]))
+        except ValueError:
+            raise ValueError("`KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID` must be "
+                             "integers. Received: " + ", ".join(f"{k}={v!r}" for k, v in given.items())) from None
+        if count < 2 or not 0 <= index < count or any(":" not in a for a in addresses):
+            raise ValueError("Keras' cluster needs at least 2 processes, a process id in 0 .. count - 1 and host:port "
+                             "job addresses. Received: " + ", ".join(f"{k}={v!r}" for k, v in given.items()))
+        return ProcessCluster(addresses, count, index)
+    role = cluster_role(env)  # names TF_CONFIG when neither is set
+    tasks = [("chief", 0)] if role.has_chief else []
+    config = json.loads(env["TF_CONFIG"])["cluster"]
+    tasks += [("worker", i) for i in range(len(config.get("worker", [])))]
+    addresses = tuple(str(config[kind][i]) for kind, i in tasks)
+    return ProcessCluster(addresses, len(tasks), tasks.index((role.task_type, role.index)))
+
+
+def start_process_cluster(cluster: ProcessCluster | None = None) -> ProcessCluster:
+    """Join this process to its cluster (`process_cluster`, read from the environment unless given) for float
+    training with Keras 3 on JAX, the one documented call before building the model, on every process:
+    JAX's multi-process runtime with its CPU collectives over gloo, then `keras.distribution.DataParallel` over
+    every process's devices, each global batch split over them; each process feeds its own part of the data
+    (`ProcessCluster.shard`), `batch_size` the global batch / `count`. Raises RuntimeError when Keras' backend is
+    not JAX, or when the installed JAX cannot use gloo (what it said)."""
+    import keras
+
+    cluster = cluster or process_cluster()
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"several processes train with Keras 3 on JAX: set KERAS_BACKEND=jax before Keras loads. "
+                           f"Received: backend {keras.backend.backend()!r}")
+    import jax
+
+    try:  # JAX's CPU collectives across processes; without them a multi-process all-reduce fails
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception as exc:  # noqa: BLE001 (the installed JAX's own words)
+        raise RuntimeError(f"the installed JAX {jax.__version__} cannot run its CPU collectives over gloo, which "
+                           f"training on several processes needs: {exc}") from None
+    keras.distribution.initialize(",".join(cluster.addresses), cluster.count, cluster.index)
+    keras.distribution.set_distribution(keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices(), auto_shard_dataset=False))
+    return cluster

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 
 from ..files import atomic_write
-from .contract import QUIET, StepFailed, say, stop_on_ctrl_c_callback
+from .contract import QUIET, StepFailed, UsageError, say, stop_on_ctrl_c_callback
 from .flags import add_force, add_network_args, network, open_fraction, positive_float, positive_int
 from .inputs import check_not_chance, data_channels, load_data, output_file
 
@@ -29,6 +30,13 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="training images held out (stratified, seeded) to validate each epoch; the test split is only "
                    "reported at the end")
     p.add_argument("--seed", type=int, default=0, help="random seed of the validation split")
+    p.add_argument("--history", default=None, metavar="CSV",
+                   help="also write each epoch's loss and accuracy (Keras' CSVLogger) to this .csv file")
+    p.add_argument("--multi-worker", action="store_true",
+                   help="one of several processes training one model with Keras 3 on JAX (keras.distribution): "
+                   "KERAS_DISTRIBUTION_JOB_ADDRESSES / _NUM_PROCESSES / _PROCESS_ID (or TF_CONFIG) name the cluster "
+                   "and this process; run the same command on each; --batch-size is the global batch; process 0 "
+                   "writes --out and --history; rerun all after a failure to resume from the last finished epoch")
 
 
 def input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -45,9 +53,33 @@ def input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
     return args.input_shape
 
 
+def backup_folder(out: str) -> str:
+    """Where --multi-worker processes keep their epoch backups (Keras' BackupAndRestore, one folder per process)
+    beside --out until the run ends: its presence means a rerun resumes."""
+    return os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.multi-worker")
+
+
 def check(args: argparse.Namespace) -> None:
-    """Usage checks before Keras loads: --out, --data and its channels against --input-shape."""
+    """Usage checks before Keras loads: --multi-worker's cluster and backend, --out, --history, --data and its
+    channels against --input-shape."""
+    args.cluster = None
+    if args.multi_worker:
+        from ..distribute import process_cluster
+
+        args.cluster = process_cluster()
+        backend = os.environ.get("KERAS_BACKEND")
+        if backend not in (None, "", "jax"):
+            raise UsageError(f"--multi-worker trains with Keras 3 on JAX (keras.distribution): unset KERAS_BACKEND "
+                             f"or set it to jax. Received: KERAS_BACKEND={backend!r}")
+        os.environ["KERAS_BACKEND"] = "jax"  # before Keras loads (the CLI loads it after these checks)
+        if args.batch_size % args.cluster.count:
+            raise UsageError(f"--batch-size is the global batch, split evenly over the {args.cluster.count} "
+                             f"processes: give a multiple of {args.cluster.count}. Received: --batch-size "
+                             f"{args.batch_size}")
     output_file("--out", args.out, ".keras", args.force)
+    resuming = args.multi_worker and os.path.isdir(backup_folder(args.out))
+    if args.history is not None and not resuming:  # a resumed run appends to its own history
+        output_file("--history", args.history, ".csv", args.force)
     args.input_shape = input_shape(args)
 
 
@@ -60,28 +92,60 @@ def run(args: argparse.Namespace) -> int:
     from ..models.batch_norm import warn_if_stale_batch_norms
     from ..training import RecalibrateBatchNorms, compile_classifier, fit_progress
 
+    cluster = None
+    if args.multi_worker:
+        from ..distribute import start_process_cluster
+
+        cluster = start_process_cluster(args.cluster)  # before the model: its variables span every process
+        say(f"{cluster.describe()}: the cluster of {cluster.count} processes is up (JAX, gloo)")
+    chief = cluster is None or cluster.chief
     data = load_data(args.data, args.input_shape)
     classes = len(data.class_names)
     x_train, y_train, x_val, y_val = hold_out(data.x_train, data.y_train, args.validation_fraction, args.seed)
+    x_fit, y_fit, x_check, y_check, x_test, y_test = x_train, y_train, x_val, y_val, data.x_test, data.y_test
+    batch_size = args.batch_size
+    if cluster is not None:  # each process feeds its part; Keras assembles the global batch over the processes
+        x_fit, y_fit = cluster.shard(x_train, y_train)
+        x_check, y_check = cluster.shard(x_val, y_val)
+        x_test, y_test = cluster.shard(data.x_test, data.y_test)
+        batch_size = args.batch_size // cluster.count
     model = network(args, classes, bn_momentum=args.bn_momentum)
     h, w, c = args.input_shape
     print(f"training {model.name} ({model.count_params():,} params, input {h}x{w}x{c}) on {len(y_train)} images of "
           f"{classes} classes ({len(y_val)} held out for validation), {args.epochs} epochs", flush=True)
     compile_classifier(model, args.learning_rate)
-    verbose, progress = fit_progress(keras.callbacks.Callback, args.epochs, say, QUIET.is_set())
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(x_val, y_val), verbose=verbose,
+    verbose, progress = fit_progress(keras.callbacks.Callback, args.epochs, say, QUIET.is_set() or not chief)
+    extra = []
+    if cluster is not None:  # every process its own epoch backups: a rerun of all resumes after the last epoch
+        extra.append(keras.callbacks.BackupAndRestore(os.path.join(backup_folder(args.out),
+                                                                   f"process-{cluster.index}")))
+    if args.history is not None and chief:
+        extra.append(keras.callbacks.CSVLogger(args.history, append=os.path.isfile(args.history)))
+    # the batch norms' statistics from the whole training split on every process: the same values everywhere
+    history = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=batch_size,
+                        validation_data=(x_check, y_check), verbose=verbose if chief else 0,
                         callbacks=[keras.callbacks.TerminateOnNaN(), RecalibrateBatchNorms(x_train),
-                                   stop_on_ctrl_c_callback(), *progress])
+                                   stop_on_ctrl_c_callback(), *extra, *(progress if chief else [])])
     losses = history.history.get("loss", [])
     if not losses or not np.isfinite(losses[-1]):
         raise StepFailed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
                          f"was saved. Lower --learning-rate (was {args.learning_rate:g}).")
-    accuracy = float(model.evaluate(data.x_test, data.y_test, verbose=0)[1])
-    print(f"test accuracy {accuracy:.4f} ({len(data.y_test)} images)")
+    accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    print(f"test accuracy {accuracy:.4f} ({len(y_test) * (cluster.count if cluster else 1)} images)")
     check_not_chance(accuracy, classes, "the trained model",
                      "Train longer (--epochs), change --learning-rate, or check --data.")
     warn_if_stale_batch_norms(model, x_train)
-    atomic_write(args.out, model.save, ".keras")
-    print(f"saved {args.out}")
+    if chief:
+        atomic_write(args.out, model.save, ".keras")
+        print(f"saved {args.out}")
+    else:  # saving reads every variable across the processes: each takes part, only process 0 keeps the file
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(os.path.join(tmp, "model.keras"))
+    if cluster is not None and chief:  # BackupAndRestore removed each process's own folder at the end of fit
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.rmdir(backup_folder(args.out))
     return 0
