@@ -94,20 +94,49 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_multi_worker_writes_only_on_process_0(tmp_path):
-    """`keras-mbv2 train --multi-worker` by two processes: both finish, process 0 alone writes --out and --history
-    (one row per epoch), the epoch backups are gone, and the model loads under TensorFlow for QAT."""
-    command = [shutil.which("keras-mbv2") or pytest.fail("the keras-mbv2 console script is not installed"), "train",
-               "--multi-worker", "--epochs", "2", "--width", "0.35",
-               "--out", "m.keras", "--history", "h.csv"]
+def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_writes(tmp_path):
+    """`keras-mbv2 train --multi-worker` by two processes, process 1 killed (SIGKILL) once process 0 has finished
+    its first epoch: process 0 stops too (JAX's runtime ends it); both started again finish the run, each epoch once
+    in the history; process 0 alone wrote --out and --history, the epoch backups are gone, and the model loads under
+    TensorFlow for QAT."""
+    import signal
+    import time
+
+    exe = shutil.which("keras-mbv2") or pytest.fail("the keras-mbv2 console script is not installed")
+    command = [exe, "train", "--multi-worker", "--epochs", "2", "--width", "0.35", "--out", "m.keras",
+               "--history", "h.csv"]
+    addresses = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses, KERAS_DISTRIBUTION_NUM_PROCESSES="2", PYTHONUNBUFFERED="1")
+    logs = [open(tmp_path.parent / f"{tmp_path.name}-{i}.log", "w+") for i in range(2)]
+    procs = [subprocess.Popen(command, cwd=tmp_path, env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)},
+                              stdout=logs[i], stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 600
+        while not re.search(r"^epoch 1/2  \d+ s", (tmp_path.parent / f"{tmp_path.name}-0.log").read_text(), re.M):
+            assert time.monotonic() < deadline and procs[0].poll() is None, "process 0 did not finish an epoch"
+            time.sleep(0.5)
+        procs[1].send_signal(signal.SIGKILL)
+        assert procs[0].wait(timeout=300) != 0  # the lost process ends the other
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for f in logs:
+            f.close()
+    with open(tmp_path / "h.csv") as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]
     runs = _processes(command, tmp_path)
     assert all(code == 0 for code, _ in runs), [out[-3000:] for _, out in runs]
     assert "saved m.keras" in runs[0][1] and "saved" not in runs[1][1]
+    assert "epoch 1/2" not in runs[0][1]  # resumed after the finished epoch
     assert _accuracy(runs[0][1]) == _accuracy(runs[1][1])
     assert sorted(os.listdir(tmp_path)) == ["h.csv", "m.keras"]
     with open(tmp_path / "h.csv") as f:
-        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]
-    loaded = subprocess.run([sys.executable, "-c", "import keras_mbv2.layers, keras; m = keras.saving.load_model('m.keras'); "
-                             "print(keras.backend.backend(), m.count_params())"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]  # each epoch once
+    load = "import keras_mbv2.layers, keras; m = keras.saving.load_model('m.keras')"
+    loaded = subprocess.run([sys.executable, "-c", load + "; print(keras.backend.backend(), m.count_params())"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert loaded.stdout.split()[-2:] == ["tensorflow", "422730"], loaded.stderr[-2000:]
