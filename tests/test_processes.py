@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,8 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
 
 @pytest.mark.slow
 def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_writes(tmp_path):
-    """`keras-mbv2 train --multi-worker` by two processes, process 1 killed (SIGKILL) once process 0 has finished
+    """The docs' two `keras-mbv2 train --multi-worker` commands (docs/several-machines.md) as printed, on free ports,
+    process 1 killed (SIGKILL) once process 0 has finished
     its first epoch: process 0 stops too (JAX's runtime ends it); both started again finish the run, each epoch once
     in the history; process 0 alone wrote --out and --history, the epoch backups are gone, and the model loads under
     TensorFlow for QAT."""
@@ -103,14 +105,25 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
     import time
 
     exe = shutil.which("keras-mbv2") or pytest.fail("the keras-mbv2 console script is not installed")
-    command = [exe, "train", "--multi-worker", "--epochs", "2", "--width", "0.35", "--out", "m.keras",
-               "--history", "h.csv"]
+    with open(os.path.join(ROOT, "docs", "several-machines.md")) as f:
+        block = re.search(r"<!-- the suite runs these two commands as printed.*?-->\n```bash\n(.*?)```", f.read(),
+                          re.S).group(1)
     addresses = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    lines = []  # (environment, argv) of each line, the block's ports replaced by free ones
+    for line in block.replace("127.0.0.1:12355,127.0.0.1:12356", addresses).strip().splitlines():
+        words = shlex.split(line.rstrip(" &"))
+        assignments = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
+        argv = [w for w in words if not re.match(r"^[A-Z_]+=", w)]
+        assert argv[0] == "keras-mbv2", line
+        lines.append((assignments, [exe, *argv[1:]]))
+    assert [env["KERAS_DISTRIBUTION_PROCESS_ID"] for env, _ in lines] == ["0", "1"]
+    assert lines[0][1] == lines[1][1]  # the same command on each process
+    command = lines[0][1]
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses, KERAS_DISTRIBUTION_NUM_PROCESSES="2", PYTHONUNBUFFERED="1")
+    env.update(lines[0][0], PYTHONUNBUFFERED="1")
     logs = [open(tmp_path.parent / f"{tmp_path.name}-{i}.log", "w+") for i in range(2)]
-    procs = [subprocess.Popen(command, cwd=tmp_path, env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)},
-                              stdout=logs[i], stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [subprocess.Popen(command, cwd=tmp_path, env={**env, **lines[i][0]}, stdout=logs[i],
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
         deadline = time.monotonic() + 600
         while not re.search(r"^epoch 1/2  \d+ s", (tmp_path.parent / f"{tmp_path.name}-0.log").read_text(), re.M):
@@ -125,17 +138,17 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
             p.wait()
         for f in logs:
             f.close()
-    with open(tmp_path / "h.csv") as f:
+    with open(tmp_path / "m_two.csv") as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]
     runs = _processes(command, tmp_path)
     assert all(code == 0 for code, _ in runs), [out[-3000:] for _, out in runs]
-    assert "saved m.keras" in runs[0][1] and "saved" not in runs[1][1]
+    assert "saved m_two.keras" in runs[0][1] and "saved" not in runs[1][1]
     assert "epoch 1/2" not in runs[0][1]  # resumed after the finished epoch
     assert _accuracy(runs[0][1]) == _accuracy(runs[1][1])
-    assert sorted(os.listdir(tmp_path)) == ["h.csv", "m.keras"]
-    with open(tmp_path / "h.csv") as f:
+    assert sorted(os.listdir(tmp_path)) == ["m_two.csv", "m_two.keras"]
+    with open(tmp_path / "m_two.csv") as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]  # each epoch once
-    load = "import keras_mbv2.layers, keras; m = keras.saving.load_model('m.keras')"
+    load = "import keras_mbv2.layers, keras; m = keras.saving.load_model('m_two.keras')"
     loaded = subprocess.run([sys.executable, "-c", load + "; print(keras.backend.backend(), m.count_params())"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "KERAS_BACKEND": "tensorflow"})

@@ -133,8 +133,10 @@ def test_command_sequence_runs_as_printed(tmp_path):
     assert accuracy > 0.5, outputs["qat"]
 
 
-# search_for_a_board.py runs in tests/test_search.py, as a user runs it: stopped by Ctrl-C, then run again
-EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "search_for_a_board.py")
+# search_for_a_board.py runs in tests/test_search.py, as a user runs it: stopped by Ctrl-C, then run again;
+# train_on_processes.py in tests/test_processes.py, alone and as two processes
+EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py")
+                       and f not in ("search_for_a_board.py", "train_on_processes.py"))
 
 
 @pytest.mark.slow
