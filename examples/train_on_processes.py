@@ -13,15 +13,15 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # several processes train on JAX
 
-import keras_mbv2 as K  # noqa: E402
-from keras_mbv2.distribute import start_process_cluster  # noqa: E402
+import keras_mbv2 as K  # noqa: E402 (after KERAS_BACKEND is set and the cluster started)
+from keras_mbv2.distribute import start_process_cluster  # noqa: E402 (after KERAS_BACKEND is set and the cluster started)
 
 cluster = start_process_cluster() if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") else None  # before the model
 
-import keras  # noqa: E402
+import keras  # noqa: E402 (after KERAS_BACKEND is set and the cluster started)
 
-from keras_mbv2.datasets import load_digits  # noqa: E402
-from keras_mbv2.training import compile_classifier  # noqa: E402
+from keras_mbv2.datasets import load_digits  # noqa: E402 (after KERAS_BACKEND is set and the cluster started)
+from keras_mbv2.training import compile_classifier  # noqa: E402 (after KERAS_BACKEND is set and the cluster started)
 
 data = load_digits(image_size=32)
 keras.utils.set_random_seed(0)

@@ -479,8 +479,8 @@ def _tflm_arch(core: str) -> str:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["BOARD=stm32"], "BOARD must be one of mps2-an386 mps2-an500 mps2-an505 mps3-an547 netduinoplus2; got "
-                      "BOARD=stm32"),
+    (["BOARD=stm32"], "BOARD must be one of mps2-an386 mps2-an500 mps2-an505 mps3-an547 netduinoplus2 "
+                      "mps2-an386-ram64k; got BOARD=stm32"),
     (["BOARD=mps2-an505", "TARGET_ARCH=cortex-m4"], "BOARD=mps2-an505 is a cortex-m33, TARGET_ARCH=cortex-m4 is not"),
     (["BOARD_SOURCES=s.c"], "run-app runs on a QEMU board"),
 ])
