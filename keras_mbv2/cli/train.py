@@ -77,8 +77,8 @@ def check(args: argparse.Namespace) -> None:
                              f"processes: give a multiple of {args.cluster.count}. Received: --batch-size "
                              f"{args.batch_size}")
     output_file("--out", args.out, ".keras", args.force)
-    resuming = args.multi_worker and os.path.isdir(backup_folder(args.out))
-    if args.history is not None and not resuming:  # a resumed run appends to its own history
+    args.resuming = bool(args.multi_worker and os.path.isdir(backup_folder(args.out)))
+    if args.history is not None and not args.resuming:  # a resumed run appends to its own history
         output_file("--history", args.history, ".csv", args.force)
     args.input_shape = input_shape(args)
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         extra.append(keras.callbacks.BackupAndRestore(os.path.join(backup_folder(args.out),
                                                                    f"process-{cluster.index}")))
     if args.history is not None and chief:
-        extra.append(keras.callbacks.CSVLogger(args.history, append=os.path.isfile(args.history)))
+        extra.append(keras.callbacks.CSVLogger(args.history, append=args.resuming))
     # the batch norms' statistics from the whole training split on every process: the same values everywhere
     history = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=batch_size,
                         validation_data=(x_check, y_check), verbose=verbose if chief else 0,
