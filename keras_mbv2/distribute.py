@@ -222,8 +222,9 @@ def start_process_cluster(cluster: ProcessCluster | None = None) -> ProcessClust
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"several processes train with Keras 3 on JAX: set KERAS_BACKEND=jax before Keras loads. "
                            f"Received: backend {keras.backend.backend()!r}")
-    import jax
+    import sys
 
+    jax = sys.modules["jax"]  # Keras' JAX backend, loaded with Keras (no dependency of this package's own)
     try:  # JAX's CPU collectives across processes; without them a multi-process all-reduce fails
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception as exc:  # noqa: BLE001 (the installed JAX's own words)
