@@ -192,10 +192,14 @@ def emitted_ram(patched: PatchedModel) -> int:
         patched.rest_arena.total)
 
 
-def flash_bytes(model: bytes | PatchedModel) -> int:
+def flash_bytes(model: bytes | PatchedModel, segments: SegmentedModel | None = None) -> int:
     """Flash of the model's arrays as `emit` writes them once the model is trained: the int8 flatbuffer with tensor
-    names stripped (both, patch and rest, for a patched model), each measured on its memory twin, so that an
-    untrained network's equal constants (stored once by the converter) do not understate it."""
+    names stripped (both, patch and rest, for a patched model; with `segments`, each segment's instead of the whole
+    model's or the rest model's), each measured on its memory twin, so that an untrained network's equal constants
+    (stored once by the converter) do not understate it."""
+    if segments is not None:
+        return sum(flash_bytes(s.model) for s in segments.segments) + (
+            flash_bytes(model.patch) if isinstance(model, PatchedModel) else 0)
     if isinstance(model, PatchedModel):
         return flash_bytes(model.patch) + flash_bytes(model.rest)
     return len(strip_strings(memory_twin(model)))

@@ -81,19 +81,16 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
             raise RuntimeError(f"the trained int8 model fits {limits.device_ram:,} B in no segment plan, unlike the "
                                "model stage 1 measured: nothing was emitted")
         ram = segmented_ram(segmented, patched, margins=True)
-        flash = sum(flash_bytes(s.model) for s in segmented.segments) + (flash_bytes(patched.patch) if patched
-                                                                          else 0)
+        flash = flash_bytes(target, segmented)
     if ram > limits.device_ram or flash > limits.model_flash:
         raise RuntimeError(f"the trained int8 model needs {ram:,} B RAM and {flash:,} B flash, more than the "
                            f"{limits.device_ram:,} B and {limits.model_flash:,} B stage 1 measured it within: "
                            "nothing was emitted")
     lite = evaluate_tflite(int8, data.x_test, data.y_test)
     frames = quantize_input(data.x_test, io_details(int8))
-    if segmented is not None and chosen.patches:  # the firmware's loops on the host: patches, then segments
-        outputs = run_patched(target.patch, target.rest, target.plan, frames, segments=segmented)[0]
-        tflm_accuracy = float((outputs.reshape(len(outputs), -1).argmax(-1) == data.y_test).mean())
-    elif segmented is not None:
-        outputs = segmented.invoke(frames)
+    if segmented is not None:  # the firmware's loops on the host: patches (where patched), then segments
+        outputs = run_patched(target.patch, target.rest, target.plan, frames, segments=segmented)[0] \
+            if chosen.patches else segmented.invoke(frames)
         tflm_accuracy = float((outputs.reshape(len(outputs), -1).argmax(-1) == data.y_test).mean())
     elif chosen.technique == PATCHES:
         outputs = target.invoke(frames)

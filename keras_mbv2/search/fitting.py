@@ -224,11 +224,7 @@ class Stage1:
         except ValueError as exc:  # no patch stage within the multiply-add overhead, and the like
             m.fits, m.reason = False, "RAM: " + " ".join(str(exc).split())[:200]
             return
-        target = result.patched or result.tflite
-        m.flash = flash_bytes(target)
-        if result.segmented is not None:  # the segment arrays hold the same weights, stored per segment
-            m.flash = sum(flash_bytes(s.model) for s in result.segmented.segments) + (
-                flash_bytes(result.patched.patch) if result.patched is not None else 0)
+        m.flash = flash_bytes(result.patched or result.tflite, result.segmented)
         if m.flash > self.limits.model_flash:
             m.fits = False
             m.reason = f"flash: the fitting plan's arrays take {m.flash:,} B, over {self.limits.model_flash:,} B"
