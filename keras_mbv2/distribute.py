@@ -234,3 +234,26 @@ def start_process_cluster(cluster: ProcessCluster | None = None) -> ProcessClust
     keras.distribution.set_distribution(keras.distribution.DataParallel(
         devices=keras.distribution.list_devices(), auto_shard_dataset=False))
     return cluster
+
+
+def gather(value: int) -> list[int]:
+    """`value` from every process of the started cluster (`start_process_cluster`), in process order: JAX's
+    `multihost_utils.process_allgather` over the cluster's collectives. Every process must call it."""
+    import importlib
+
+    import numpy as np
+
+    # Keras' JAX backend's own module (loaded with it; jax is no dependency of this package's own)
+    multihost = importlib.import_module("jax.experimental.multihost_utils")
+    return [int(v) for v in np.asarray(multihost.process_allgather(np.array([value], np.int32))).ravel()]
+
+
+def agreed_epoch(gathered: list[int]) -> int:
+    """The epoch every process of a lock-step run resumes after: the fewest any has finished (`gathered`, each
+    process's backup). A process's backup can be at most one epoch ahead of another's (each train step waits for
+    every process), so the one ahead steps back to its previous backup (`training.step_back_backup`). Raises
+    RuntimeError when they are further apart: their backups are not of one run."""
+    if max(gathered) - min(gathered) > 1:
+        raise RuntimeError(f"the processes' epoch backups are of epochs {gathered} (by process): more than one "
+                           f"epoch apart, not one run's; remove the backup folders to start again")
+    return min(gathered)

@@ -126,3 +126,103 @@ class RecalibrateBatchNorms(keras.callbacks.Callback):
     def on_train_end(self, logs: Any = None) -> None:
         """The model `fit` leaves (and the caller saves or converts) carries the data's statistics."""
         self._recalibrate()
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Each finished epoch's loss and metrics in a .csv file, the columns of Keras' `CSVLogger` (`epoch`, then the
+    logs' keys, sorted), but the file rewritten whole after every epoch under a temporary name and renamed into place
+    (`files.write_file`): interrupted or killed at any moment it holds exactly the finished epochs, never a torn
+    row. `keep_before`: a resumed run keeps the earlier run's rows of the epochs below it (0-based, as in the file)
+    and continues the same file; rows at or after it (an epoch that is trained again) are dropped."""
+
+    def __init__(self, path: str, keep_before: int = 0) -> None:
+        super().__init__()
+        import csv
+        import os
+
+        self.path = path
+        self.rows: list[dict[str, str]] = []
+        if keep_before > 0 and os.path.exists(path):
+            with open(path, newline="") as f:
+                self.rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < keep_before]
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        """Add the epoch's row and write the whole file."""
+        import csv
+        import io
+
+        from .files import write_file
+
+        self.rows.append({"epoch": str(epoch), **{k: f"{float(v)}" for k, v in sorted((logs or {}).items())}})
+        text = io.StringIO()
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_file(self.path, text.getvalue())
+
+
+class KeepPreviousBackup(keras.callbacks.Callback):
+    """Before Keras' `BackupAndRestore` (listed after this callback) replaces its backup at an epoch's end, the backup
+    being replaced is copied to `previous/` in the same folder. Processes that train one model in lock step can then
+    all resume at the same epoch even when one was lost between two processes' backups of one epoch: the one ahead
+    steps back (`step_back_backup`). (Keras 3.5's `BackupAndRestore`, the oldest supported, has no
+    `double_checkpoint`.)"""
+
+    FILES = ("latest.weights.h5", "training_metadata.json")  # what Keras' BackupAndRestore writes
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        """Copy the backup about to be replaced (if any) to `previous/`, the metadata last."""
+        import os
+        import shutil
+
+        if not all(os.path.exists(os.path.join(self.folder, name)) for name in self.FILES):
+            return
+        previous = os.path.join(self.folder, "previous")
+        os.makedirs(previous, exist_ok=True)
+        for name in self.FILES:
+            shutil.copyfile(os.path.join(self.folder, name), os.path.join(previous, f".{name}.tmp"))
+            os.replace(os.path.join(previous, f".{name}.tmp"), os.path.join(previous, name))
+
+
+def backup_epoch(folder: str) -> int:
+    """The epochs a `BackupAndRestore` folder has finished (0 when it holds no backup)."""
+    import json
+    import os
+
+    path = os.path.join(folder, KeepPreviousBackup.FILES[1])
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def step_back_backup(folder: str, epoch: int) -> None:
+    """Make the `BackupAndRestore` folder resume after `epoch` finished epochs: its own backup when that is it, the
+    previous one (`KeepPreviousBackup`) when it is one behind, no backup at all for 0. Raises RuntimeError when the
+    folder holds neither."""
+    import os
+    import shutil
+
+    have = backup_epoch(folder)
+    if have == epoch:
+        return
+    previous = os.path.join(folder, "previous")
+    if epoch == 0:
+        for name in KeepPreviousBackup.FILES:
+            for path in (os.path.join(folder, name), os.path.join(previous, name)):
+                if os.path.exists(path):
+                    os.remove(path)
+        return
+    if backup_epoch(previous) != epoch:
+        raise RuntimeError(f"{folder} holds the backups of epochs {have} and {backup_epoch(previous) or 'none'}, "
+                           f"not of epoch {epoch}, where the other processes resume")
+    os.remove(os.path.join(folder, KeepPreviousBackup.FILES[1]))  # metadata first: never a mismatched pair
+    for name in KeepPreviousBackup.FILES:
+        shutil.copyfile(os.path.join(previous, name), os.path.join(folder, f".{name}.tmp"))
+    for name in KeepPreviousBackup.FILES:  # weights, then the metadata that says which epoch they are
+        os.replace(os.path.join(folder, f".{name}.tmp"), os.path.join(folder, name))

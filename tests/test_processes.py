@@ -55,6 +55,83 @@ def test_shard_gives_every_process_as_many_items():
     assert [p.tolist() for p in parts] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
 
 
+@pytest.mark.parametrize("gathered,agreed", [([0, 0], 0), ([2, 2], 2), ([2, 1], 1), ([1, 2, 2], 1), ([0, 1], 0),
+                                             ([3, 1], None)])
+def test_the_processes_resume_after_the_epoch_all_have_finished(gathered, agreed):
+    """The one behind sets the epoch; more than one apart is not one run's backups."""
+    from keras_mbv2.distribute import agreed_epoch
+
+    if agreed is None:
+        with pytest.raises(RuntimeError, match=re.escape("of epochs [3, 1] (by process): more than one epoch apart")):
+            agreed_epoch(gathered)
+    else:
+        assert agreed_epoch(gathered) == agreed
+
+
+def _backup(folder, epoch, weights):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "latest.weights.h5"), "w") as f:
+        f.write(weights)
+    with open(os.path.join(folder, "training_metadata.json"), "w") as f:
+        json.dump({"epoch": epoch, "batch": 0}, f)
+
+
+@pytest.mark.parametrize("saved,previous,resume,weights", [
+    (2, 1, 2, "two"),  # its own backup
+    (2, 1, 1, "one"),  # one ahead: steps back to the previous backup
+    (1, None, 0, None),  # one ahead of a process with none: starts again
+    (2, None, 1, "error"),  # no previous backup to step back to
+])
+def test_a_process_ahead_steps_back_to_its_previous_backup(tmp_path, saved, previous, resume, weights):
+    """`KeepPreviousBackup` keeps the backup Keras' BackupAndRestore replaces; `step_back_backup` puts it back."""
+    from keras_mbv2.training import backup_epoch, step_back_backup
+
+    folder = str(tmp_path / "process-0")
+    if previous is not None:
+        _backup(os.path.join(folder, "previous"), previous, {1: "one"}[previous])
+    _backup(folder, saved, {1: "one", 2: "two"}[saved])
+    if weights == "error":
+        with pytest.raises(RuntimeError, match="holds the backups of epochs 2 and none, not of epoch 1"):
+            step_back_backup(folder, resume)
+        return
+    step_back_backup(folder, resume)
+    assert backup_epoch(folder) == resume
+    if weights is None:
+        assert not os.path.exists(os.path.join(folder, "latest.weights.h5"))
+    else:
+        with open(os.path.join(folder, "latest.weights.h5")) as f:
+            assert f.read() == weights
+
+
+def test_keep_previous_backup_copies_the_backup_before_it_is_replaced(tmp_path):
+    from keras_mbv2.training import KeepPreviousBackup, backup_epoch
+
+    folder = str(tmp_path)
+    keep = KeepPreviousBackup(folder)
+    keep.on_epoch_end(0)  # nothing yet
+    assert not os.path.exists(os.path.join(folder, "previous"))
+    _backup(folder, 1, "one")
+    keep.on_epoch_end(1)
+    assert backup_epoch(os.path.join(folder, "previous")) == 1
+    assert sorted(os.listdir(os.path.join(folder, "previous"))) == ["latest.weights.h5", "training_metadata.json"]
+
+
+def test_the_history_is_whole_after_each_epoch_and_a_resumed_run_drops_the_epochs_it_trains_again(tmp_path):
+    from keras_mbv2.training import EpochHistory
+
+    path = str(tmp_path / "h.csv")
+    first = EpochHistory(path)
+    for epoch in range(3):
+        first.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "accuracy": 0.5})
+        with open(path) as f:
+            assert len(f.read().splitlines()) == epoch + 2  # the header and each finished epoch
+    resumed = EpochHistory(path, keep_before=2)  # epoch 2 (0-based) is trained again
+    resumed.on_epoch_end(2, {"loss": 0.25, "accuracy": 0.75})
+    with open(path) as f:
+        assert f.read().splitlines() == ["epoch,accuracy,loss", "0,0.5,1.0", "1,0.5,0.5", "2,0.75,0.25"]
+    assert sorted(os.listdir(tmp_path)) == ["h.csv"]  # no temporary file left
+
+
 def _processes(command, tmp_path, count=2, timeout=900, env=None):
     """`command` run by `count` processes of one cluster on 127.0.0.1 (free ports), in `tmp_path`; each stopped at
     the end whatever happens. Returns each one's (return code, output)."""
@@ -97,10 +174,9 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path):
 @pytest.mark.slow
 def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_writes(tmp_path):
     """The docs' two `keras-mbv2 train --multi-worker` commands (docs/several-machines.md) as printed, on free ports,
-    process 1 killed (SIGKILL) once process 0 has finished
-    its first epoch: process 0 stops too (JAX's runtime ends it); both started again finish the run, each epoch once
-    in the history; process 0 alone wrote --out and --history, the epoch backups are gone, and the model loads under
-    TensorFlow for QAT."""
+    process 1 killed (SIGKILL) once process 0 has finished its first epoch: process 0 stops too, with one line saying
+    so and what is kept; both started again finish the run, each epoch once in the history; process 0 alone wrote
+    --out and --history, the epoch backups are gone, and the model loads under TensorFlow for QAT."""
     import signal
     import time
 
@@ -130,7 +206,7 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
             assert time.monotonic() < deadline and procs[0].poll() is None, "process 0 did not finish an epoch"
             time.sleep(0.5)
         procs[1].send_signal(signal.SIGKILL)
-        assert procs[0].wait(timeout=300) != 0  # the lost process ends the other
+        assert procs[0].wait(timeout=300) == 1  # the lost process ends the other, with one line of ours
     finally:
         for p in procs:
             if p.poll() is None:
@@ -138,6 +214,11 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
             p.wait()
         for f in logs:
             f.close()
+    survivor = (tmp_path.parent / f"{tmp_path.name}-0.log").read_text()
+    assert re.search(r"^keras-mbv2 train: failed: another process of the cluster was lost \(this is process 0 of 2; "
+                     r"JAX: Gloo .*\); epoch 1 is kept in .*\.m_two\.keras\.multi-worker: start every process again",
+                     survivor, re.M), survivor[-3000:]
+    assert "Check failure stack trace" not in survivor  # not JAX's abort at shutdown
     with open(tmp_path / "m_two.csv") as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]
     runs = _processes(command, tmp_path)

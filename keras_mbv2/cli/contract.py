@@ -37,6 +37,11 @@ class StepFailed(RuntimeError):
     """A step ran but could not give a useful result (exit code 1); nothing was saved."""
 
 
+class ProcessLost(StepFailed):
+    """Another process of a multi-process run was lost (exit code 1): after its one line the process ends at once,
+    without the runtime's shutdown, which would wait on the lost process and abort with a stack trace (JAX)."""
+
+
 QUIET = threading.Event()  # --quiet: no progress lines, only results and errors
 
 

@@ -21,6 +21,7 @@ from .contract import (
     EXIT_USAGE,
     QUIET,
     Parser,
+    ProcessLost,
     StepFailed,
     command_flags,
     flag_message,
@@ -122,4 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = " ".join(str(exc).split()) if isinstance(exc, StepFailed) else \
             f"{type(exc).__name__}: {whole_sentences(str(exc))}"
         print(f"{name}: failed: {reason}", file=sys.stderr)
+        if isinstance(exc, ProcessLost):  # JAX's shutdown would abort on the lost process: end here, said
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_FAILED)
         return EXIT_FAILED

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
+from typing import Any
 
 from ..files import atomic_write
-from .contract import QUIET, StepFailed, UsageError, say, stop_on_ctrl_c_callback
+from .contract import QUIET, ProcessLost, StepFailed, UsageError, say, stop_on_ctrl_c_callback
 from .flags import add_force, add_network_args, network, open_fraction, positive_float, positive_int
 from .inputs import check_not_chance, data_channels, load_data, output_file
 
@@ -59,6 +60,19 @@ def backup_folder(out: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.multi-worker")
 
 
+def lost_process(cluster: Any, exc: BaseException, finished: list[int], backups: str) -> str:
+    """The one line a process says when JAX's collectives fail during `fit` because another process of the cluster
+    was lost (killed, crashed, its machine gone): what JAX said, what is kept, how to resume."""
+    said = " ".join(str(exc).split())
+    said = said[said.find("Gloo"):] if "Gloo" in said else said
+    done = finished[-1] if finished else 0
+    kept = (f"epoch 1 is kept in {backups}" if done == 1 else f"epochs 1-{done} are kept in {backups}" if done else
+            f"no epoch finished in this run; earlier ones, if any, are kept in {backups}")
+    return (f"another process of the cluster was lost (this is process {cluster.index} of {cluster.count}; JAX: "
+            f"{said[:160]}); {kept}: start every process again with the same command to resume after the last "
+            f"finished epoch")
+
+
 def check(args: argparse.Namespace) -> None:
     """Usage checks before Keras loads: --multi-worker's cluster and backend, --out, --history, --data and its
     channels against --input-shape."""
@@ -90,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..datasets import hold_out
     from ..models.batch_norm import warn_if_stale_batch_norms
-    from ..training import RecalibrateBatchNorms, compile_classifier, fit_progress
+    from ..training import EpochHistory, RecalibrateBatchNorms, compile_classifier, fit_progress
 
     cluster = None
     if args.multi_worker:
@@ -116,16 +130,33 @@ def run(args: argparse.Namespace) -> int:
     compile_classifier(model, args.learning_rate)
     verbose, progress = fit_progress(keras.callbacks.Callback, args.epochs, say, QUIET.is_set() or not chief)
     extra = []
-    if cluster is not None:  # every process its own epoch backups: a rerun of all resumes after the last epoch
-        extra.append(keras.callbacks.BackupAndRestore(os.path.join(backup_folder(args.out),
-                                                                   f"process-{cluster.index}")))
+    resume = 0
+    if cluster is not None:  # every process its own epoch backups: a rerun of all resumes after the same epoch
+        from ..distribute import agreed_epoch, gather
+        from ..training import KeepPreviousBackup, backup_epoch, step_back_backup
+
+        backups = os.path.join(backup_folder(args.out), f"process-{cluster.index}")
+        own = backup_epoch(backups)
+        resume = agreed_epoch(gather(own))
+        if resume != own:  # lost between two processes' backups of one epoch: this one steps back
+            say(f"{cluster.describe()}: resuming after epoch {resume} with the other processes (this one's backup "
+                f"was of epoch {own})")
+            step_back_backup(backups, resume)
+        extra += [KeepPreviousBackup(backups), keras.callbacks.BackupAndRestore(backups)]
     if args.history is not None and chief:
-        extra.append(keras.callbacks.CSVLogger(args.history, append=args.resuming))
+        extra.append(EpochHistory(args.history, keep_before=resume))
+    finished: list[int] = []  # the epochs finished in this run (absolute: a resumed run starts after its backup)
+    extra.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: finished.append(epoch + 1)))
     # the batch norms' statistics from the whole training split on every process: the same values everywhere
-    history = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=batch_size,
-                        validation_data=(x_check, y_check), verbose=verbose if chief else 0,
-                        callbacks=[keras.callbacks.TerminateOnNaN(), RecalibrateBatchNorms(x_train),
-                                   stop_on_ctrl_c_callback(), *extra, *(progress if chief else [])])
+    try:
+        history = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=batch_size,
+                            validation_data=(x_check, y_check), verbose=verbose if chief else 0,
+                            callbacks=[keras.callbacks.TerminateOnNaN(), RecalibrateBatchNorms(x_train),
+                                       stop_on_ctrl_c_callback(), *extra, *(progress if chief else [])])
+    except Exception as exc:
+        if cluster is None or type(exc).__name__ != "JaxRuntimeError":
+            raise
+        raise ProcessLost(lost_process(cluster, exc, finished, backup_folder(args.out))) from exc
     losses = history.history.get("loss", [])
     if not losses or not np.isfinite(losses[-1]):
         raise StepFailed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
