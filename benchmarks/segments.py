@@ -11,8 +11,10 @@ depend on the weights' values), on the TFLM host runtime. Device RAM, everything
 - patched + segments: that plan's rest model cut the same way: band + one arena (the patch model's and every
   segment's, in turn) + the larger of the stage buffer and the boundary buffer (`fit.segmented_ram`), its outputs
   checked identical to the whole int8 model's on random int8 frames.
-Not the device: the firmware does not run segments yet, so there are no QEMU runs, and the instructions that
-`AllocateTensors` per segment per inference costs are not measured here.
+Each segment's arena is the larger of TFLM's recorded total and the smallest arena it allocates in (bisected:
+many-channel operators' Prepare needs temporary memory beside the persistent data). The host, not the device: the
+device runs (QEMU, Cortex-M4 and M7, the 64 KiB board) and `AllocateTensors`' instructions per inference are in
+benchmarks/firmware/ and benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

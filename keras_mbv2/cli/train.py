@@ -32,7 +32,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    "reported at the end")
     p.add_argument("--seed", type=int, default=0, help="random seed of the validation split")
     p.add_argument("--history", default=None, metavar="CSV",
-                   help="also write each epoch's loss and accuracy (Keras' CSVLogger) to this .csv file")
+                   help="also write each epoch's loss and accuracy to this .csv file (Keras' CSVLogger's columns), "
+                   "rewritten whole after each epoch")
     p.add_argument("--multi-worker", action="store_true",
                    help="one of several processes training one model with Keras 3 on JAX (keras.distribution): "
                    "KERAS_DISTRIBUTION_JOB_ADDRESSES / _NUM_PROCESSES / _PROCESS_ID (or TF_CONFIG) name the cluster "

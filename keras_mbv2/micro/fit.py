@@ -185,7 +185,8 @@ def fit_ram(model: keras.Model, ram_bytes: int, representative_data: Any,
             patches) do not fit, the model (then the patched model's rest) in the fewest segments that fit;
             `emit(result.patched or result.tflite, ..., segments=result.segmented)` writes them for firmware/app
             (`keras-mbv2 micro --fit-ram BYTES --segments`), `FitResult.invoke` runs the same loop on the host
-            runtime. Off by default: the search does not consider segments yet.
+            runtime. Off by default: each segment costs an `AllocateTensors` on every inference
+            (`segments.ALLOCATE_COST`).
 
     Raises `RamNotMet` (a ValueError naming `ram_bytes`) when no plan fits, with what was measured.
     """
