@@ -326,7 +326,7 @@ def test_commands_are_quiet_unless_verbose(workspace):
 def test_training_that_diverges_saves_nothing_and_says_why(workspace, capsys):
     before = _snapshot(workspace)
     code = run_cli(["train", "--data", "two_classes", "--input-shape", "32x32x3", "--epochs", "2", "--width", "0.35",
-                    "--learning-rate", "1e30", "--out", "m.keras"])
+                    "--learning-rate", "1e30", "--out", "m.keras", "--history", "h.csv"])
     err = capsys.readouterr().err.strip()
     assert code == 1, err
     assert len(err.splitlines()) == 1

@@ -146,6 +146,14 @@ def run(args: argparse.Namespace) -> int:
         extra += [KeepPreviousBackup(backups), keras.callbacks.BackupAndRestore(backups)]
     if args.history is not None and chief:
         extra.append(EpochHistory(args.history, keep_before=resume))
+        args.interrupted = lambda: (f"{args.history} holds the finished epochs' history; --out was not written"
+                                    if os.path.exists(args.history) else "nothing was written")
+
+    def failed(message: str) -> StepFailed:  # a run that saves no model leaves no history of its own either
+        if args.history is not None and chief and not args.resuming and os.path.exists(args.history):
+            os.remove(args.history)
+        return StepFailed(message)
+
     finished: list[int] = []  # the epochs finished in this run (absolute: a resumed run starts after its backup)
     extra.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: finished.append(epoch + 1)))
     # the batch norms' statistics from the whole training split on every process: the same values everywhere
@@ -160,12 +168,15 @@ def run(args: argparse.Namespace) -> int:
         raise ProcessLost(lost_process(cluster, exc, finished, backup_folder(args.out))) from exc
     losses = history.history.get("loss", [])
     if not losses or not np.isfinite(losses[-1]):
-        raise StepFailed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
-                         f"was saved. Lower --learning-rate (was {args.learning_rate:g}).")
+        raise failed(f"training diverged (loss {losses[-1] if losses else 'nan'} in epoch {len(losses)}); nothing "
+                     f"was saved. Lower --learning-rate (was {args.learning_rate:g}).")
     accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
     print(f"test accuracy {accuracy:.4f} ({len(y_test) * (cluster.count if cluster else 1)} images)")
-    check_not_chance(accuracy, classes, "the trained model",
-                     "Train longer (--epochs), change --learning-rate, or check --data.")
+    try:
+        check_not_chance(accuracy, classes, "the trained model",
+                         "Train longer (--epochs), change --learning-rate, or check --data.")
+    except StepFailed as exc:
+        raise failed(str(exc)) from None
     warn_if_stale_batch_norms(model, x_train)
     if chief:
         atomic_write(args.out, model.save, ".keras")
