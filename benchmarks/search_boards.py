@@ -2,6 +2,7 @@
 and patches allowed and without them, side by side.
 
 Run: python benchmarks/search_boards.py [--out benchmarks/SEARCH.md]
+     python benchmarks/search_boards.py --segments   (the same searches with segments on too: rows printed)
 Boards: arduino-nano-33-ble (256 KiB RAM, 1 MiB flash), nucleo-f746zg (320 KiB, 1 MiB) and a chip of 128 KiB RAM
 and 1 MiB flash. Each search runs on the digits with the same grid (MobileNetV2, widths 0.35 and 0.5, input sizes
 32 to 160, expansions 4 and 6) and the quick training settings (2 finalists, 2 trial epochs, 4 epochs, 1 QAT
@@ -37,17 +38,22 @@ SETTINGS = {k: v for k, v in QUICK.items() if k != "budget_minutes"}
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "SEARCH.md"))
+    parser.add_argument("--segments", action="store_true",
+                        help="only the searches with segments on too (`segments=True`), their rows printed for "
+                        "SEARCH.md's segments section; --out is not written")
     args = parser.parse_args()
     rows = []
+    runs = [("splits + patches + segments", True, True)] if args.segments else [
+        ("splits + patches", True, False), ("as built only", False, False)]
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, limits) in enumerate(BOARDS):
-            for techniques in (True, False):
-                label = "splits + patches" if techniques else "as built only"
-                print(f"{name}, {label} ({2 * k + 2 - techniques} of {2 * len(BOARDS)})", flush=True)
+            for j, (label, techniques, segments) in enumerate(runs):
+                print(f"{name}, {label} ({len(runs) * k + j + 1} of {len(runs) * len(BOARDS)})", flush=True)
                 start = time.perf_counter()
                 try:
-                    r = search(os.path.join(tmp, f"{k}-{techniques}"), data="digits", memory_techniques=techniques,
-                               budget_minutes=60, log=lambda m: None, **limits, **GRID, **SETTINGS)
+                    r = search(os.path.join(tmp, f"{k}-{j}"), data="digits", memory_techniques=techniques,
+                               segments=segments, budget_minutes=60, log=lambda m: None, **limits, **GRID,
+                               **SETTINGS)
                 except SearchDoesNotFit as exc:
                     rows.append((name, label, "nothing in the grid fits", "", "", "", "", "", "",
                                  f"{time.perf_counter() - start:.0f} s"))
@@ -63,6 +69,9 @@ def main() -> int:
     header = ["board", "search", "chosen", "plan", "MACs", "largest fitting as built, its MACs",
               "RAM B (TFLM, emitted)", "flash B (array)", "float / int8 on TFLM (test)", "time"]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    if args.segments:
+        print("\n".join(table))
+        return 0
     text = f"""# Board-first search: what channel splits and patches buy
 
 `python benchmarks/search_boards.py` on this machine ({os.cpu_count()} cores, {platform.machine()}), TensorFlow
