@@ -176,7 +176,8 @@ class KeepPreviousBackup(keras.callbacks.Callback):
         self.folder = folder
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        """Copy the backup about to be replaced (if any) to `previous/`, the metadata last."""
+        """Copy the backup about to be replaced (if any) to `previous/`: its metadata removed first and written last,
+        so that a process killed midway leaves no weights under another epoch's metadata."""
         import os
         import shutil
 
@@ -184,6 +185,8 @@ class KeepPreviousBackup(keras.callbacks.Callback):
             return
         previous = os.path.join(self.folder, "previous")
         os.makedirs(previous, exist_ok=True)
+        if os.path.exists(os.path.join(previous, self.FILES[1])):
+            os.remove(os.path.join(previous, self.FILES[1]))
         for name in self.FILES:
             shutil.copyfile(os.path.join(self.folder, name), os.path.join(previous, f".{name}.tmp"))
             os.replace(os.path.join(previous, f".{name}.tmp"), os.path.join(previous, name))
