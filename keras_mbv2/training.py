@@ -176,20 +176,29 @@ class KeepPreviousBackup(keras.callbacks.Callback):
         self.folder = folder
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        """Copy the backup about to be replaced (if any) to `previous/`: its metadata removed first and written last,
-        so that a process killed midway leaves no weights under another epoch's metadata."""
+        """Copy the backup about to be replaced (if any) to `previous/` (`_copy_backup`)."""
         import os
-        import shutil
 
         if not all(os.path.exists(os.path.join(self.folder, name)) for name in self.FILES):
             return
         previous = os.path.join(self.folder, "previous")
         os.makedirs(previous, exist_ok=True)
-        if os.path.exists(os.path.join(previous, self.FILES[1])):
-            os.remove(os.path.join(previous, self.FILES[1]))
-        for name in self.FILES:
-            shutil.copyfile(os.path.join(self.folder, name), os.path.join(previous, f".{name}.tmp"))
-            os.replace(os.path.join(previous, f".{name}.tmp"), os.path.join(previous, name))
+        _copy_backup(self.folder, previous)
+
+
+def _copy_backup(source: str, target: str) -> None:
+    """Copy a `BackupAndRestore` backup from folder `source` to `target`: the target's metadata removed first and
+    each file renamed into place, the metadata last, so that a process killed midway leaves no weights under another
+    epoch's metadata."""
+    import os
+    import shutil
+
+    metadata = os.path.join(target, KeepPreviousBackup.FILES[1])
+    if os.path.exists(metadata):
+        os.remove(metadata)
+    for name in KeepPreviousBackup.FILES:  # weights, then the metadata that says which epoch they are
+        shutil.copyfile(os.path.join(source, name), os.path.join(target, f".{name}.tmp"))
+        os.replace(os.path.join(target, f".{name}.tmp"), os.path.join(target, name))
 
 
 def backup_epoch(folder: str) -> int:
@@ -209,7 +218,6 @@ def step_back_backup(folder: str, epoch: int) -> None:
     previous one (`KeepPreviousBackup`) when it is one behind, no backup at all for 0. Raises RuntimeError when the
     folder holds neither."""
     import os
-    import shutil
 
     have = backup_epoch(folder)
     if have == epoch:
@@ -224,8 +232,4 @@ def step_back_backup(folder: str, epoch: int) -> None:
     if backup_epoch(previous) != epoch:
         raise RuntimeError(f"{folder} holds the backups of epochs {have} and {backup_epoch(previous) or 'none'}, "
                            f"not of epoch {epoch}, where the other processes resume")
-    os.remove(os.path.join(folder, KeepPreviousBackup.FILES[1]))  # metadata first: never a mismatched pair
-    for name in KeepPreviousBackup.FILES:
-        shutil.copyfile(os.path.join(previous, name), os.path.join(folder, f".{name}.tmp"))
-    for name in KeepPreviousBackup.FILES:  # weights, then the metadata that says which epoch they are
-        os.replace(os.path.join(folder, f".{name}.tmp"), os.path.join(folder, name))
+    _copy_backup(previous, folder)
