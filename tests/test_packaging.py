@@ -83,3 +83,17 @@ def test_pyproject_lists_every_package_and_maps_the_firmware_to_micro():
     from keras_mbv2.micro import firmware_dir
 
     assert os.path.samefile(firmware_dir(), os.path.join(ROOT, "micro"))
+
+
+def test_every_test_timed_for_the_order_still_exists():
+    """tests/durations.json orders the suite longest first (tests/conftest.py): a renamed test would lose its place
+    and could start last, so every test it names is defined in the file it names."""
+    import json
+    import re
+
+    with open(os.path.join(ROOT, "tests", "durations.json")) as f:
+        seconds = json.load(f)["seconds"]
+    for key in seconds:
+        path, name = key.split("::")
+        with open(os.path.join(ROOT, "tests", path)) as f:
+            assert re.search(rf"^def {re.escape(name.split('[')[0])}\(", f.read(), re.M), key
