@@ -16,11 +16,12 @@ import keras
 
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.quantization import evaluate_tflite, fit_qat, quantize_aware, to_tflite
+from keras_mbv2.training import compile_classifier
 
 d = load_digits(image_size=32)  # the UCI digits scikit-learn ships, resized to 32x32x1, in [0, 1]
 keras.utils.set_random_seed(0)
 model = K.MobileNetV2((32, 32, 1), alpha=0.35, classes=10, bn_momentum=0.9)  # 0.9: small data, see "Batch norm"
-model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+compile_classifier(model, 2e-3)  # Adam, sparse cross-entropy, accuracy; its first step traced once, not twice
 model.fit(d.x_train, d.y_train, epochs=15, batch_size=32, verbose=2)  # one line per epoch
 float_accuracy = model.evaluate(d.x_test, d.y_test, verbose=0)[1]
 

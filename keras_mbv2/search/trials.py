@@ -131,7 +131,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     optimizer included) as `folder/<key>.keras` and the result as `folder/<key>.json`; a trial already saved there is
     read back instead of trained again."""
     from ..files import atomic_write
-    from ..training import RecalibrateBatchNorms, compile_classifier
+    from ..training import RecalibrateBatchNorms, build_before_tracing, compile_classifier
 
     record = os.path.join(folder, f"{candidate.key}.json")
     if os.path.exists(record):
@@ -147,7 +147,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     if done:
         import keras
 
-        model = keras.models.load_model(partial)
+        model = build_before_tracing(keras.models.load_model(partial))
         log(f"  {index}{candidate.label}: resuming its trial after epoch {done} (saved in an earlier run)")
     else:
         model = candidate.build(channels, classes)
@@ -209,10 +209,10 @@ def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, 
     import keras
 
     from ..files import atomic_write
-    from ..training import RecalibrateBatchNorms
+    from ..training import RecalibrateBatchNorms, build_before_tracing
 
     target = trial.epochs + more
-    model = keras.models.load_model(os.path.join(folder, f"{trial.candidate.key}.keras"))
+    model = build_before_tracing(keras.models.load_model(os.path.join(folder, f"{trial.candidate.key}.keras")))
     log(f"  {index}{trial.candidate.label}: {more} epoch{'s' if more > 1 else ''} more, to {target} "
         f"({clock.describe()})")
     start = time.monotonic()
@@ -243,7 +243,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
     import keras
 
     from ..files import atomic_write
-    from ..training import RecalibrateBatchNorms
+    from ..training import RecalibrateBatchNorms, build_before_tracing
 
     os.makedirs(folder, exist_ok=True)
     saved = sorted(int(f[6:9]) for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".keras"))
@@ -254,6 +254,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
     if done >= epochs:
         log(f"  {trial.candidate.label}: its {done} epochs are trained already (its trial, or an earlier run)")
         return model, done
+    build_before_tracing(model)
     if saved:
         log(f"  resuming after epoch {done} (saved in an earlier run)")
 
