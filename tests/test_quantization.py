@@ -252,3 +252,41 @@ def test_load_digits():
     np.testing.assert_array_equal(a.x_test, b.x_test)
     with pytest.raises(ValueError, match="channels=2"):
         load_digits(channels=2)
+
+
+def _train_step_traces(model) -> list[int]:
+    """A list that counts the Python calls of `model`'s train_step: one per trace of the training step."""
+    calls: list[int] = []
+    step = type(model).train_step
+
+    def counted(self, data):
+        calls.append(1)
+        return step(self, data)
+
+    model.train_step = counted.__get__(model)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["float (compile_classifier)", "float read back (build_before_tracing)",
+                                  "QAT (fit_qat)"])
+def test_the_first_training_step_is_traced_once(path, digits, tmp_path):
+    """Keras 3 on TensorFlow and tf_keras create the optimizer's and the compiled metrics' variables while tracing the
+    first step, then trace it all again; the package builds them first (keras_mbv2.training.build_before_tracing,
+    quantization.qat._build_before_tracing): one trace, half the time before the first step."""
+    from keras_mbv2.training import build_before_tracing, compile_classifier
+
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    model = compile_classifier(TINY["MobileNetV1"](), 1e-3)
+    if path.startswith("float read back"):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+        model.save(tmp_path / "m.keras")
+        model = build_before_tracing(keras.models.load_model(tmp_path / "m.keras"))
+    if path.startswith("QAT"):
+        model = quantize_aware(model)
+        calls = _train_step_traces(model)
+        fit_qat(model, x, y, str(tmp_path / "run"), epochs=1, batch_size=32, verbose=0)
+    else:
+        calls = _train_step_traces(model)
+        history = model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        assert 0 <= history.history["accuracy"][0] <= 1  # the metric counts this run's steps only
+    assert len(calls) == 1, f"the training step was traced {len(calls)} times"
