@@ -4,8 +4,8 @@ figures' ablation.
 Without a distribution strategy, Keras 3 on TensorFlow creates the optimizer's variables, and (Keras 3.15) the
 compiled metrics' variables, while tracing the first training step, and then traces the whole step again: building
 both before `fit` traces it once (MobileNetV2 0.35 at 32x32: 37 s -> 23 s before the first epoch ends with the
-optimizer built, measured on 2 cores; with Keras 3.15.1 the metrics' retrace took the first fit of 64 images from
-18 s to 35 s, measured beside another run on 2 cores). XLA is left to Keras' "auto",
+optimizer built, measured on 2 cores; with Keras 3.15.1 the first fit of 64 images took 35 s with the metrics'
+retrace and 18 s without it, measured beside another run on 2 cores). XLA is left to Keras' "auto",
 which turns it off on a machine with only CPUs, where XLA-compiled training steps of these depthwise networks
 are slower.
 """
