@@ -13,9 +13,12 @@ import time
 
 import pytest
 
-#: A small search: two input sizes of one row, two finalists; digits; a 128 KiB chip.
+#: A small search: two input sizes of one row (two stage-1 measurements), one finalist, whose 2-epoch trial is the
+#: start of its training (a trial to interrupt and resume; the choice among several trials, and their reuse, run in
+#: test_search.py's example); digits; a 128 KiB chip. 1.7 min uninterrupted, against 2.6 min with two finalists of 3
+#: epochs and a fourth (measured, alone on 2 cores).
 SEARCH = ["search", "--flash", "1048576", "--ram", "131072", "--widths", "0.35", "--sizes", "32,48", "--expansions",
-          "6", "--finalists", "2", "--trial-epochs", "3", "--epochs", "4", "--qat-epochs", "1", "--out", "s"]
+          "6", "--finalists", "1", "--trial-epochs", "2", "--epochs", "2", "--qat-epochs", "1", "--out", "s"]
 MEASURED = re.compile(r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured", re.M)
 
 
@@ -82,7 +85,7 @@ def test_an_interrupted_search_measures_and_trains_nothing_twice(tmp_path):
     assert ".keras-mbv2.lock" not in os.listdir(tmp_path / "s")
     assert err.strip().splitlines()[-1].startswith("keras-mbv2 search: interrupted: what finished")
 
-    code, out2, err, _ = _signal_at(_start(SEARCH, tmp_path), r"^    MobileNetV2 .*: epoch 1/3 +\d+ s ", signal.SIGINT)
+    code, out2, err, _ = _signal_at(_start(SEARCH, tmp_path), r"^    MobileNetV2 .*: epoch 1/2 +\d+ s ", signal.SIGINT)
     assert code == 130, err[-2000:]
     assert f"({len(first)} candidates reused)" in out2 and not set(first) & set(MEASURED.findall(out2)), out2[-3000:]
     assert any(f.endswith(".keras") for f in os.listdir(tmp_path / "s" / "trials" / "unfinished"))
