@@ -276,6 +276,8 @@ def test_example_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(
     assert proc.returncode == 0, err[-3000:]
     assert not NATIVE_LINE.search(err), err[-2000:]  # quiet: `import keras_mbv2` first, training included
     assert "stage 1 measured in an earlier run" in out and re.search(r"epoch 1/\d+", out), out
+    # the time of an epoch from the finished trial, not from a model built and traced to time 3 steps
+    assert "in an earlier run, scaled by multiply-adds)" in out and "steps timed" not in out, out[:3000]
     for name in first:  # nothing trained twice
         label = Candidate(**json.loads((trials / name).read_text())["candidate"]).label
         assert f"{label}: trained in an earlier run" in out, out

@@ -280,10 +280,18 @@ def _stage1(out: str, resuming: bool, source: DataSource, limits: Limits, space:
         + "; ".join(f"{m.candidate.label} {m.macs:,} MACs ({m.technique})" for m in chosen))
 
     smallest = min(chosen, key=lambda m: m.macs)
-    saved = os.path.join(out, "trials", f"{smallest.candidate.key}.json")
-    if resuming and os.path.isfile(saved):  # its trial finished in an earlier run: its measured time
-        with open(saved) as f:
-            per_epoch = Trial.from_json(json.load(f)).seconds_per_epoch
+    # a finalist's trial finished in an earlier run: its measured time, scaled by multiply-adds (as stage 2 scales
+    # it) to the smallest finalist, instead of building and tracing a model to time 3 steps
+    saved = [(m, os.path.join(out, "trials", f"{m.candidate.key}.json")) for m in sorted(
+        chosen, key=lambda m: m is not smallest)] if resuming else []
+    saved = [(m, path) for m, path in saved if os.path.isfile(path)]
+    if saved:
+        m, path = saved[0]
+        with open(path) as f:
+            per_epoch = Trial.from_json(json.load(f)).seconds_per_epoch * smallest.macs / m.macs
+        if m is not smallest:
+            log(f"      one float epoch of {smallest.candidate.label} takes about {per_epoch:.0f} s here (the trial "
+                f"of {m.candidate.label} in an earlier run, scaled by multiply-adds)")
     else:
         per_epoch = probe_epoch_seconds(smallest.candidate, source.at(smallest.candidate.size), classes,
                                         source.channels)
