@@ -80,6 +80,7 @@ def test_short_qat_converts_and_runs_alike_on_litert_and_tflm(family, digits, tm
     lite = evaluate_tflite(tflite, x, y)
     micro = evaluate_tflite(tflite, x, y, runtime="tflm")
     assert lite.outputs.dtype == np.int8
+    _assert_serving_signature_runs(tflite, x[:1])
     # TFLM and TFLite's reference kernels are usually bit-exact; where they are not, by one int8 step on a few
     # scores (DESIGN.md section 5; 3 of 400 for the ShuffleNet here with tflite-micro 0.dev20261023)
     agreement = compare_outputs(micro.outputs, lite.outputs)
@@ -103,6 +104,22 @@ def test_float_tflite_matches_keras(digits):
     x = digits.x_test[:16]
     assert np.max(np.abs(run_litert(f32, x) - model.predict(x, verbose=0))) < 1e-4
     assert "SHAPE" not in _operators(f32) and "PACK" not in _operators(f32)  # static batch 1
+    _assert_serving_signature_runs(f32, x[:1])
+
+
+def _assert_serving_signature_runs(tflite: bytes, x: np.ndarray) -> None:
+    """LiteRT's signature runner (its documented way to call a model) finds "serving_default", keyed as a
+    SavedModel's signature would be, and gives what invoking the interpreter gives."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["x"], "outputs": ["output_0"]}}
+    detail = interpreter.get_input_details()[0]
+    if detail["dtype"] == np.int8:
+        scale, zero = detail["quantization"]
+        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    out = interpreter.get_signature_runner()(x=x)["output_0"]
+    np.testing.assert_array_equal(out, run_litert(tflite, x))
 
 
 RESUME_SCRIPT = textwrap.dedent("""

@@ -6,6 +6,7 @@ import contextlib
 import io
 import shutil
 import tempfile
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from ..checks import check_positive_int
 from ..logs import native_stderr_to
 from ..models.batch_norm import warn_if_stale_batch_norms
+from ..tflite.flatbuffer import with_serving_signature
 
 
 def _input_shape(model: Any) -> tuple[int, ...]:
@@ -99,12 +101,15 @@ def to_tflite(
         else:
             fn = tf.function(lambda x: model(x, training=False))
             concrete = fn.get_concrete_function(tf.TensorSpec((1,) + shape, tf.float32))
-            # The converter saves its trackable as a SavedModel; handing it the tf_keras model makes it serialise
-            # every layer's traced calls (~90 s for a small NASNet). A bare module holding only the variables gives
-            # byte-identical output in a fifth of the time.
-            holder = tf.Module()
+            holder = tf.Module()  # the trackable the converter asks for: the variables alone, not the tf_keras model
             holder.model_variables = list(model.variables)
             converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+            # The frozen graph straight to TFLite, not first lowered to a SavedModel: the same operators, weights and
+            # quantization (the same outputs, measured) in a third of the time for a QAT MobileNetV2 (9.5 s -> 3.2 s),
+            # without the signature the SavedModel path writes, which `with_serving_signature` adds back.
+            converter.experimental_lower_to_saved_model = False
+            data = _convert(converter, keras_model, representative_data, shape, quantize, num_calibration, schedule)
+            return with_serving_signature(data)
         return _convert(converter, keras_model, representative_data, shape, quantize, num_calibration, schedule)
     finally:
         if saved_model is not None:
@@ -178,6 +183,8 @@ def _convert(converter: Any, keras_model: Any, representative_data: Any, shape: 
         converter.inference_output_type = tf.int8
     from ..tflite.schedule import schedule_operators  # TFLM runs operators in flatbuffer order: keep a lean one
 
-    with native_stderr_to([]):  # the converter prints its settings from C++ on every call
+    with native_stderr_to([]), warnings.catch_warnings():  # the converter prints its settings from C++ on every call
+        # the frozen-graph path asks for the int8 input's range up front; the calibration sets it
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected", UserWarning)
         data = bytes(converter.convert())
     return schedule_operators(data) if schedule else data
