@@ -22,6 +22,9 @@ def _seed():
 # The longest tests first, handed out one at a time (pyproject: --dist load --maxschedchunk 1) so that each worker
 # takes the next longest when it is free: the two workers then run the long tests side by side instead of one ending
 # the run alone (worksteal, and load's default chunks, give the whole head of the list to the first worker).
+# Each file's tests stay together (the files ordered by their longest test, each file's tests longest first): pytest
+# tears a module's fixtures down whenever the next test is in another file, so interleaving the files rebuilt the
+# same trained model each time a worker came back to its file (tests/test_micro.py's int8 model five times).
 # tests/durations.json holds every test's measured seconds from 10 s up (`pytest -m "slow or not slow" --durations=0`);
 # a long end-to-end test not in it yet counts as 120 s, so that it never starts last.
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.json")) as _f:
@@ -38,7 +41,14 @@ def _seconds(item) -> float:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=_seconds, reverse=True)  # stable: the unmeasured keep their order
+    def file(item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    longest: dict[str, float] = {}
+    for item in items:
+        longest[file(item)] = max(longest.get(file(item), 0), _seconds(item))
+    # stable: within a file the unmeasured keep their order
+    items.sort(key=lambda item: (-longest[file(item)], file(item), -_seconds(item)))
 
 
 @pytest.fixture(autouse=True)
