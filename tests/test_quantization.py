@@ -112,12 +112,12 @@ def _assert_serving_signature_runs(tflite: bytes, x: np.ndarray) -> None:
     SavedModel's signature would be, and gives what invoking the interpreter gives."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from keras_mbv2.tflite.flatbuffer import io_details
+    from keras_mbv2.tflite.runtime import quantize_input
+
     interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["x"], "outputs": ["output_0"]}}
-    detail = interpreter.get_input_details()[0]
-    if detail["dtype"] == np.int8:
-        scale, zero = detail["quantization"]
-        x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    x = quantize_input(x, io_details(tflite))
     out = interpreter.get_signature_runner()(x=x)["output_0"]
     np.testing.assert_array_equal(out, run_litert(tflite, x))
 
