@@ -25,11 +25,15 @@ def _seed():
 # Each file's tests stay together (the files ordered by their longest test, each file's tests longest first): pytest
 # tears a module's fixtures down whenever the next test is in another file, so interleaving the files rebuilt the
 # same trained model each time a worker came back to its file (tests/test_micro.py's int8 model five times).
-# tests/durations.json holds every test's measured seconds from 10 s up (`pytest -m "slow or not slow" --durations=0`);
-# a long end-to-end test not in it yet counts as 120 s, so that it never starts last.
+# tests/durations.json holds every test's measured seconds from 10 s up (its call, from `.ci/run`'s
+# `--durations=0 --durations-min=10`); a long end-to-end test not in it yet counts as 120 s, so that it never starts
+# last.
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.json")) as _f:
     SECONDS: dict[str, float] = json.load(_f)["seconds"]
 UNMEASURED_SLOW = 120
+#: A test measured at this many seconds or more is one of the long runs: `pytest -m slow` runs it, the README's
+#: `pytest` does not (CI runs both), so that `pytest` stays a check of a few minutes.
+SLOW_FROM = 20
 
 
 def _seconds(item) -> float:
@@ -40,6 +44,7 @@ def _seconds(item) -> float:
     return UNMEASURED_SLOW if item.get_closest_marker("slow") else 0
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by -m
 def pytest_collection_modifyitems(items):
     def file(item) -> str:
         return item.nodeid.split("::", 1)[0]
@@ -47,6 +52,8 @@ def pytest_collection_modifyitems(items):
     longest: dict[str, float] = {}
     for item in items:
         longest[file(item)] = max(longest.get(file(item), 0), _seconds(item))
+        if _seconds(item) >= SLOW_FROM:
+            item.add_marker(pytest.mark.slow)
     # stable: within a file the unmeasured keep their order
     items.sort(key=lambda item: (-longest[file(item)], file(item), -_seconds(item)))
 

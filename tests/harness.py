@@ -3,8 +3,10 @@ shared by the test modules."""
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import os
+import pickle
 import re
 import tempfile
 
@@ -18,6 +20,51 @@ BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 NATIVE_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:|\d{4}-\d\d-\d\d "
                          r"\d\d:\d\d:\d\d\.\d+: [IWEF] )", re.M)
 
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """`build()`'s result (picklable: a converted model's bytes), built once per pytest run and read back by every
+    other worker: the first worker to ask builds it under a lock while the others wait (a build alone on the two
+    cores takes half the time of two side by side), then they read the file it wrote. Under xdist the workers'
+    temporary folders share one parent, new for each run; without xdist the run's own folder is used."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / f"built-once-{name}.pickle"
+    with open(root / f"built-once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        result = build()
+        partial = root / f"built-once-{name}.partial"
+        partial.write_bytes(pickle.dumps(result))
+        os.replace(partial, path)
+        return result
+
+
+def recalibrated_int8(model, digits):
+    """`model` with its batch-norm statistics from 256 training images, so that the scores depend on the image (the
+    initial statistics give every image the same scores), converted to full int8 on 64."""
+    from keras_mbv2.models import recalibrate_batch_norms
+    from keras_mbv2.quantization import to_tflite
+
+    recalibrate_batch_norms(model, digits.x_train[:256])
+    return to_tflite(model, digits.x_train[:64], num_calibration=64)
+
+
+#: The two networks the patch and segment tests cut, at 64x64x3 on the digits: each builder's name and its width
+DIGITS64 = {"MobileNetV2": 0.35, "MobileNetV1": 0.25}
+
+
+def digits64_int8(tmp_path_factory, network: str, digits) -> bytes:
+    """`network` of `DIGITS64` (seed 0) as `recalibrated_int8`, built once per run (`built_once`)."""
+    import keras_mbv2 as K
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = getattr(K, network)((64, 64, 3), alpha=DIGITS64[network], classes=10, weights=None)
+        return recalibrated_int8(model, digits)
+
+    return built_once(tmp_path_factory, f"digits64-{network}", build)
 
 
 def _as_list(x):

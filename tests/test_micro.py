@@ -12,7 +12,7 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from harness import randomize_batch_norms
+from harness import built_once, randomize_batch_norms
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
@@ -27,15 +27,19 @@ needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
 
 
-@pytest.fixture(scope="module")
-def int8_model():
-    """A briefly trained MobileNetV2 0.35 at 32x32 on the digits, full-int8."""
+def _trained_int8():
     data = load_digits(image_size=32)
     keras.utils.set_random_seed(0)
     model = K.MobileNetV2(input_shape=(32, 32, 1), alpha=0.35, classes=10, bn_momentum=0.9)
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(data.x_train[:512], data.y_train[:512], epochs=1, batch_size=64, verbose=0)
     return to_tflite(model, data.x_train[:16], num_calibration=16)
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    """A briefly trained MobileNetV2 0.35 at 32x32 on the digits, full-int8 (built once per run)."""
+    return built_once(tmp_path_factory, "micro-int8", _trained_int8)
 
 
 @needs_arm
@@ -252,14 +256,18 @@ def test_boards_table():
     assert BOARDS["corstone-300"].core == "cortex-m55"
 
 
-@pytest.fixture(scope="module")
-def mobilenet_v1_96():
-    """MobileNetV1 0.25 at 96x96x3, where TFLM's greedy planner needs 73,728 B of activations although the
-    operator order needs 55,296 B at once (pointwise 1: 48x48x8 in + 48x48x16 out)."""
+def _mobilenet_v1_96_int8():
     keras.utils.set_random_seed(0)
     model = randomize_batch_norms(K.MobileNetV1(input_shape=(96, 96, 3), alpha=0.25, classes=10))
     calibration = np.random.default_rng(0).uniform(0, 1, (8, 96, 96, 3)).astype("float32")
     return to_tflite(model, calibration, num_calibration=8)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v1_96(tmp_path_factory):
+    """MobileNetV1 0.25 at 96x96x3, where TFLM's greedy planner needs 73,728 B of activations although the
+    operator order needs 55,296 B at once (pointwise 1: 48x48x8 in + 48x48x16 out). Built once per run."""
+    return built_once(tmp_path_factory, "micro-mobilenet-v1-96", _mobilenet_v1_96_int8)
 
 
 def test_offline_memory_plan_beats_tflm_greedy_planner(mobilenet_v1_96, tmp_path):

@@ -14,11 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from harness import digits64_int8, recalibrated_int8
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
-from keras_mbv2.models import recalibrate_batch_norms
-from keras_mbv2.quantization import run_tflm, to_tflite
+from keras_mbv2.quantization import run_tflm
 from keras_mbv2.tflite import quantize_input, require_int8, tflite_macs
 from keras_mbv2.tflite.patches import MEASURED_CANDIDATES, candidates, patch_model, run_patched, split_model, stage_cuts
 
@@ -28,16 +28,9 @@ def digits():
     return load_digits(image_size=64, channels=3)
 
 
-def _int8(model, digits):
-    """Batch-norm statistics from the data, so that the scores depend on the image (the initial statistics give
-    every image the same scores)."""
-    recalibrate_batch_norms(model, digits.x_train[:256])
-    return to_tflite(model, digits.x_train[:64], num_calibration=64)
-
-
 @pytest.fixture(scope="module")
-def mbv2(digits):
-    return _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None), digits)
+def mbv2(digits, tmp_path_factory):
+    return digits64_int8(tmp_path_factory, "MobileNetV2", digits)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +75,10 @@ def test_without_its_masks_the_border_is_wrong(mbv2, frames):
     assert not np.array_equal(got, whole)
 
 
-def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits):
-    split = _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None,
-                                memory_splits={"block_1": 3, "block_3": 2}), digits)
-    v1 = _int8(K.MobileNetV1((64, 64, 3), alpha=0.25, classes=10, weights=None), digits)
+def test_patches_combine_with_channel_splits_and_work_on_mobilenet_v1(digits, tmp_path_factory):
+    split = recalibrated_int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None,
+                                            memory_splits={"block_1": 3, "block_3": 2}), digits)
+    v1 = digits64_int8(tmp_path_factory, "MobileNetV1", digits)
     for data in (split, v1):
         frames = quantize_input(digits.x_test[:2], require_int8(data))
         ranked = candidates(data)[:MEASURED_CANDIDATES]

@@ -12,11 +12,12 @@ import os
 
 import numpy as np
 import pytest
+from harness import DIGITS64, digits64_int8
 
 import keras_mbv2 as K
 from keras_mbv2.datasets import load_digits
 from keras_mbv2.models import recalibrate_batch_norms
-from keras_mbv2.quantization import run_tflm, to_tflite
+from keras_mbv2.quantization import run_tflm
 from keras_mbv2.tflite import arena_use, parse_model, quantize_input, require_int8
 from keras_mbv2.tflite.flatbuffer import opcode_names
 from keras_mbv2.tflite.runtime import _model_up_to
@@ -28,15 +29,9 @@ def digits():
     return load_digits(image_size=64, channels=3)
 
 
-def _int8(model, digits):
-    recalibrate_batch_norms(model, digits.x_train[:256])
-    return to_tflite(model, digits.x_train[:64], num_calibration=64)
-
-
 @pytest.fixture(scope="module")
-def models(digits):
-    return {"MobileNetV2": _int8(K.MobileNetV2((64, 64, 3), alpha=0.35, classes=10, weights=None), digits),
-            "MobileNetV1": _int8(K.MobileNetV1((64, 64, 3), alpha=0.25, classes=10, weights=None), digits)}
+def models(digits, tmp_path_factory):
+    return {network: digits64_int8(tmp_path_factory, network, digits) for network in DIGITS64}
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +140,7 @@ def test_fit_ram_with_segments_fits_below_the_persistent_data_and_its_ram_is_wha
     from keras_mbv2.micro.fit import segmented_ram
     from keras_mbv2.tflite.patches import run_patched
 
-    build = {"MobileNetV2": K.MobileNetV2, "MobileNetV1": K.MobileNetV1}[network]
-    alpha = 0.35 if network == "MobileNetV2" else 0.25
-    model = build((64, 64, 3), alpha=alpha, classes=10, weights=None)
+    model = getattr(K, network)((64, 64, 3), alpha=DIGITS64[network], classes=10, weights=None)
     recalibrate_batch_norms(model, digits.x_train[:256])
     result = fit_ram(model, ram, digits.x_train[:64], segments=True)
     assert result.segmented is not None and len(result.segmented.segments) > 1
