@@ -349,3 +349,32 @@ def test_a_trial_record_round_trips_and_an_older_one_without_the_count_still_rea
     assert Trial.from_json(trial.to_json()) == trial
     old = {k: v for k, v in trial.to_json().items() if k != "val_images"}
     assert Trial.from_json(old).describe() == "34.5%"  # no count: no interval claimed
+
+
+def test_a_trial_trains_the_same_whatever_ran_before_it_in_the_process(tmp_path):
+    """A search run again reads its finished trials back instead of training them, so the random streams stand
+    elsewhere when the next trial starts: each trial is seeded from the run's seed and its candidate alone
+    (`trials.reseed`), and trains the same model, bit for bit, after another trial or after none."""
+    from types import SimpleNamespace
+
+    import keras
+    import numpy as np
+
+    from keras_mbv2.datasets import load_digits
+    from keras_mbv2.search.trials import Clock, run_trial
+
+    d = load_digits(image_size=32)
+    data = SimpleNamespace(x_train=d.x_train[:64], y_train=d.y_train[:64], x_val=d.x_test[:32], y_val=d.y_test[:32])
+    first, second = Candidate("mobilenet_v1", 0.25, 32), Candidate("mobilenet_v1", 0.5, 32)
+
+    def trial(folder, before):
+        keras.utils.set_random_seed(before)  # where the streams stand: an earlier run's stage 1, or another trial
+        if before == 1:
+            run_trial(first, data, 10, 1, 1, str(tmp_path / folder), Clock(600), lambda line: None, [], seed=7)
+        result = run_trial(second, data, 10, 1, 1, str(tmp_path / folder), Clock(600), lambda line: None, [], seed=7)
+        model = keras.models.load_model(tmp_path / folder / f"{second.key}.keras")
+        return result, model.get_weights()
+
+    (alone, weights), (after, weights_after) = trial("alone", 2), trial("after", 1)
+    assert (alone.val_accuracy, alone.val_loss) == (after.val_accuracy, after.val_loss)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, weights_after, strict=True))

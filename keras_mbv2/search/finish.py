@@ -40,7 +40,7 @@ def finish(out: str, limits: Limits, chosen: Measurement, trial: Trial, source: 
     classes = len(data.class_names)
     reserve = QAT_EPOCH_COST * qat_epochs * trial.seconds_per_epoch + CONVERSION_RESERVE
     model, trained = train_final(trial, data, epochs, os.path.join(out, "trials"), os.path.join(out, "final"), clock,
-                                 log, callbacks, reserve)
+                                 log, callbacks, reserve, seed)
     float_accuracy = float(model.evaluate(data.x_test, data.y_test, verbose=0)[1])
     val_accuracy = float(model.evaluate(data.x_val, data.y_val, verbose=0)[1])
     if not val_accuracy > 1.5 / classes:

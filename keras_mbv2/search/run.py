@@ -377,7 +377,7 @@ def _stage2_trials(chosen: list[Measurement], source: DataSource, classes: int, 
                     f"training needs about {final_cost / 60:.1f} min ({clock.describe()})")
                 continue
         trial = run_trial(c, source.at(c.size), classes, source.channels, trial_epochs, folder, clock, log,
-                          callbacks, index=f"{k}/{len(chosen)} ")
+                          callbacks, index=f"{k}/{len(chosen)} ", seed=source.seed)
         trials.append(trial)
         if not saved:
             per_mac = trial.seconds_per_epoch / m.macs
@@ -406,7 +406,7 @@ def _make_surer(trials: list[Trial], source: DataSource, classes: int, trial_epo
             break
         log(f"      {why}: each trains {trial_epochs} more epoch{'s' if trial_epochs > 1 else ''} to tell them apart")
         trials = [extend_trial(t, source.at(t.candidate.size), trial_epochs, folder, clock, log, callbacks,
-                               index=f"{k}/{len(trials)} ") for k, t in enumerate(trials, start=1)]
+                               index=f"{k}/{len(trials)} ", seed=source.seed) for k, t in enumerate(trials, start=1)]
         for k, t in enumerate(trials, start=1):
             log(f"  {k}/{len(trials)} {t.candidate.label}: validation accuracy {t.describe()} after {t.epochs} epochs")
     return trials

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +27,17 @@ Log = Callable[[str], None]
 #: A QAT epoch costs about this many float epochs of the same model (fake quantization; measured on 2 cores:
 #: MobileNetV2 0.35 @ 128, 24 s against 9 s).
 QAT_EPOCH_COST = 2.5
+
+
+def reseed(seed: int, *what: object) -> None:
+    """Seed every random stream (`training.reproducible`) from the run's `seed` and `what` alone (a stage, a
+    candidate, the epochs it has finished): each trial, each extension of one and the winner's training then start
+    from the same initial weights and draw the same batches whether what came before them ran in this process or
+    was read back from an earlier run's folder, so that a search stopped and run again trains the model an
+    uninterrupted one does."""
+    from ..training import reproducible
+
+    reproducible(zlib.crc32(repr((seed, *what)).encode()))
 
 
 #: z of the two-sided 95% interval `interval` gives.
@@ -126,10 +138,10 @@ def epoch_time(times: list[float]) -> float:
 
 
 def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epochs: int, folder: str,
-              clock: Clock, log: Log, callbacks: list[Any], index: str = "") -> Trial:
+              clock: Clock, log: Log, callbacks: list[Any], index: str = "", seed: int = 0) -> Trial:
     """Train `candidate` for `epochs` epochs on `data.x_train` (validation: `data.x_val`), save the model (its
     optimizer included) as `folder/<key>.keras` and the result as `folder/<key>.json`; a trial already saved there is
-    read back instead of trained again."""
+    read back instead of trained again. Seeded from `seed` and the candidate (`reseed`)."""
     from ..files import atomic_write
     from ..training import RecalibrateBatchNorms, build_before_tracing, compile_classifier
 
@@ -144,6 +156,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     partial = os.path.join(folder, "unfinished", f"{candidate.key}.keras")
     os.makedirs(os.path.dirname(partial), exist_ok=True)
     done = _partial_epochs(partial)
+    reseed(seed, "trial", candidate.key, done)
     if done:
         import keras
 
@@ -202,16 +215,17 @@ def _partial_epochs(path: str) -> int:
 
 
 def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, log: Log, callbacks: list[Any],
-                 index: str = "") -> Trial:
+                 index: str = "", seed: int = 0) -> Trial:
     """Train a saved trial `more` epochs on from where it stopped (its optimizer included), when the finalists were
-    too close to tell apart; saves the model and the record again (a record already past those epochs is read
-    back)."""
+    too close to tell apart; saves the model and the record again. Seeded from `seed`, the candidate and its epochs
+    (`reseed`)."""
     import keras
 
     from ..files import atomic_write
     from ..training import RecalibrateBatchNorms, build_before_tracing
 
     target = trial.epochs + more
+    reseed(seed, "extend", trial.candidate.key, trial.epochs)
     model = build_before_tracing(keras.models.load_model(os.path.join(folder, f"{trial.candidate.key}.keras")))
     log(f"  {index}{trial.candidate.label}: {more} epoch{'s' if more > 1 else ''} more, to {target} "
         f"({clock.describe()})")
@@ -236,10 +250,11 @@ def winner(trials: list[Trial], macs: dict[Candidate, int]) -> Trial:
 
 
 def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder: str, clock: Clock, log: Log,
-                callbacks: list[Any], reserve: float) -> tuple[Any, int]:
+                callbacks: list[Any], reserve: float, seed: int = 0) -> tuple[Any, int]:
     """Train the winner on from its trial to `epochs` epochs in all, saving the model after every epoch as
     `folder/epoch_<n>.keras` and resuming from the last one saved. Stops early (after an epoch) when the budget
-    left falls below `reserve` seconds (kept for QAT). Returns (model, epochs trained in all)."""
+    left falls below `reserve` seconds (kept for QAT). Seeded from `seed`, the candidate and the epochs done
+    (`reseed`). Returns (model, epochs trained in all)."""
     import keras
 
     from ..files import atomic_write
@@ -248,6 +263,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
     os.makedirs(folder, exist_ok=True)
     saved = sorted(int(f[6:9]) for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".keras"))
     done = saved[-1] if saved else trial.epochs
+    reseed(seed, "final", trial.candidate.key, done)
     path = os.path.join(folder, f"epoch_{done:03d}.keras") if saved else os.path.join(
         trials_folder, f"{trial.candidate.key}.keras")
     model = keras.models.load_model(path)
