@@ -21,11 +21,10 @@ NATIVE_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \
                          r"\d\d:\d\d:\d\d\.\d+: [IWEF] )", re.M)
 
 
-
 def built_once(tmp_path_factory, name: str, build):
     """`build()`'s result (picklable: a converted model's bytes), built once per pytest run and read back by every
     other worker: the first worker to ask builds it under a lock while the others wait (a build alone on the two
-    cores takes half the time of two side by side), then they read the file it wrote. Under xdist the workers'
+    cores takes about half the time of two side by side), then they read the file it wrote. Under xdist the workers'
     temporary folders share one parent, new for each run; without xdist the run's own folder is used."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
