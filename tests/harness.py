@@ -26,6 +26,8 @@ def built_once(tmp_path_factory, name: str, build):
     other worker: the first worker to ask builds it under a lock while the others wait (a build alone on the two
     cores takes about half the time of two side by side), then they read the file it wrote. Under xdist the workers'
     temporary folders share one parent, new for each run; without xdist the run's own folder is used."""
+    from keras_mbv2.files import write_file
+
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     path = root / f"built-once-{name}.pickle"
@@ -34,9 +36,7 @@ def built_once(tmp_path_factory, name: str, build):
         if path.exists():
             return pickle.loads(path.read_bytes())
         result = build()
-        partial = root / f"built-once-{name}.partial"
-        partial.write_bytes(pickle.dumps(result))
-        os.replace(partial, path)
+        write_file(str(path), pickle.dumps(result))
         return result
 
 
