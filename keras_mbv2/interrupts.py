@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Iterator
 
@@ -84,8 +85,12 @@ def emergency_exit(code: int, message: str) -> None:
     for action in reversed(list(_CLEANUPS)):
         with contextlib.suppress(Exception):
             action()
+    try:  # the terminal's descriptor: while `logs.native_stderr_to` captures descriptor 2, sys.stderr writes to it
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = 2
     with contextlib.suppress(Exception):
-        os.write(2, (message.rstrip("\n") + "\n").encode())
+        os.write(fd, (message.rstrip("\n") + "\n").encode())
     os._exit(code)
 
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from keras_mbv2.distribute import ProcessCluster, free_ports, process_cluster
+from keras_mbv2.distribute import ProcessCluster, _answers, free_ports, process_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERAS_VARS = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:5000,10.0.0.2:5000",
@@ -154,6 +154,77 @@ def _accuracy(output):
     return float(re.search(r"test accuracy (\d\.\d+)", output).group(1))
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# (what ends the training process, the command's exit code, its last line): process 0 of a cluster whose process 1
+# never starts, its training process waiting in JAX's runtime (native code) for the cluster to assemble
+ENDINGS = [
+    ("SIGABRT to the training process", 1, r"^keras-mbv2 train: failed: the training process was ended by SIGABRT "
+     r"\(this is process 0 of 2; JAX's runtime aborts so when another process of the cluster is lost\); no epoch had "
+     r"finished: start every process again with the same command$"),
+    ("SIGINT to the command", 130, r"^keras-mbv2 train: interrupted: nothing was written$"),
+    ("SIGKILL to the command", -9, None),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("ending,code,last", ENDINGS, ids=[e[0] for e in ENDINGS])
+def test_train_multi_worker_says_one_line_however_its_training_process_ends(ending, code, last, tmp_path):
+    """`train --multi-worker` trains in a child process it watches (`cli.train.supervise`), because JAX's runtime can
+    end a process with SIGABRT when another process of the cluster is lost (gloo's transport thread, the coordination
+    service, JAX's shutdown), before any line of ours: a child ended by a signal is one line naming it and what is
+    kept, exit code 1; Ctrl-C reaches the child once and it says what it kept (here, blocked in native code, through
+    the signal watchdog, whose line reaches the terminal while TensorFlow's native stderr is captured); a command
+    killed outright takes its child with it, which would otherwise hold the cluster's ports and a lost process's
+    sockets open."""
+    import signal
+    import time
+
+    port, peer = free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port},127.0.0.1:{peer}",
+               KERAS_DISTRIBUTION_NUM_PROCESSES="2", KERAS_DISTRIBUTION_PROCESS_ID="0")
+    command = subprocess.Popen(["keras-mbv2", "train", "--multi-worker", "--epochs", "1", "--out", "m.keras"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"127.0.0.1:{port}"):  # JAX's coordinator, in the training process, waits for process 1
+            assert command.poll() is None and time.monotonic() < deadline, command.communicate()
+            time.sleep(0.2)
+        (child,) = _children(command.pid)
+        if ending.startswith("SIGABRT"):
+            os.kill(child, signal.SIGABRT)
+        elif ending.startswith("SIGINT"):
+            command.send_signal(signal.SIGINT)
+        else:
+            command.kill()
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    assert command.returncode == code, (out[-2000:], err[-2000:])
+    if last is not None:
+        assert re.match(last, err.strip().splitlines()[-1]), err[-2000:]
+        assert len([line for line in err.splitlines() if line.startswith("keras-mbv2 train:")]) == 1, err[-2000:]
+    deadline = time.monotonic() + 30
+    while _alive(child):  # the training process does not outlive the command
+        assert time.monotonic() < deadline, f"the training process {child} outlived the command ({ending})"
+        time.sleep(0.2)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_two_processes_train_the_model_one_process_trains(tmp_path):
     """examples/train_on_processes.py, 2 epochs in a fixed order, global batch 32: alone, and as two processes on
@@ -209,7 +280,8 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
             assert time.monotonic() < deadline and procs[0].poll() is None, "process 0 did not finish an epoch"
             time.sleep(0.5)
         procs[1].send_signal(signal.SIGKILL)
-        assert procs[0].wait(timeout=300) == 1  # the lost process ends the other, with one line of ours
+        # the lost process ends the other, with one line of ours
+        assert procs[0].wait(timeout=300) == 1, (tmp_path.parent / f"{tmp_path.name}-0.log").read_text()[-3000:]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -218,9 +290,12 @@ def test_train_multi_worker_killed_after_an_epoch_resumes_and_only_process_0_wri
         for f in logs:
             f.close()
     survivor = (tmp_path.parent / f"{tmp_path.name}-0.log").read_text()
-    assert re.search(r"^keras-mbv2 train: failed: another process of the cluster was lost \(this is process 0 of 2; "
-                     r"JAX: Gloo .*\); epoch 1 is kept in .*\.m_two\.keras\.multi-worker: start every process again",
-                     survivor, re.M), survivor[-3000:]
+    # JAX's error from the failed all-reduce, or, when JAX's runtime aborted the training process first (gloo's
+    # transport thread can), the signal that ended it (`supervise`): the same line either way
+    assert re.search(r"^keras-mbv2 train: failed: (another process of the cluster was lost \(this is process 0 of 2; "
+                     r"JAX: Gloo .*\)|the training process was ended by SIGABRT \(this is process 0 of 2; .*\)); "
+                     r"epoch 1 is kept in .*\.m_two\.keras\.multi-worker: start every process again", survivor,
+                     re.M), survivor[-3000:]
     assert "Check failure stack trace" not in survivor  # not JAX's abort at shutdown
     with open(tmp_path / "m_two.csv") as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]

@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = make_parser()
     args = parser.parse_args(argv)  # argparse exits 2 with a one-line message on bad usage
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a command that starts itself again passes them on
     loud = args.debug or args.verbose
     if loud:
         os.environ["KERAS_MBV2_VERBOSE"] = "1"

@@ -98,8 +98,102 @@ def check(args: argparse.Namespace) -> None:
     args.input_shape = input_shape(args)
 
 
+#: In the training process that a `train --multi-worker` command starts (`supervise`): the read end of a pipe whose
+#: write end only the supervising process holds, so that the training process ends when its supervisor is gone.
+SUPERVISOR_FD = "KERAS_MBV2_SUPERVISOR_FD"
+
+
+def _fd(stream: Any) -> Any:
+    """`stream`'s descriptor, or None (inherit) when it has none (pytest's capture, a notebook)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Run this `train --multi-worker` command in a child process and wait for it: its exit code is the command's.
+
+    JAX's runtime can end a process of the cluster with SIGABRT when another is lost (gloo's transport thread
+    throwing "Connection reset by peer" outside any collective; the coordination service when a process misses its
+    heartbeats; JAX's shutdown waiting on the lost process), before or instead of the error `run` turns into one
+    line. So the training runs in a child, and a child ended by a signal becomes one line here, saying what is kept:
+    the same contract on every path. SIGINT and SIGTERM are passed on to the child, which stops as any command does
+    and says what it kept; the child has its own process group (Ctrl-C reaches it once, through here) and ends when
+    this process is gone (it holds a pipe only this process writes to)."""
+    import signal
+    import subprocess
+    import sys
+
+    from ..training import backup_epoch
+
+    cluster = args.cluster
+    read, write = os.pipe()
+    sys.stdout.flush()
+    child = subprocess.Popen([sys.executable, "-m", "keras_mbv2.cli", *args.argv], pass_fds=(read,),
+                             env={**os.environ, SUPERVISOR_FD: str(read)}, stdout=_fd(sys.stdout),
+                             stderr=_fd(sys.stderr), start_new_session=True)
+    os.close(read)
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    wakeup = signal.set_wakeup_fd(-1)  # the command's signal watchdog stays asleep: the child stops on its own
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.set_wakeup_fd(wakeup)
+        os.close(write)
+    if code >= 0:
+        return code
+    ended = signal.Signals(-code).name
+    if -code in received:  # stopped by the signal passed on before its own handler was in place
+        from ..interrupts import SIGNALLED
+
+        SIGNALLED[0] = -code
+        raise KeyboardInterrupt
+    done = backup_epoch(os.path.join(backup_folder(args.out), f"process-{cluster.index}"))
+    kept = (f"epoch 1 is kept in {backup_folder(args.out)}: " if done == 1 else
+            f"epochs 1-{done} are kept in {backup_folder(args.out)}: " if done else "no epoch had finished: ")
+    raise StepFailed(f"the training process was ended by {ended} (this is process {cluster.index} of "
+                     f"{cluster.count}; JAX's runtime aborts so when another process of the cluster is lost); {kept}"
+                     "start every process again with the same command" +
+                     (" to resume after the last finished epoch" if done else ""))
+
+
+def _end_with_supervisor(fd: int) -> None:
+    """In the supervised training process: end it (cleanups run, one line) once the supervising process is gone."""
+    import threading
+
+    from ..interrupts import emergency_exit
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        emergency_exit(1, "keras-mbv2 train: stopped: the supervising keras-mbv2 process is gone")
+
+    threading.Thread(target=watch, name="keras-mbv2-supervisor-watch", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train on --data, check the result is better than chance, save it to --out."""
+    """Train on --data, check the result is better than chance, save it to --out (with --multi-worker, in a child
+    process that `supervise` watches)."""
+    if args.multi_worker:
+        if SUPERVISOR_FD not in os.environ:
+            return supervise(args)
+        _end_with_supervisor(int(os.environ.pop(SUPERVISOR_FD)))
     import keras
     import numpy as np
 
