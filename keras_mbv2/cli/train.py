@@ -124,6 +124,7 @@ def supervise(args: argparse.Namespace) -> int:
     import signal
     import subprocess
     import sys
+    import threading
 
     from ..training import backup_epoch
 
@@ -141,18 +142,24 @@ def supervise(args: argparse.Namespace) -> int:
         if child.poll() is None:
             child.send_signal(signum)
 
-    wakeup = signal.set_wakeup_fd(-1)  # the command's signal watchdog stays asleep: the child stops on its own
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    main_thread = threading.current_thread() is threading.main_thread()  # where Python handles signals
+    if main_thread:
+        wakeup = signal.set_wakeup_fd(-1)  # the command's signal watchdog stays asleep: the child stops on its own
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = child.wait()
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        signal.set_wakeup_fd(wakeup)
+        if main_thread:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            signal.set_wakeup_fd(wakeup)
         os.close(write)
     if code >= 0:
         return code
-    ended = signal.Signals(-code).name
+    try:
+        ended = signal.Signals(-code).name
+    except ValueError:  # a signal without a name (real-time)
+        ended = f"signal {-code}"
     if -code in received:  # stopped by the signal passed on before its own handler was in place
         from ..interrupts import SIGNALLED
 
@@ -161,8 +168,9 @@ def supervise(args: argparse.Namespace) -> int:
     done = backup_epoch(os.path.join(backup_folder(args.out), f"process-{cluster.index}"))
     kept = (f"epoch 1 is kept in {backup_folder(args.out)}: " if done == 1 else
             f"epochs 1-{done} are kept in {backup_folder(args.out)}: " if done else "no epoch had finished: ")
+    why = "; JAX's runtime aborts so when another process of the cluster is lost" if ended == "SIGABRT" else ""
     raise StepFailed(f"the training process was ended by {ended} (this is process {cluster.index} of "
-                     f"{cluster.count}; JAX's runtime aborts so when another process of the cluster is lost); {kept}"
+                     f"{cluster.count}{why}); {kept}"
                      "start every process again with the same command" +
                      (" to resume after the last finished epoch" if done else ""))
 
