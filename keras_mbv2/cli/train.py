@@ -61,14 +61,20 @@ def backup_folder(out: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.multi-worker")
 
 
+def kept_epochs(done: int, backups: str) -> str:
+    """`epoch 1 is kept in BACKUPS` or `epochs 1-N are kept in BACKUPS`: the finished epochs a rerun resumes after
+    (`done` at least 1)."""
+    return f"epoch 1 is kept in {backups}" if done == 1 else f"epochs 1-{done} are kept in {backups}"
+
+
 def lost_process(cluster: Any, exc: BaseException, finished: list[int], backups: str) -> str:
     """The one line a process says when JAX's collectives fail during `fit` because another process of the cluster
     was lost (killed, crashed, its machine gone): what JAX said, what is kept, how to resume."""
     said = " ".join(str(exc).split())
     said = said[said.find("Gloo"):] if "Gloo" in said else said
     done = finished[-1] if finished else 0
-    kept = (f"epoch 1 is kept in {backups}" if done == 1 else f"epochs 1-{done} are kept in {backups}" if done else
-            f"no epoch finished in this run; earlier ones, if any, are kept in {backups}")
+    kept = kept_epochs(done, backups) if done else \
+        f"no epoch finished in this run; earlier ones, if any, are kept in {backups}"
     return (f"another process of the cluster was lost (this is process {cluster.index} of {cluster.count}; JAX: "
             f"{said[:160]}); {kept}: start every process again with the same command to resume after the last "
             f"finished epoch")
@@ -166,8 +172,7 @@ def supervise(args: argparse.Namespace) -> int:
         SIGNALLED[0] = -code
         raise KeyboardInterrupt
     done = backup_epoch(os.path.join(backup_folder(args.out), f"process-{cluster.index}"))
-    kept = (f"epoch 1 is kept in {backup_folder(args.out)}: " if done == 1 else
-            f"epochs 1-{done} are kept in {backup_folder(args.out)}: " if done else "no epoch had finished: ")
+    kept = f"{kept_epochs(done, backup_folder(args.out))}: " if done else "no epoch had finished: "
     why = "; JAX's runtime aborts so when another process of the cluster is lost" if ended == "SIGABRT" else ""
     raise StepFailed(f"the training process was ended by {ended} (this is process {cluster.index} of "
                      f"{cluster.count}{why}); {kept}"
