@@ -74,17 +74,3 @@ def _every_saved_figure_reads_whole(monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", checked)
     yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_jax_compilation_cache(tmp_path_factory):
-    """Every JAX process the run starts (the multi-process runs, the JAX subset, the docs' JAX blocks) shares one
-    persistent XLA compilation cache, new for each run: a program another process compiled (a cluster started again
-    after a lost process, the same model's train step, each initializer's random op: 8 s of a MobileNetV2's first
-    build on JAX) is read back instead of compiled again. The programs and what they compute are the same; only
-    XLA's compile time is saved. Inherited through the environment; a cache the caller set is kept."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax-compilation-cache"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    yield
