@@ -107,7 +107,9 @@ QAT = ["qat", "--model", "m.keras", "--epochs", "2", "--learning-rate", "3e-5"]
 def test_an_interrupted_qat_resumes_after_its_finished_epoch_and_ends_as_an_uninterrupted_run(tmp_path):
     """SIGINT after QAT's first epoch: exit 130, the run folder keeps that epoch (no lock, no --tflite); the same
     command again trains only the second epoch and writes the int8 model an uninterrupted run writes, byte for byte."""
-    subprocess.run(["keras-mbv2", "train", "--data", "digits", "--width", "0.35", "--epochs", "3", "--out", "m.keras"],
+    # MobileNetV2, not the smaller MobileNetV1: its Dropout draws other masks in a resumed run, and the int8 model
+    # differs in a few bytes (measured with MobileNetV1 0.25)
+    subprocess.run(["keras-mbv2", "train", "--data", "digits", "--width", "0.35", "--epochs", "2", "--out", "m.keras"],
                    cwd=tmp_path, check=True, capture_output=True, timeout=600)
     whole = subprocess.run(["keras-mbv2", *QAT, "--run-dir", "whole", "--tflite", "whole.tflite"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
