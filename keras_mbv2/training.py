@@ -138,7 +138,8 @@ class RecalibrateBatchNorms(keras.callbacks.Callback):
     def _recalibrate(self) -> None:
         from .models.batch_norm import recalibrate_batch_norms
 
-        recalibrate_batch_norms(self.model, self.x)
+        # one graph pays from 4 epochs on (5 re-estimations; tracing costs about 3 eager ones)
+        recalibrate_batch_norms(self.model, self.x, graph=(self.params or {}).get("epochs", 1) >= 4)
 
     def on_test_begin(self, logs: Any = None) -> None:
         """Before the validation inside `fit` (Keras 3 runs it through the same callbacks)."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
@@ -67,15 +68,50 @@ def _batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 
-def recalibrate_batch_norms(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> keras.Model:
+#: Each model's forward pass in training mode as one TensorFlow graph, traced with every batch norm's momentum 0
+#: (`recalibrate_batch_norms(..., graph=True)` calls it only so), kept while the model lives.
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: keras.Model, graph: bool) -> Callable[[np.ndarray], Any]:
+    """`model(batch, training=True)`: eager, or (`graph` on TensorFlow) one traced graph kept for the model. JAX
+    stays eager: it compiles each operation once per shape, and a jitted whole would need the distribution's
+    shardings."""
+    if not graph or keras.backend.backend() != "tensorflow":
+        return lambda batch: model(batch, training=True)
+    if model not in _GRAPHS:
+        import tensorflow as tf
+
+        _GRAPHS[model] = tf.function(lambda batch: model(batch, training=True), reduce_retracing=True)
+    return _GRAPHS[model]
+
+
+def recalibrate_batch_norms(model: keras.Model, x: np.ndarray, batch_size: int = 64,
+                            graph: bool = False) -> keras.Model:
     """Set every batch norm's moving mean and variance to the average batch statistics of `x` flowing through
-    the model (in training mode, as during training), batch by batch. Weights are unchanged; returns `model`."""
+    the model (in training mode, as during training), batch by batch. Weights are unchanged; returns `model`.
+
+    Each batch runs with momentum 0 (the moving statistics become that batch's) and the batches' statistics are
+    averaged, as PyTorch's `update_bn` does (momentum None). `graph=True` (TensorFlow; for a caller that
+    re-estimates the same model again and again, as `training.RecalibrateBatchNorms` does each epoch) runs the
+    forward pass as one graph kept for the model: measured on MobileNetV2 0.35 at 32x32 and 256 images, 3.5 s the
+    first call (tracing), 0.25 s each later one, against 1.1-1.3 s each eagerly."""
     norms = batch_norms(model)
+    batches = _batches(x, batch_size)
+    sums = [[np.zeros(bn.moving_mean.shape, "float64"), np.zeros(bn.moving_variance.shape, "float64")]
+            for bn in norms]
     with _momentum(norms):
-        for k, batch in enumerate(_batches(x, batch_size), start=1):
-            for bn in norms:
-                bn.momentum = (k - 1) / k  # the running average of the batches seen so far
-            model(batch, training=True)
+        for bn in norms:
+            bn.momentum = 0.0
+        forward = _forward(model, graph)
+        for batch in batches:
+            forward(batch)
+            for total, bn in zip(sums, norms):
+                total[0] += np.asarray(bn.moving_mean, dtype="float64")
+                total[1] += np.asarray(bn.moving_variance, dtype="float64")
+    for (mean, variance), bn in zip(sums, norms):
+        bn.moving_mean.assign((mean / len(batches)).astype(bn.moving_mean.dtype))
+        bn.moving_variance.assign((variance / len(batches)).astype(bn.moving_variance.dtype))
     return model
 
 
