@@ -249,3 +249,26 @@ SMALL_GOLDEN = [
 @pytest.mark.parametrize("builder,kwargs,params", SMALL_GOLDEN, ids=[b.__name__ for b, _, _ in SMALL_GOLDEN])
 def test_four_builders_param_counts_on_any_backend(builder, kwargs, params):
     assert builder(input_shape=(32, 32, 3), **kwargs).count_params() == params
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "one graph"])
+def test_recalibrated_batch_norms_hold_the_running_average_of_the_batches_statistics(graph):
+    """`recalibrate_batch_norms` (eager, or one TensorFlow graph as `RecalibrateBatchNorms` runs it from 4 epochs
+    on) leaves each batch norm the average of the batches' statistics: what Keras' own update gives at momentum
+    (k - 1) / k for the k-th batch, run twice on one model (the graph kept, the momentum restored)."""
+    from keras_mbv2.models.batch_norm import batch_norms, recalibrate_batch_norms
+
+    x = np.random.default_rng(0).uniform(0, 1, (150, 32, 32, 1)).astype("float32")  # batches of 64, 64, 22
+    model = K.MobileNetV2((32, 32, 1), alpha=0.35, classes=10, bn_momentum=0.9)
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for k, start in enumerate(range(0, len(x), 64), start=1):
+        for bn in batch_norms(reference):
+            bn.momentum = (k - 1) / k
+        reference(x[start:start + 64], training=True)
+    for _ in range(2):
+        recalibrate_batch_norms(model, x, graph=graph)
+        for got, want in zip(batch_norms(model), batch_norms(reference)):
+            np.testing.assert_allclose(np.asarray(got.moving_mean), np.asarray(want.moving_mean), atol=1e-5)
+            np.testing.assert_allclose(np.asarray(got.moving_variance), np.asarray(want.moving_variance), rtol=1e-4)
+    assert {bn.momentum for bn in batch_norms(model)} == {0.9}
