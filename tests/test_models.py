@@ -255,7 +255,8 @@ def test_four_builders_param_counts_on_any_backend(builder, kwargs, params):
 def test_recalibrated_batch_norms_hold_the_running_average_of_the_batches_statistics(graph):
     """`recalibrate_batch_norms` (eager, or one TensorFlow graph as `RecalibrateBatchNorms` runs it from 4 epochs
     on) leaves each batch norm the average of the batches' statistics: what Keras' own update gives at momentum
-    (k - 1) / k for the k-th batch, run twice on one model (the graph kept, the momentum restored)."""
+    (k - 1) / k for the k-th batch, run twice on one model (the graph kept, the momentum restored), and the model is
+    freed when its user lets it go."""
     from keras_mbv2.models.batch_norm import batch_norms, recalibrate_batch_norms
 
     x = np.random.default_rng(0).uniform(0, 1, (150, 32, 32, 1)).astype("float32")  # batches of 64, 64, 22
@@ -272,3 +273,10 @@ def test_recalibrated_batch_norms_hold_the_running_average_of_the_batches_statis
             np.testing.assert_allclose(np.asarray(got.moving_mean), np.asarray(want.moving_mean), atol=1e-5)
             np.testing.assert_allclose(np.asarray(got.moving_variance), np.asarray(want.moving_variance), rtol=1e-4)
     assert {bn.momentum for bn in batch_norms(model)} == {0.9}
+    import gc
+    import weakref
+
+    freed = weakref.ref(model)
+    del model, got, want  # the graph kept for the model does not keep it alive
+    gc.collect()
+    assert freed() is None

@@ -69,7 +69,8 @@ def _batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 #: Each model's forward pass in training mode as one TensorFlow graph, traced with every batch norm's momentum 0
-#: (`recalibrate_batch_norms(..., graph=True)` calls it only so), kept while the model lives.
+#: (`recalibrate_batch_norms(..., graph=True)` calls it only so), kept while the model lives: the graph's function
+#: holds the model weakly, or the model (the dictionary's key) would never be freed.
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -82,7 +83,8 @@ def _forward(model: keras.Model, graph: bool) -> Callable[[np.ndarray], Any]:
     if model not in _GRAPHS:
         import tensorflow as tf
 
-        _GRAPHS[model] = tf.function(lambda batch: model(batch, training=True), reduce_retracing=True)
+        held = weakref.ref(model)
+        _GRAPHS[model] = tf.function(lambda batch: held()(batch, training=True), reduce_retracing=True)
     return _GRAPHS[model]
 
 
