@@ -239,52 +239,82 @@ def _run_example(cwd):
     import sys
 
     return subprocess.Popen([sys.executable, EXAMPLE], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _ctrl_c_at(process, pattern: str, count: int = 1) -> str:
+    """Read the example's output until the `count`-th line matching `pattern`, then Ctrl-C it (SIGINT); its output."""
+    import re
+    import signal
+
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        count -= bool(re.search(pattern, line))
+        if not count:
+            break
+    else:
+        pytest.fail(f"the example ended before {pattern!r}:\n{''.join(seen)[-3000:]}\n{process.stderr.read()[-3000:]}")
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode != 0, "".join(seen)[-3000:]
+    return "".join(seen) + out
+
+
+#: A stage-1 line of a candidate measured on TFLM in this run, and a trial's first finished epoch (search/run.py)
+MEASURED = r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured"
+FIRST_EPOCH = r"^    MobileNetV2 .*: epoch 1/2 +\d+ s "
 
 
 @pytest.mark.slow
-def test_example_search_ctrl_c_then_rerun_continues_and_emits_a_model_that_fits(tmp_path):
-    """examples/search_for_a_board.py (the README's search block), stopped by Ctrl-C once its first trial is saved
-    and run again: nothing trained twice, and the model it emits fits the 128 KiB chip, measured."""
+def test_example_search_ctrl_c_twice_then_rerun_measures_and_trains_nothing_twice_and_emits_a_model_that_fits(
+        tmp_path):
+    """examples/search_for_a_board.py (the README's search block) as a user runs it, stopped by Ctrl-C twice, after
+    stage 1's first measurement and after the second finalist's first epoch (the first finalist's trial finished),
+    then run to its end: each candidate measured once over the three runs, the finished trial reused, the unfinished
+    one resumed after its saved epoch, and the model it emits fits the 128 KiB chip, measured. `keras-mbv2 search`
+    runs the same `search`; its own Ctrl-C line and exit code: tests/test_interruptions.py."""
     import ast
     import json
     import re
-    import signal
     import subprocess
-    import time
 
     from harness import NATIVE_LINE
 
     with open(EXAMPLE) as f:
         docstring = ast.get_docstring(ast.parse(f.read()))
     assert "Shows:" in docstring and "python examples/search_for_a_board.py" in docstring
-    proc = _run_example(tmp_path)
     s = tmp_path / "search_128k"
     trials = s / "trials"
-    start = time.time()
-    while not (trials.is_dir() and list(trials.glob("*.json"))):  # the first finalist's trial is saved
-        assert proc.poll() is None and time.time() - start < 600, proc.communicate()
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=300)
-    assert proc.returncode != 0
-    first = {p.name for p in trials.glob("*.json")}
-    assert len(first) >= 1 and not (s / "report.md").exists() and not (s / ".keras-mbv2.lock").exists()
+    out1 = _ctrl_c_at(_run_example(tmp_path), MEASURED)
+    first = re.findall(MEASURED, out1, re.M)
+    assert first and {"search.json", "candidates.json"} <= set(os.listdir(s)), os.listdir(s)
+    assert not (s / "report.md").exists() and not (s / ".keras-mbv2.lock").exists()
+
+    out2 = _ctrl_c_at(_run_example(tmp_path), FIRST_EPOCH, count=2)
+    assert f"stage 1 measured in an earlier run ({len(first)} candidates reused)" in out2, out2[-3000:]
+    assert not set(first) & set(re.findall(MEASURED, out2, re.M)), out2[-3000:]
+    finished = {p.name for p in trials.glob("*.json")}
+    assert len(finished) == 1 and list((trials / "unfinished").glob("*.keras")), os.listdir(trials)
+    assert not (s / "report.md").exists() and not (s / ".keras-mbv2.lock").exists()
 
     proc = _run_example(tmp_path)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     assert not NATIVE_LINE.search(err), err[-2000:]  # quiet: `import keras_mbv2` first, training included
-    assert "stage 1 measured in an earlier run" in out and re.search(r"epoch 1/\d+", out), out
+    measured = first + re.findall(MEASURED, out2, re.M) + re.findall(MEASURED, out, re.M)
+    assert len(measured) == len(set(measured)), measured  # each candidate measured once over the three runs
     # the time of an epoch from the finished trial, not from a model built and traced to time 3 steps
     assert "in an earlier run, scaled by multiply-adds)" in out and "steps timed" not in out, out[:3000]
-    for name in first:  # nothing trained twice
+    for name in finished:  # nothing trained twice: the finished trial reused, the other resumed after its epoch
         label = Candidate(**json.loads((trials / name).read_text())["candidate"]).label
         assert f"{label}: trained in an earlier run" in out, out
+    assert re.search(r"resuming its trial after epoch 1 \(saved in an earlier run\)", out), out[-3000:]
     ram = int(re.search(r"RAM \(TFLM, measured\)\s+([\d,]+) B of 98,304 B", out).group(1).replace(",", ""))
     assert ram <= 98_304 and re.search(r"outputs identical|predictions agree on (\d+) of \1\b", out), out[-2000:]
     for name in ("model.keras", "model_int8.tflite", "report.md", "front.png", "candidates.csv"):
         assert (s / name).is_file(), name
+    assert not [p for p in s.rglob("*") if "kmbv2-tmp" in p.name or p.name.endswith(".lock") or p.name == "unfinished"]
     report = (s / "report.md").read_text()
     measurements = json.loads((s / "candidates.json").read_text())["measurements"]
     chosen = [m for m in measurements if f"| model | {Candidate(**m['candidate']).label} |" in report]
