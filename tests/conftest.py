@@ -3,13 +3,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-# One thread per TensorFlow process, this process and the commands and workers it starts (they inherit the
-# environment): the suite runs two workers on two cores, and each often starts one or two TensorFlow processes, so
-# TensorFlow's default pools (a thread per core for each operation, and as many to run operations side by side)
-# oversubscribe the cores. Measured: two processes training side by side took 30-37 s with one thread each against
-# 36-42 s with the defaults (three runs each); one process alone, 25.8 s against 26.5 s.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import keras_mbv2  # noqa: F401 (first: TensorFlow's native start-up lines stay out of the test summary)
 
