@@ -169,7 +169,6 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     done = _partial_epochs(partial)
     reseed(seed, "trial", candidate.key, done)
     if done:
-
         model = build_before_tracing(load_model(partial))
         log(f"  {index}{candidate.label}: resuming its trial after epoch {done} (saved in an earlier run)")
     else:
@@ -229,7 +228,6 @@ def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, 
     """Train a saved trial `more` epochs on from where it stopped (its optimizer included), when the finalists were
     too close to tell apart; saves the model and the record again. Seeded from `seed`, the candidate and its epochs
     (`reseed`)."""
-
     from ..files import atomic_write
     from ..training import RecalibrateBatchNorms, build_before_tracing
 
