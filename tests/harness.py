@@ -9,9 +9,11 @@ import os
 import pickle
 import re
 import tempfile
+import time
 
 import keras
 import numpy as np
+import pytest
 
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 
@@ -19,6 +21,29 @@ BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
 # (`2026-12-01 20:28:52.091537: E external/...`)
 NATIVE_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:|\d{4}-\d\d-\d\d "
                          r"\d\d:\d\d:\d\d\.\d+: [IWEF] )", re.M)
+
+
+#: A `keras-mbv2 search` (or `keras_mbv2.search.search`) stage-1 line of a candidate measured on TFLM in that run
+SEARCH_MEASURED = re.compile(r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured", re.M)
+
+
+def signal_at(process, pattern: str, signum: int, timeout: float = 600, count: int = 1,
+              wait: float = 120) -> tuple[int, str, str, float]:
+    """Read a started command's output until the `count`-th line matching `pattern`, send `signum`; (exit code,
+    stdout, stderr, seconds from the signal to the exit, at most `wait`)."""
+    seen, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        count -= bool(re.search(pattern, line))
+        if not count:
+            break
+        assert time.monotonic() < deadline, "".join(seen)[-3000:]
+    else:
+        pytest.fail(f"the command ended before {pattern!r}:\n{''.join(seen)[-3000:]}\n{process.stderr.read()[-3000:]}")
+    start = time.monotonic()
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=wait)
+    return process.returncode, "".join(seen) + out, err, time.monotonic() - start
 
 
 def built_once(tmp_path_factory, name: str, build):

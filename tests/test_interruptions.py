@@ -10,37 +10,19 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
+from harness import SEARCH_MEASURED, signal_at
 
 #: A small search (two input sizes of one row, one finalist), stopped after its first stage-1 measurement: the files
 #: it keeps are that measurement (candidates.json) and the search's settings (search.json)
 SEARCH = ["search", "--flash", "1048576", "--ram", "131072", "--widths", "0.35", "--sizes", "32,48", "--expansions",
           "6", "--finalists", "1", "--trial-epochs", "2", "--epochs", "2", "--qat-epochs", "1", "--out", "s"]
-MEASURED = re.compile(r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured", re.M)
 
 
 def _start(argv, cwd):
     return subprocess.Popen(["keras-mbv2", *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _signal_at(process, pattern: str, signum: int, timeout: float = 600) -> tuple[int, str, str, float]:
-    """Read the command's output until a line matches `pattern`, send `signum`; (exit code, stdout, stderr, seconds
-    from the signal to the exit)."""
-    seen, deadline = [], time.monotonic() + timeout
-    for line in process.stdout:
-        seen.append(line)
-        if re.search(pattern, line):
-            break
-        assert time.monotonic() < deadline, "".join(seen)[-3000:]
-    else:
-        pytest.fail(f"the command ended before {pattern!r}:\n{''.join(seen)[-3000:]}\n{process.stderr.read()[-3000:]}")
-    start = time.monotonic()
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=120)
-    return process.returncode, "".join(seen) + out, err, time.monotonic() - start
 
 
 def _files(folder) -> list[str]:
@@ -55,7 +37,7 @@ CASES = [
     (["figures", "--out", "f", "--quick"], r"^\[2/3\] figure4", signal.SIGTERM, []),
     (["micro", "--model", "m96.keras", "--fit-ram", "100000", "--data", "digits", "--out", "o"], r"^as built: arena",
      signal.SIGINT, []),
-    (SEARCH, MEASURED.pattern, signal.SIGINT, ["s/candidates.json", "s/search.json"]),
+    (SEARCH, SEARCH_MEASURED.pattern, signal.SIGINT, ["s/candidates.json", "s/search.json"]),
 ]
 
 
@@ -67,7 +49,7 @@ def test_a_signal_stops_the_command_within_seconds_and_leaves_only_what_exists(a
         subprocess.run(["keras-mbv2", "build", "--width", "0.35", "--input-shape", "96x96x1", "--classes", "10",
                         "--out", "m96.keras"], cwd=tmp_path, check=True, capture_output=True)
         inputs = ["m96.keras"]
-    code, out, err, seconds = _signal_at(_start(argv, tmp_path), phase, signum)
+    code, out, err, seconds = signal_at(_start(argv, tmp_path), phase, signum)
     assert code == 128 + signum and seconds < 10, (code, seconds, err[-2000:])
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"keras-mbv2 {argv[0]}: interrupted"), last
@@ -90,7 +72,7 @@ def test_an_interrupted_qat_resumes_after_its_finished_epoch_and_ends_as_an_unin
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     argv = [*QAT, "--run-dir", "run", "--tflite", "q.tflite"]
-    code, out, err, seconds = _signal_at(_start(argv, tmp_path), r"^epoch 1/2  \d+ s ", signal.SIGINT)
+    code, out, err, seconds = signal_at(_start(argv, tmp_path), r"^epoch 1/2  \d+ s ", signal.SIGINT)
     assert code == 130 and seconds < 10, (code, seconds, err[-2000:])
     assert err.strip().splitlines()[-1] == ("keras-mbv2 qat: interrupted: 1 finished epoch is saved in run; run the "
                                             "same command again to resume (nothing was written to --tflite)")

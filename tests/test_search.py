@@ -242,27 +242,7 @@ def _run_example(cwd):
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _ctrl_c_at(process, pattern: str, count: int = 1) -> str:
-    """Read the example's output until the `count`-th line matching `pattern`, then Ctrl-C it (SIGINT); its output."""
-    import re
-    import signal
-
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        count -= bool(re.search(pattern, line))
-        if not count:
-            break
-    else:
-        pytest.fail(f"the example ended before {pattern!r}:\n{''.join(seen)[-3000:]}\n{process.stderr.read()[-3000:]}")
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=300)
-    assert process.returncode != 0, "".join(seen)[-3000:]
-    return "".join(seen) + out
-
-
-#: A stage-1 line of a candidate measured on TFLM in this run, and a trial's first finished epoch (search/run.py)
-MEASURED = r"^  (MobileNetV2 .*?): [\d,]+ MACs: .*\[measured"
+#: A trial's first finished epoch (search/trials.py)
 FIRST_EPOCH = r"^    MobileNetV2 .*: epoch 1/2 +\d+ s "
 
 
@@ -277,23 +257,26 @@ def test_example_search_ctrl_c_twice_then_rerun_measures_and_trains_nothing_twic
     import ast
     import json
     import re
+    import signal
     import subprocess
 
-    from harness import NATIVE_LINE
+    from harness import NATIVE_LINE, SEARCH_MEASURED, signal_at
 
     with open(EXAMPLE) as f:
         docstring = ast.get_docstring(ast.parse(f.read()))
     assert "Shows:" in docstring and "python examples/search_for_a_board.py" in docstring
     s = tmp_path / "search_128k"
     trials = s / "trials"
-    out1 = _ctrl_c_at(_run_example(tmp_path), MEASURED)
-    first = re.findall(MEASURED, out1, re.M)
+    code, out1, _, _ = signal_at(_run_example(tmp_path), SEARCH_MEASURED.pattern, signal.SIGINT, wait=300)
+    first = SEARCH_MEASURED.findall(out1)
+    assert code != 0, out1[-3000:]
     assert first and {"search.json", "candidates.json"} <= set(os.listdir(s)), os.listdir(s)
     assert not (s / "report.md").exists() and not (s / ".keras-mbv2.lock").exists()
 
-    out2 = _ctrl_c_at(_run_example(tmp_path), FIRST_EPOCH, count=2)
+    code, out2, _, _ = signal_at(_run_example(tmp_path), FIRST_EPOCH, signal.SIGINT, count=2, wait=300)
+    assert code != 0, out2[-3000:]
     assert f"stage 1 measured in an earlier run ({len(first)} candidates reused)" in out2, out2[-3000:]
-    assert not set(first) & set(re.findall(MEASURED, out2, re.M)), out2[-3000:]
+    assert not set(first) & set(SEARCH_MEASURED.findall(out2)), out2[-3000:]
     finished = {p.name for p in trials.glob("*.json")}
     assert len(finished) == 1 and list((trials / "unfinished").glob("*.keras")), os.listdir(trials)
     assert not (s / "report.md").exists() and not (s / ".keras-mbv2.lock").exists()
@@ -302,7 +285,7 @@ def test_example_search_ctrl_c_twice_then_rerun_measures_and_trains_nothing_twic
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     assert not NATIVE_LINE.search(err), err[-2000:]  # quiet: `import keras_mbv2` first, training included
-    measured = first + re.findall(MEASURED, out2, re.M) + re.findall(MEASURED, out, re.M)
+    measured = first + SEARCH_MEASURED.findall(out2) + SEARCH_MEASURED.findall(out)
     assert len(measured) == len(set(measured)), measured  # each candidate measured once over the three runs
     # the time of an epoch from the finished trial, not from a model built and traced to time 3 steps
     assert "in an earlier run, scaled by multiply-adds)" in out and "steps timed" not in out, out[:3000]
