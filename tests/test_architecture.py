@@ -205,12 +205,21 @@ def test_the_graph_sees_imports(module, expected):
     assert expected in import_graph()[module]
 
 
-def test_subpackages_are_attributes_of_the_package_loaded_on_first_use():
+def test_subpackages_are_attributes_of_the_package_loaded_on_first_use_and_keras_then_loads_its_models(tmp_path):
     """`import keras_mbv2` then `keras_mbv2.micro.fit_ram(...)`, as a user types it: every subpackage resolves as an
-    attribute, and importing the package alone loads neither Keras nor TensorFlow."""
+    attribute, and importing the package alone loads neither Keras nor TensorFlow. And a model of the package's
+    blocks, saved, loads with a plain `keras.models.load_model` once keras_mbv2 is imported, before anything of the
+    package is used, here with TensorFlow imported first (it looks Keras up before it imports it)."""
+    import keras_mbv2 as K
+
+    path = str(tmp_path / "m.keras")
+    K.MobileNetV2((32, 32, 1), alpha=0.35, classes=10, weights=None).save(path)
     probe = (
         "import sys, keras_mbv2\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+        "import tensorflow, keras\n"
+        f"model = keras.models.load_model({path!r})\n"
+        "print(type(model.layers[1]).__module__, model.count_params())\n"
         "names = ('micro', 'quantization', 'tflite', 'search', 'models', 'layers', 'datasets')\n"
         "print(all(getattr(keras_mbv2, n).__name__ == 'keras_mbv2.' + n for n in names))\n"
         "print(keras_mbv2.micro.fit_ram.__module__, keras_mbv2.quantization.to_tflite.__module__, "
@@ -219,6 +228,38 @@ def test_subpackages_are_attributes_of_the_package_loaded_on_first_use():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "[]" and lines[1] == "True"
+    assert lines[0] == "[]" and lines[-2] == "True"
+    assert lines[1] == "keras_mbv2.layers.conv 422730", lines[1]  # MobileNetV2 0.35 at 32x32x1, 10 classes
     assert lines[-1].split() == ["keras_mbv2.micro.fit", "keras_mbv2.quantization.export", "keras_mbv2.tflite.runtime",
                                  "keras_mbv2.search.run"], lines[-1]
+
+
+@pytest.mark.parametrize("looked_up_first", [False, True])
+@pytest.mark.parametrize("imported_before", [False, True])
+def test_after_import_calls_back_once_the_module_is_imported(tmp_path, monkeypatch, imported_before, looked_up_first):
+    """`_lazy.after_import`, the rule that registers the blocks when Keras loads: called at once for a module already
+    imported, else right after its first import, and not on a mere look-up (`importlib.util.find_spec`, as
+    TensorFlow does for Keras); once, and out of `sys.meta_path` afterwards."""
+    import importlib.util
+
+    from keras_mbv2._lazy import _AfterImportFinder, after_import
+
+    name = f"kmbv2_probe_{int(imported_before)}{int(looked_up_first)}"
+    (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    calls = []
+    if imported_before:
+        importlib.import_module(name)
+    try:
+        after_import(name, lambda: calls.append(sys.modules[name].VALUE))
+        assert calls == ([1] if imported_before else [])
+        if looked_up_first:
+            assert importlib.util.find_spec(name) is not None
+            assert calls == ([1] if imported_before else [])
+        importlib.import_module(name)
+        importlib.import_module(name)
+        assert calls == [1]
+        assert not any(isinstance(f, _AfterImportFinder) for f in sys.meta_path)
+    finally:
+        sys.modules.pop(name, None)

@@ -132,17 +132,6 @@ def progress_callback(what: str, epochs: int, clock: Clock, log: Log) -> Any:
     return step_progress(keras.callbacks.Callback, epochs, lambda line: log(f"    {what}: {line} ({clock.describe()})"))
 
 
-def load_model(path: str) -> Any:
-    """`keras.models.load_model` with this package's blocks registered: a rerun that reuses every earlier result has
-    built none of them when it reads an unfinished trial back (Keras finds a custom class only once its module is
-    imported)."""
-    import keras
-
-    from .. import layers  # noqa: F401 (registers the blocks' classes)
-
-    return keras.models.load_model(path)
-
-
 def epoch_time(times: list[float]) -> float:
     """Seconds per epoch without the first epoch's tracing, when there is a later epoch."""
     return float(np.mean(times[1:])) if len(times) > 1 else float(times[0]) if times else 0.0
@@ -153,6 +142,8 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     """Train `candidate` for `epochs` epochs on `data.x_train` (validation: `data.x_val`), save the model (its
     optimizer included) as `folder/<key>.keras` and the result as `folder/<key>.json`; a trial already saved there is
     read back instead of trained again. Seeded from `seed` and the candidate (`reseed`)."""
+    import keras
+
     from ..files import atomic_write
     from ..training import RecalibrateBatchNorms, build_before_tracing, compile_classifier
 
@@ -169,7 +160,7 @@ def run_trial(candidate: Candidate, data: Any, classes: int, channels: int, epoc
     done = _partial_epochs(partial)
     reseed(seed, "trial", candidate.key, done)
     if done:
-        model = build_before_tracing(load_model(partial))
+        model = build_before_tracing(keras.models.load_model(partial))
         log(f"  {index}{candidate.label}: resuming its trial after epoch {done} (saved in an earlier run)")
     else:
         model = candidate.build(channels, classes)
@@ -228,12 +219,14 @@ def extend_trial(trial: Trial, data: Any, more: int, folder: str, clock: Clock, 
     """Train a saved trial `more` epochs on from where it stopped (its optimizer included), when the finalists were
     too close to tell apart; saves the model and the record again. Seeded from `seed`, the candidate and its epochs
     (`reseed`)."""
+    import keras
+
     from ..files import atomic_write
     from ..training import RecalibrateBatchNorms, build_before_tracing
 
     target = trial.epochs + more
     reseed(seed, "extend", trial.candidate.key, trial.epochs)
-    model = build_before_tracing(load_model(os.path.join(folder, f"{trial.candidate.key}.keras")))
+    model = build_before_tracing(keras.models.load_model(os.path.join(folder, f"{trial.candidate.key}.keras")))
     log(f"  {index}{trial.candidate.label}: {more} epoch{'s' if more > 1 else ''} more, to {target} "
         f"({clock.describe()})")
     start = time.monotonic()
@@ -273,7 +266,7 @@ def train_final(trial: Trial, data: Any, epochs: int, trials_folder: str, folder
     reseed(seed, "final", trial.candidate.key, done)
     path = os.path.join(folder, f"epoch_{done:03d}.keras") if saved else os.path.join(
         trials_folder, f"{trial.candidate.key}.keras")
-    model = load_model(path)
+    model = keras.models.load_model(path)
     if done >= epochs:
         log(f"  {trial.candidate.label}: its {done} epochs are trained already (its trial, or an earlier run)")
         return model, done
