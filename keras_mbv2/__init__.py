@@ -38,4 +38,5 @@ def _register_blocks() -> None:
 # Once Keras loads, so does `keras_mbv2.layers`: `keras.models.load_model` then finds the blocks of a saved model
 # after a plain `import keras_mbv2`, as it finds keras.applications' layers
 _after_import("keras", _register_blocks)
+
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -45,6 +45,9 @@ class _AfterImportLoader(importlib.abc.Loader):
         self.loader.exec_module(module)
         self.then()
 
+    def __getattr__(self, name: str) -> Any:  # the rest of the module's loader (resources, source) as it was
+        return getattr(self.loader, name)
+
 
 class _AfterImportFinder(importlib.abc.MetaPathFinder):
     """Finds `name` through the other finders and hands its loader to `_AfterImportLoader`, until it is imported."""

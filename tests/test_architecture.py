@@ -257,9 +257,10 @@ def test_after_import_calls_back_once_the_module_is_imported(tmp_path, monkeypat
         if looked_up_first:
             assert importlib.util.find_spec(name) is not None
             assert calls == ([1] if imported_before else [])
-        importlib.import_module(name)
+        module = importlib.import_module(name)
         importlib.import_module(name)
         assert calls == [1]
+        assert inspect.getsource(module) == "VALUE = 1\n"  # its own loader's other answers (source, resources) kept
         assert not any(isinstance(f, _AfterImportFinder) for f in sys.meta_path)
     finally:
         sys.modules.pop(name, None)
