@@ -5,7 +5,8 @@ process, each with the cluster in Keras' variables, or alone for one process:
         KERAS_DISTRIBUTION_PROCESS_ID=0 python examples/train_on_processes.py 2     # and PROCESS_ID=1 beside it
 
 Each process feeds its part of every global batch of 32 (`ProcessCluster.shard`); in a fixed order (no shuffle) the
-global batches are one process's batches, so the two runs train the same model up to float rounding. Prints the
+global batches are one process's batches: the first step is one process's up to float rounding (later steps drift
+apart by a few percent: docs/several-machines.md). Prints the
 test accuracy; process 0 saves model.keras (argument 2: where, default model.keras)."""
 
 import os
