@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Callable, Iterator, Mapping
 
-from .interrupts import cleanup_on_exit
+from .interrupts import cleanup_on_exit, raise_if_signalled
 
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _LEFTOVER = re.compile(r"^\.kmbv2-tmp-(\d+)-([0-9a-f]{8})-")
@@ -174,6 +174,7 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str | None = N
         with cleanup_on_exit(lambda: _remove(tmp)):  # even when the process is ended from a thread
             write(tmp)
             _fix_mode(tmp, directory=os.path.isdir(tmp))
+            raise_if_signalled()
             os.replace(tmp, path)
     finally:
         _remove(tmp)
@@ -205,6 +206,7 @@ def write_files(folder: str, files: Mapping[str, bytes | str]) -> list[str]:
                     with open(os.path.join(tmp, name), "wb") as f:
                         f.write(content if isinstance(content, bytes) else content.encode())
                     _fix_mode(os.path.join(tmp, name), directory=False)
+                raise_if_signalled()
                 for name in files:
                     os.replace(os.path.join(tmp, name), os.path.join(folder, name))
                     written.append(name)
@@ -233,6 +235,7 @@ def output_folder(path: str, flag: str = "--out", force: bool = False) -> Iterat
         with cleanup_on_exit(lambda: _remove(work)):  # even when the process is ended from a thread
             yield work
         _fix_mode(work, directory=True)
+        raise_if_signalled()
         if os.path.lexists(path):
             aside = tempfile.mkdtemp(prefix=_temp_prefix("replaced-"), dir=parent)
             os.replace(path, os.path.join(aside, "old"))

@@ -103,6 +103,16 @@ def on_signal(signum: int, frame: Any) -> None:
 
 #: The signal that stopped the command (0: none): 130 = 128 + SIGINT, 143 = 128 + SIGTERM.
 SIGNALLED = [0]
+_WATCHING = threading.Event()  # `stop_within_seconds` is active (a command of the command line runs)
+
+
+def raise_if_signalled() -> None:
+    """Raise KeyboardInterrupt when a command of the command line was signalled: called by `files` before an
+    output is renamed into place, so that a signal whose KeyboardInterrupt a library swallowed (seen in CI: SIGTERM
+    while `keras-mbv2 figures` drew, exit 0) still stops the command before it writes anything more. Outside
+    `stop_within_seconds` (the package used from Python) it does nothing."""
+    if _WATCHING.is_set() and SIGNALLED[0]:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -139,9 +149,11 @@ def stop_within_seconds(message: Callable[[int], str], grace: float = GRACE) -> 
 
     watcher = threading.Thread(target=watch, name="keras-mbv2-signal-watchdog", daemon=True)
     watcher.start()
+    _WATCHING.set()
     try:
         yield
     finally:
+        _WATCHING.clear()
         done.set()
         signal.set_wakeup_fd(old_fd)
         for s, handler in previous.items():

@@ -275,3 +275,31 @@ def test_a_process_ended_from_a_thread_removes_its_lock_and_temporary_outputs(tm
     assert result.stderr.strip().splitlines()[-1] == "stopped: what finished is kept"
     left = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, ds, fs in os.walk(tmp_path) for f in fs + ds)
     assert left == ["run", os.path.join("run", "epoch_001.txt")], left
+
+
+@pytest.mark.parametrize("kind", ["file", "files", "folder"])
+def test_a_signal_whose_interrupt_was_swallowed_still_stops_the_next_write(kind, tmp_path):
+    """A library that swallows the KeyboardInterrupt of the command line's SIGINT/SIGTERM handler (CI: SIGTERM while
+    `keras-mbv2 figures` drew, which then finished with exit 0): the next output renamed into place raises it again
+    (`interrupts.raise_if_signalled`) and nothing is written; used from Python, outside a command, writes go on."""
+    from keras_mbv2 import interrupts
+    from keras_mbv2.files import output_folder, write_file, write_files
+
+    def write(name):
+        if kind == "file":
+            write_file(str(tmp_path / name), "x")
+        elif kind == "files":
+            write_files(str(tmp_path / name), {"a.txt": "x"})
+        else:
+            with output_folder(str(tmp_path / name)) as work:
+                with open(os.path.join(work, "a.txt"), "w") as f:
+                    f.write("x")
+
+    with interrupts.stop_within_seconds(lambda signum: "stopped"):
+        interrupts.SIGNALLED[0] = signal.SIGTERM  # the handler ran; its KeyboardInterrupt went nowhere
+        with pytest.raises(KeyboardInterrupt):
+            write("out")
+    assert os.listdir(tmp_path) == []  # no output, no temporary file
+    write("later")  # no command running: the flag says nothing
+    assert os.listdir(tmp_path) == ["later"]
+    interrupts.SIGNALLED[0] = 0
